@@ -1,0 +1,138 @@
+//! How every server-side peer connection is built: codecs, header extensions,
+//! interceptors, ICE credentials and host candidates.
+//!
+//! All connections share one codec table, so a track published on one
+//! connection can be forwarded on any other without transcoding: Opus for
+//! audio and VP8 for video (the codec every WebRTC browser sends and decodes).
+
+use crate::rtcp_tap::RtcpTap;
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
+use rtc::shared::error::Result;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Beyond the built-in slots (the sender-report interceptor is at 11,000), so
+/// the tap sees RTCP after the chain has done its own bookkeeping.
+const RTCP_TAP_SLOT: usize = 14_000;
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    }
+}
+
+/// The codec table shared by every connection.
+pub fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
+    vec![
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 111,
+                ..Default::default()
+            },
+            RtpCodecKind::Audio,
+        ),
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![
+                        feedback("goog-remb", ""),
+                        feedback("ccm", "fir"),
+                        feedback("nack", ""),
+                        feedback("nack", "pli"),
+                    ],
+                },
+                payload_type: 96,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        ),
+    ]
+}
+
+fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry)> {
+    let mut media_engine = MediaEngine::default();
+    for (codec, kind) in codecs() {
+        media_engine.register_codec(codec, kind)?;
+    }
+    for (uri, kind) in [
+        (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
+    ] {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    // NACKs toward publishers come from webrtc-rs' generator; NACKs from
+    // subscribers are answered from our own per-track cache (see
+    // `PacketCache`), so the per-sender NACK responder is not installed.
+    let registry = Registry::new()
+        .with(Slot::from(RTCP_TAP_SLOT), RtcpTap::default())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+    let registry = configure_rtcp_reports(registry);
+    Ok((media_engine, registry))
+}
+
+/// Builds a peer connection answering STUN for `ufrag`/`pwd`, with one host
+/// candidate per announced address.
+pub fn build_peer_connection(
+    ufrag: &str,
+    pwd: &str,
+    announced: &[SocketAddr],
+    now: Instant,
+) -> Result<RTCPeerConnection> {
+    let (media_engine, registry) = media_engine_and_interceptors()?;
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    for addr in announced {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    }
+    Ok(pc)
+}

@@ -1,0 +1,177 @@
+//! One participant's server-side peer connection and its negotiation.
+
+use crate::engine;
+use crate::negotiator::Negotiator;
+use crate::track::TrackKey;
+use crate::{EventSink, IceCandidate, MediaEvent, NegotiationError, ParticipantId};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub struct Peer {
+    pub participant: ParticipantId,
+    pub room: String,
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    pub sink: Box<dyn EventSink>,
+    pub negotiator: Negotiator,
+    /// Tracks this participant publishes, by the receiver track id webrtc-rs
+    /// tags their packets with.
+    pub published: HashMap<String, TrackKey>,
+    /// Tracks forwarded to this participant, by sender track id.
+    pub subscribed: HashMap<String, TrackKey>,
+    /// Remote addresses learned for this connection (socket index, address).
+    pub routes: Vec<(usize, SocketAddr)>,
+    pub next_timeout: Option<Instant>,
+    /// The DTLS/ICE connection is up (forwarded media can reach the client).
+    pub connected: bool,
+}
+
+fn random_token(len: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+impl Peer {
+    pub fn new(
+        participant: ParticipantId,
+        room: String,
+        sink: Box<dyn EventSink>,
+        announced: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Peer, NegotiationError> {
+        let ufrag = random_token(16);
+        let pwd = random_token(32);
+        let mut pc = engine::build_peer_connection(&ufrag, &pwd, announced, now)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        // The m-sections the client publishes its microphone and camera into.
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        }
+        let mut negotiator = Negotiator::default();
+        negotiator.mark_changed();
+        Ok(Peer {
+            participant,
+            room,
+            pc,
+            ufrag,
+            sink,
+            negotiator,
+            published: HashMap::new(),
+            subscribed: HashMap::new(),
+            routes: Vec::new(),
+            next_timeout: None,
+            connected: false,
+        })
+    }
+
+    /// Sends an offer if changes are pending and none is outstanding.
+    pub fn offer_if_needed(&mut self, now: Instant) {
+        if !self.negotiator.should_offer() {
+            return;
+        }
+        let offer = match self.pc.create_offer(None) {
+            Ok(offer) => offer,
+            Err(err) => {
+                tracing::warn!(participant = %self.participant, %err, "create_offer failed");
+                return;
+            }
+        };
+        if let Err(err) = self.pc.set_local_description(now, offer.clone()) {
+            tracing::warn!(participant = %self.participant, %err, "set_local_description failed");
+            return;
+        }
+        let sdp = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .unwrap_or(offer.sdp);
+        self.negotiator.offer_sent();
+        self.sink.deliver(MediaEvent::Offer { sdp });
+    }
+
+    pub fn apply_answer(&mut self, sdp: String, now: Instant) -> Result<(), NegotiationError> {
+        if !self.negotiator.offer_outstanding() {
+            return Err(NegotiationError::NoOfferOutstanding);
+        }
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        self.pc
+            .set_remote_description(now, answer)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        self.negotiator.answered();
+        Ok(())
+    }
+
+    /// Answers an offer the client made. The server's own offer wins glare.
+    pub fn apply_client_offer(&mut self, sdp: String, now: Instant) -> Result<(), NegotiationError> {
+        if self.negotiator.offer_outstanding() {
+            return Err(NegotiationError::Glare);
+        }
+        let offer =
+            RTCSessionDescription::offer(sdp).map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        self.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        self.pc
+            .set_local_description(now, answer.clone())
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let sdp = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .unwrap_or(answer.sdp);
+        self.sink.deliver(MediaEvent::Answer { sdp });
+        Ok(())
+    }
+
+    pub fn add_candidate(&mut self, candidate: Option<IceCandidate>) -> Result<(), NegotiationError> {
+        let Some(candidate) = candidate else {
+            return Ok(()); // End of candidates: nothing to do for a full-ICE server.
+        };
+        if let Some(mid) = &candidate.sdp_mid {
+            let known = self
+                .pc
+                .local_description()
+                .map(|d| d.sdp.lines().any(|l| l.strip_prefix("a=mid:") == Some(mid.as_str())))
+                .unwrap_or(false);
+            if !known {
+                return Err(NegotiationError::UnknownMid(mid.clone()));
+            }
+        }
+        if candidate.candidate.is_empty() {
+            return Ok(()); // An empty candidate string also ends the candidates.
+        }
+        self.pc
+            .add_remote_candidate(RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+                username_fragment: candidate.username_fragment,
+                ..Default::default()
+            })
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))
+    }
+
+    pub fn refresh_timeout(&mut self) {
+        self.next_timeout = self.pc.poll_timeout();
+    }
+}

@@ -1,0 +1,739 @@
+//! The shard's media state: rooms, peers, published tracks, and the
+//! per-packet forwarding between them.
+//!
+//! Everything here runs on the shard thread. Input arrives as commands,
+//! datagrams and timeouts; output leaves as datagrams through a `send`
+//! callback and as events through each peer's sink. Time is always a
+//! parameter, never read here.
+
+use crate::demux::{classify, stun_local_ufrag, DatagramKind};
+use crate::engine;
+use crate::keyframe_request::KeyframeRequestThrottle;
+use crate::peer::Peer;
+use crate::rtp_rewriter::RtpRewriter;
+use crate::stats::{add, set, ShardStats};
+use crate::track::{ConnKey, DownTrack, PublishedTrack, TrackKey};
+use crate::{Command, ConnectionState, MediaEvent, NegotiationError, ParticipantId};
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Router {
+    peers: HashMap<ConnKey, Peer>,
+    by_participant: HashMap<ParticipantId, ConnKey>,
+    by_ufrag: HashMap<String, ConnKey>,
+    by_addr: HashMap<(usize, SocketAddr), ConnKey>,
+    tracks: HashMap<TrackKey, PublishedTrack>,
+    rooms: HashMap<String, Vec<ConnKey>>,
+    /// Peers whose connection may have output to drain.
+    dirty: Vec<ConnKey>,
+    next_key: u64,
+    /// The address each socket announces (its candidate), by socket index.
+    announced: Vec<SocketAddr>,
+    pli_throttle: Duration,
+    stats: Arc<ShardStats>,
+}
+
+/// Where a datagram goes: socket index, remote address, bytes.
+pub type Send<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
+
+impl Router {
+    pub fn new(announced: Vec<SocketAddr>, pli_throttle: Duration, stats: Arc<ShardStats>) -> Self {
+        Router {
+            peers: HashMap::new(),
+            by_participant: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            tracks: HashMap::new(),
+            rooms: HashMap::new(),
+            dirty: Vec::new(),
+            next_key: 1,
+            announced,
+            pli_throttle,
+            stats,
+        }
+    }
+
+    fn mark_dirty(dirty: &mut Vec<ConnKey>, key: ConnKey) {
+        if !dirty.contains(&key) {
+            dirty.push(key);
+        }
+    }
+
+    fn conn_of(&self, participant: &str) -> Result<ConnKey, NegotiationError> {
+        self.by_participant
+            .get(participant)
+            .copied()
+            .ok_or(NegotiationError::UnknownParticipant)
+    }
+
+    // ----- commands -----
+
+    pub fn handle_command(&mut self, command: Command, now: Instant, send: Send<'_>) {
+        match command {
+            Command::Join {
+                room,
+                participant,
+                sink,
+            } => self.join(room, participant, sink, now),
+            Command::Answer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.conn_of(&participant).and_then(|conn| {
+                    let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
+                    peer.apply_answer(sdp, now)?;
+                    Self::mark_dirty(&mut self.dirty, conn);
+                    Ok(conn)
+                });
+                if let Ok(conn) = result {
+                    self.refresh_rewriters(conn, now);
+                }
+                reply(result.map(|_| ()));
+            }
+            Command::Offer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.conn_of(&participant).and_then(|conn| {
+                    let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
+                    peer.apply_client_offer(sdp, now)?;
+                    Self::mark_dirty(&mut self.dirty, conn);
+                    Ok(conn)
+                });
+                if let Ok(conn) = result {
+                    self.refresh_rewriters(conn, now);
+                }
+                reply(result.map(|_| ()));
+            }
+            Command::Candidate {
+                participant,
+                candidate,
+                reply,
+            } => {
+                let result = self.conn_of(&participant).and_then(|conn| {
+                    let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
+                    peer.add_candidate(candidate)?;
+                    Self::mark_dirty(&mut self.dirty, conn);
+                    Ok(())
+                });
+                reply(result);
+            }
+            Command::Leave { participant } => {
+                if let Ok(conn) = self.conn_of(&participant) {
+                    self.remove_peer(conn, send);
+                }
+            }
+        }
+        self.flush(now, send);
+    }
+
+    fn join(
+        &mut self,
+        room: String,
+        participant: ParticipantId,
+        sink: Box<dyn crate::EventSink>,
+        now: Instant,
+    ) {
+        if self.by_participant.contains_key(&participant) {
+            tracing::warn!(%participant, "join for a participant already on this shard");
+            return;
+        }
+        let peer = match Peer::new(participant.clone(), room.clone(), sink, &self.announced, now) {
+            Ok(peer) => peer,
+            Err(err) => {
+                tracing::error!(%participant, %err, "could not create peer connection");
+                return;
+            }
+        };
+        let conn = self.next_key;
+        self.next_key += 1;
+        self.by_ufrag.insert(peer.ufrag.clone(), conn);
+        self.by_participant.insert(participant, conn);
+        self.peers.insert(conn, peer);
+        let members = self.rooms.entry(room).or_default();
+        let existing: Vec<ConnKey> = members.clone();
+        members.push(conn);
+        for member in existing {
+            let keys: Vec<TrackKey> = self.peers[&member].published.values().copied().collect();
+            for key in keys {
+                self.subscribe(conn, key);
+            }
+        }
+        Self::mark_dirty(&mut self.dirty, conn);
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        set(&self.stats.peers, self.peers.len() as u64);
+        set(&self.stats.rooms, self.rooms.len() as u64);
+        set(&self.stats.tracks, self.tracks.len() as u64);
+    }
+
+    fn remove_peer(&mut self, conn: ConnKey, send: Send<'_>) {
+        let Some(mut peer) = self.peers.remove(&conn) else {
+            return;
+        };
+        for key in peer.published.values() {
+            if let Some(track) = self.tracks.remove(key) {
+                for dt in track.down_tracks {
+                    self.remove_down_track(dt);
+                }
+            }
+        }
+        for key in peer.subscribed.values() {
+            if let Some(track) = self.tracks.get_mut(key) {
+                track.down_tracks.retain(|dt| dt.subscriber != conn);
+            }
+        }
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|&m| m != conn);
+            if members.is_empty() {
+                self.rooms.remove(&peer.room);
+            }
+        }
+        self.by_participant.remove(&peer.participant);
+        self.by_ufrag.remove(&peer.ufrag);
+        for route in &peer.routes {
+            self.by_addr.remove(route);
+        }
+        self.dirty.retain(|&d| d != conn);
+        if let Err(err) = peer.pc.close() {
+            tracing::debug!(%err, "close");
+        }
+        // Let the DTLS close_notify out.
+        while let Some(msg) = peer.pc.poll_write() {
+            self.send_datagram(msg, send);
+        }
+        tracing::debug!(participant = %peer.participant, "peer removed");
+        self.update_gauges();
+    }
+
+    fn remove_down_track(&mut self, dt: DownTrack) {
+        if let Some(sub) = self.peers.get_mut(&dt.subscriber) {
+            if let Err(err) = sub.pc.remove_track(dt.sender_id) {
+                tracing::debug!(%err, "remove_track");
+            }
+            sub.subscribed.remove(&dt.sender_track_id);
+            sub.negotiator.mark_changed();
+            Self::mark_dirty(&mut self.dirty, dt.subscriber);
+        }
+    }
+
+    /// Adds a sendonly m-section for `key` to `subscriber`'s connection.
+    fn subscribe(&mut self, subscriber: ConnKey, key: TrackKey) {
+        let Some(track) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        if track.publisher == subscriber {
+            return;
+        }
+        let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.participant.clone())
+        else {
+            return;
+        };
+        let Some(sub) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let codec = engine::codecs()
+            .into_iter()
+            .find(|(c, _)| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
+            .map(|(c, _)| c.rtp_codec);
+        let Some(codec) = codec else {
+            tracing::warn!(mime = %track.mime_type, "published codec not in the shared table");
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let sender_track_id = format!("t{key}");
+        let media_track = MediaStreamTrack::new(
+            publisher_id,
+            sender_track_id.clone(),
+            format!("{}-{}", track.kind, key),
+            track.kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        let transceiver = sub.pc.add_transceiver_from_track(
+            media_track,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        );
+        let transceiver = match transceiver {
+            Ok(t) => t,
+            Err(err) => {
+                tracing::warn!(%err, "could not add forwarded track");
+                return;
+            }
+        };
+        sub.subscribed.insert(sender_track_id.clone(), key);
+        sub.negotiator.mark_changed();
+        track.down_tracks.push(DownTrack {
+            subscriber,
+            sender_id: RTCRtpSenderId::from(transceiver),
+            sender_track_id,
+            ssrc,
+            rewriter: None,
+            needs_keyframe: true,
+        });
+        Self::mark_dirty(&mut self.dirty, subscriber);
+    }
+
+    /// After `conn`'s negotiation changed, recomputes payload types and header
+    /// extension ids of everything forwarded to it.
+    fn refresh_rewriters(&mut self, conn: ConnKey, _now: Instant) {
+        let Router { peers, tracks, .. } = self;
+        let Some(sub) = peers.get_mut(&conn) else {
+            return;
+        };
+        for key in sub.subscribed.values() {
+            let Some(track) = tracks.get_mut(key) else {
+                continue;
+            };
+            let Some(dt) = track.down_tracks.iter_mut().find(|d| d.subscriber == conn) else {
+                continue;
+            };
+            let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) else {
+                dt.rewriter = None;
+                continue;
+            };
+            let params = &sender.get_parameters().rtp_parameters;
+            let payload_type = params
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
+                .map(|c| c.payload_type);
+            dt.rewriter = payload_type.map(|payload_type| RtpRewriter {
+                ssrc: dt.ssrc,
+                payload_type,
+                extension_ids: RtpRewriter::map_extensions(
+                    track.extensions.iter().map(|(u, i)| (u.as_str(), *i)),
+                    params
+                        .header_extensions
+                        .iter()
+                        .map(|h| (h.uri.as_str(), h.id as u8)),
+                ),
+            });
+        }
+    }
+
+    // ----- datagrams -----
+
+    pub fn handle_datagram(&mut self, socket: usize, from: SocketAddr, data: &[u8], now: Instant) {
+        add(&self.stats.datagrams_in, 1);
+        add(&self.stats.bytes_in, data.len() as u64);
+        let kind = classify(data);
+        let conn = match kind {
+            DatagramKind::Unknown => None,
+            DatagramKind::Stun => match stun_local_ufrag(data) {
+                Some(ufrag) => {
+                    let conn = self.by_ufrag.get(ufrag).copied();
+                    if let Some(conn) = conn {
+                        self.learn_route(conn, socket, from);
+                    }
+                    conn
+                }
+                None => self.by_addr.get(&(socket, from)).copied(),
+            },
+            DatagramKind::Dtls | DatagramKind::Rtp => self.by_addr.get(&(socket, from)).copied(),
+        };
+        let Some(conn) = conn else {
+            add(&self.stats.dropped_datagrams, 1);
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            add(&self.stats.dropped_datagrams, 1);
+            return;
+        };
+        let result = peer.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.announced[socket],
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+        if let Err(err) = result {
+            add(&self.stats.dropped_datagrams, 1);
+            tracing::trace!(%err, "datagram rejected");
+        }
+        Self::mark_dirty(&mut self.dirty, conn);
+    }
+
+    fn learn_route(&mut self, conn: ConnKey, socket: usize, from: SocketAddr) {
+        let route = (socket, from);
+        if self.by_addr.get(&route) == Some(&conn) {
+            return;
+        }
+        if let Some(old) = self.by_addr.insert(route, conn) {
+            if let Some(peer) = self.peers.get_mut(&old) {
+                peer.routes.retain(|r| *r != route);
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.routes.push(route);
+        }
+    }
+
+    fn socket_for(&self, local: SocketAddr) -> usize {
+        self.announced.iter().position(|a| *a == local).unwrap_or(0)
+    }
+
+    fn send_datagram(&mut self, msg: TaggedBytesMut, send: Send<'_>) {
+        let socket = self.socket_for(msg.transport.local_addr);
+        add(&self.stats.datagrams_out, 1);
+        add(&self.stats.bytes_out, msg.message.len() as u64);
+        send(socket, msg.transport.peer_addr, &msg.message);
+    }
+
+    // ----- timers -----
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let peers = self.peers.values().filter_map(|p| p.next_timeout);
+        let keyframes = self.tracks.values().filter_map(|t| t.keyframes.deadline());
+        peers.chain(keyframes).min()
+    }
+
+    pub fn handle_timeouts(&mut self, now: Instant, send: Send<'_>) {
+        for (&conn, peer) in self.peers.iter_mut() {
+            if peer.next_timeout.is_some_and(|t| t <= now) {
+                if let Err(err) = peer.pc.handle_timeout(now) {
+                    tracing::debug!(%err, "handle_timeout");
+                }
+                Self::mark_dirty(&mut self.dirty, conn);
+            }
+        }
+        let due: Vec<TrackKey> = self
+            .tracks
+            .iter_mut()
+            .filter_map(|(&key, t)| t.keyframes.poll_deferred(now).then_some(key))
+            .collect();
+        for key in due {
+            self.send_keyframe_request(key, now);
+        }
+        self.flush(now, send);
+    }
+
+    // ----- draining connections -----
+
+    /// Drains every dirty connection until none has output left.
+    pub fn flush(&mut self, now: Instant, send: Send<'_>) {
+        while let Some(conn) = self.dirty.pop() {
+            self.drive(conn, now, send);
+        }
+    }
+
+    fn drive(&mut self, conn: ConnKey, now: Instant, send: Send<'_>) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(event) = peer.pc.poll_event() {
+            events.push(event);
+        }
+        for event in events {
+            self.handle_peer_event(conn, event, now);
+        }
+        loop {
+            let Some(peer) = self.peers.get_mut(&conn) else {
+                return;
+            };
+            let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() else {
+                break;
+            };
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => self.forward(conn, &track_id, packet, now),
+                RTCMessage::RtcpPacket(track_id, packets) => {
+                    self.handle_feedback(conn, &track_id, packets, now)
+                }
+                _ => {}
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        peer.offer_if_needed(now);
+        let mut out = Vec::new();
+        while let Some(msg) = peer.pc.poll_write() {
+            out.push(msg);
+        }
+        peer.refresh_timeout();
+        for msg in out {
+            // Outgoing STUN checks name the remote address whose responses
+            // will carry no USERNAME: route those back to this connection.
+            if msg.message.first().is_some_and(|b| *b < 4) {
+                let socket = self.socket_for(msg.transport.local_addr);
+                self.learn_route(conn, socket, msg.transport.peer_addr);
+            }
+            self.send_datagram(msg, send);
+        }
+    }
+
+    fn handle_peer_event(&mut self, conn: ConnKey, event: RTCPeerConnectionEvent, now: Instant) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let state = match state {
+                    RTCPeerConnectionState::Connected => ConnectionState::Connected,
+                    RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+                    RTCPeerConnectionState::Failed => ConnectionState::Failed,
+                    RTCPeerConnectionState::Closed => ConnectionState::Closed,
+                    _ => ConnectionState::Connecting,
+                };
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.connected = state == ConnectionState::Connected;
+                    tracing::debug!(participant = %peer.participant, ?state, "connection state");
+                    peer.sink.deliver(MediaEvent::ConnectionState(state));
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.publish(conn, init, now);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                self.unpublish(conn, &track_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// A track of `conn` started: forward it to everyone else in the room.
+    fn publish(&mut self, conn: ConnKey, init: RTCTrackEventInit, _now: Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer.published.contains_key(&init.track_id) {
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
+            return;
+        };
+        let kind = receiver.track().kind();
+        let mime_type = receiver
+            .track()
+            .codec(init.ssrc)
+            .map(|c| c.mime_type.clone())
+            .or_else(|| {
+                receiver
+                    .get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .first()
+                    .map(|c| c.rtp_codec.mime_type.clone())
+            })
+            .unwrap_or_default();
+        let extensions = receiver
+            .get_parameters()
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .map(|h| (h.uri.clone(), h.id as u8))
+            .collect();
+        let key = self.next_key;
+        self.next_key += 1;
+        peer.published.insert(init.track_id.clone(), key);
+        let room = peer.room.clone();
+        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, "track published");
+        self.tracks.insert(
+            key,
+            PublishedTrack {
+                publisher: conn,
+                receiver_id: init.receiver_id,
+                media_ssrc: init.ssrc,
+                kind,
+                mime_type,
+                extensions,
+                down_tracks: Vec::new(),
+                cache: Default::default(),
+                keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
+            },
+        );
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for member in members {
+            self.subscribe(member, key);
+        }
+        self.update_gauges();
+    }
+
+    fn unpublish(&mut self, conn: ConnKey, track_id: &str) {
+        let Some(key) = self.peers.get_mut(&conn).and_then(|p| p.published.remove(track_id)) else {
+            return;
+        };
+        if let Some(track) = self.tracks.remove(&key) {
+            for dt in track.down_tracks {
+                self.remove_down_track(dt);
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// The per-packet path: one publisher packet to every subscriber.
+    fn forward(&mut self, conn: ConnKey, track_id: &str, packet: rtp::Packet, now: Instant) {
+        let Router {
+            peers,
+            tracks,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let Some(key) = peers.get(&conn).and_then(|p| p.published.get(track_id)).copied() else {
+            return;
+        };
+        let Some(track) = tracks.get_mut(&key) else {
+            return;
+        };
+        add(&stats.rtp_in, 1);
+        if track.is_video() {
+            track.cache.insert(&packet);
+        }
+        let mut want_keyframe = false;
+        for dt in track.down_tracks.iter_mut() {
+            let Some(rewriter) = &dt.rewriter else {
+                continue;
+            };
+            let Some(sub) = peers.get_mut(&dt.subscriber) else {
+                continue;
+            };
+            if dt.needs_keyframe && sub.connected {
+                dt.needs_keyframe = false;
+                want_keyframe = true;
+            }
+            let mut out = packet.clone();
+            rewriter.rewrite(&mut out);
+            if let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) {
+                match sender.write_rtp(now, out) {
+                    Ok(()) => add(&stats.rtp_forwarded, 1),
+                    Err(err) => tracing::trace!(%err, "write_rtp"),
+                }
+            }
+            Self::mark_dirty(dirty, dt.subscriber);
+        }
+        if want_keyframe && track.is_video() {
+            self.request_keyframe(key, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, key: TrackKey, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        if track.keyframes.request(now) {
+            self.send_keyframe_request(key, now);
+        }
+    }
+
+    fn send_keyframe_request(&mut self, key: TrackKey, now: Instant) {
+        let Some(track) = self.tracks.get(&key) else {
+            return;
+        };
+        let Some(publisher) = self.peers.get_mut(&track.publisher) else {
+            return;
+        };
+        if let Some(mut receiver) = publisher.pc.rtp_receiver(track.receiver_id) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: track.media_ssrc,
+            };
+            if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                add(&self.stats.keyframe_requests_out, 1);
+            }
+        }
+        Self::mark_dirty(&mut self.dirty, track.publisher);
+    }
+
+    /// RTCP from `conn` about the forwarded track `track_id` it receives.
+    fn handle_feedback(
+        &mut self,
+        conn: ConnKey,
+        track_id: &str,
+        packets: Vec<Box<dyn rtcp::Packet>>,
+        now: Instant,
+    ) {
+        let Some(key) = self.peers.get(&conn).and_then(|p| p.subscribed.get(track_id)).copied()
+        else {
+            return; // RTCP about our own receivers (sender reports): nothing to do.
+        };
+        for packet in packets {
+            let any = packet.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                add(&self.stats.keyframe_requests_in, 1);
+                self.request_keyframe(key, now);
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                add(&self.stats.nacks_in, 1);
+                self.retransmit(conn, key, nack, now);
+            }
+        }
+    }
+
+    fn retransmit(&mut self, conn: ConnKey, key: TrackKey, nack: &TransportLayerNack, now: Instant) {
+        let Router {
+            peers,
+            tracks,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let Some(track) = tracks.get(&key) else {
+            return;
+        };
+        let Some(dt) = track.down_tracks.iter().find(|d| d.subscriber == conn) else {
+            return;
+        };
+        let (Some(rewriter), Some(sub)) = (&dt.rewriter, peers.get_mut(&conn)) else {
+            return;
+        };
+        for pair in &nack.nacks {
+            for seq in pair.packet_list() {
+                let Some(cached) = track.cache.get(seq) else {
+                    continue;
+                };
+                let mut out = cached.clone();
+                rewriter.rewrite(&mut out);
+                if let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) {
+                    if sender.write_rtp(now, out).is_ok() {
+                        add(&stats.retransmissions, 1);
+                    }
+                }
+            }
+        }
+        Self::mark_dirty(dirty, conn);
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&mut self, send: Send<'_>) {
+        let conns: Vec<ConnKey> = self.peers.keys().copied().collect();
+        for conn in conns {
+            if let Some(peer) = self.peers.get(&conn) {
+                peer.sink.deliver(MediaEvent::ConnectionState(ConnectionState::Closed));
+            }
+            self.remove_peer(conn, send);
+        }
+    }
+}

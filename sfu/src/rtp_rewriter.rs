@@ -1,0 +1,135 @@
+//! Per-subscriber rewriting of a forwarded RTP packet's identity.
+//!
+//! webrtc-rs' `write_rtp` rejects rather than rewrites: the SSRC must be the
+//! subscriber-side sender's, the payload type one negotiated on that
+//! connection and every header-extension id one negotiated there. Payload
+//! types and extension ids are chosen per connection during negotiation, so
+//! the mapping is computed per subscriber after each answer.
+//!
+//! Only end-to-end extensions are forwarded (audio level, video orientation).
+//! Hop-by-hop ones (transport-wide-cc, abs-send-time, mid, rid) describe the
+//! publisher's leg and would mislead the subscriber, so they are dropped.
+
+use rtc::rtp;
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
+
+/// Header extensions that mean the same on every leg.
+pub const END_TO_END_EXTENSIONS: &[&str] = &[AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI];
+
+/// The negotiated identity of a forwarded stream on one subscriber's connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtpRewriter {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    /// (publisher-side id, subscriber-side id) of each forwarded extension.
+    pub extension_ids: Vec<(u8, u8)>,
+}
+
+impl RtpRewriter {
+    /// Builds the extension map from both legs' negotiated (uri, id) lists.
+    pub fn map_extensions<'a>(
+        publisher: impl IntoIterator<Item = (&'a str, u8)> + Clone,
+        subscriber: impl IntoIterator<Item = (&'a str, u8)>,
+    ) -> Vec<(u8, u8)> {
+        subscriber
+            .into_iter()
+            .filter(|(uri, _)| END_TO_END_EXTENSIONS.contains(uri))
+            .filter_map(|(uri, out_id)| {
+                publisher
+                    .clone()
+                    .into_iter()
+                    .find(|(p_uri, _)| *p_uri == uri)
+                    .map(|(_, in_id)| (in_id, out_id))
+            })
+            .collect()
+    }
+
+    /// Rewrites `packet` in place for this subscriber.
+    pub fn rewrite(&self, packet: &mut rtp::Packet) {
+        let header = &mut packet.header;
+        header.ssrc = self.ssrc;
+        header.payload_type = self.payload_type;
+        header.extensions.retain_mut(|ext| {
+            match self.extension_ids.iter().find(|(from, _)| *from == ext.id) {
+                Some(&(_, to)) => {
+                    ext.id = to;
+                    true
+                }
+                None => false,
+            }
+        });
+        if header.extensions.is_empty() {
+            header.extension = false;
+            header.extension_profile = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn packet_with_extensions(ids: &[u8]) -> rtp::Packet {
+        let mut header = rtp::Header {
+            ssrc: 1111,
+            payload_type: 111,
+            sequence_number: 7,
+            timestamp: 99,
+            extension: true,
+            extension_profile: 0xBEDE,
+            ..Default::default()
+        };
+        for &id in ids {
+            header.extensions.push(rtp::header::Extension {
+                id,
+                payload: Bytes::from_static(&[0x80]),
+            });
+        }
+        rtp::Packet {
+            header,
+            payload: Bytes::from_static(b"opus"),
+        }
+    }
+
+    #[test]
+    fn maps_identity_and_keeps_only_end_to_end_extensions() {
+        let publisher = [
+            (AUDIO_LEVEL_URI, 1u8),
+            ("http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", 2),
+            ("urn:ietf:params:rtp-hdrext:sdes:mid", 4),
+        ];
+        let subscriber = [
+            ("urn:ietf:params:rtp-hdrext:sdes:mid", 3u8),
+            (AUDIO_LEVEL_URI, 9),
+        ];
+        let rewriter = RtpRewriter {
+            ssrc: 2222,
+            payload_type: 109,
+            extension_ids: RtpRewriter::map_extensions(publisher, subscriber),
+        };
+        assert_eq!(rewriter.extension_ids, vec![(1, 9)]);
+
+        let mut p = packet_with_extensions(&[1, 2, 4]);
+        rewriter.rewrite(&mut p);
+        assert_eq!(p.header.ssrc, 2222);
+        assert_eq!(p.header.payload_type, 109);
+        assert_eq!(p.header.extensions.len(), 1);
+        assert_eq!(p.header.extensions[0].id, 9);
+        // Sequence number and timestamp pass through untouched.
+        assert_eq!((p.header.sequence_number, p.header.timestamp), (7, 99));
+    }
+
+    #[test]
+    fn clears_extension_flag_when_nothing_is_forwarded() {
+        let rewriter = RtpRewriter {
+            ssrc: 5,
+            payload_type: 96,
+            extension_ids: vec![],
+        };
+        let mut p = packet_with_extensions(&[2, 3]);
+        rewriter.rewrite(&mut p);
+        assert!(!p.header.extension);
+        assert!(p.header.extensions.is_empty());
+    }
+}

@@ -1,0 +1,226 @@
+//! One shard: a thread, its UDP sockets (one per bind address, all on the
+//! shard's port), and an event loop that feeds datagrams, commands and
+//! timeouts to the [`Router`].
+
+use crate::router::Router;
+use crate::stats::{add, ShardStats};
+use crate::{Command, MediaSettings};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(usize::MAX);
+/// Commands are rare (joins, answers, candidates); a full queue means the
+/// shard is stuck, and the control plane gets an error instead of waiting.
+const COMMAND_QUEUE: usize = 4096;
+/// Largest datagram we accept; WebRTC packets stay under the path MTU.
+const MAX_DATAGRAM: usize = 2048;
+/// Upper bound on one wait, so a shard notices a stop even with no traffic.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+enum Message {
+    Command(Command),
+    Stop,
+}
+
+/// The control plane's handle on one shard.
+pub struct ShardHandle {
+    index: usize,
+    tx: SyncSender<Message>,
+    waker: Arc<Waker>,
+    stats: Arc<ShardStats>,
+    local_addrs: Vec<SocketAddr>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ShardHandle {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The addresses this shard's sockets are bound to.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Queues a command. Fails (returning it) only when the shard is gone or
+    /// its queue is full.
+    pub fn send(&self, command: Command) -> Result<(), Command> {
+        match self.tx.try_send(Message::Command(command)) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(Message::Command(c)))
+            | Err(TrySendError::Disconnected(Message::Command(c))) => Err(c),
+            Err(_) => unreachable!("only commands are sent here"),
+        }
+    }
+
+    pub(crate) fn request_stop(&self) {
+        // A blocking send: stopping must not be lost to a full queue.
+        let _ = self.tx.send(Message::Stop);
+        let _ = self.waker.wake();
+    }
+
+    pub(crate) fn join(&self) {
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct BoundSocket {
+    socket: UdpSocket,
+}
+
+/// The candidate address announced for a socket bound to `bound`.
+fn announced_addr(bound: SocketAddr, public_ip: Option<IpAddr>) -> SocketAddr {
+    match public_ip {
+        Some(ip) if !bound.ip().is_loopback() => SocketAddr::new(ip, bound.port()),
+        _ => bound,
+    }
+}
+
+/// Binds the shard's sockets and starts its thread.
+pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let mut sockets = Vec::new();
+    let mut local_addrs = Vec::new();
+    // With port 0 the first socket picks a port and the others reuse it, so a
+    // shard is one port whichever addresses it listens on.
+    let mut port = if settings.port == 0 {
+        0
+    } else {
+        settings
+            .port
+            .checked_add(index as u16)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "media port range overflows"))?
+    };
+    for &ip in &settings.bind_ips {
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port)).map_err(|e| {
+            io::Error::new(e.kind(), format!("binding UDP {ip}:{port} for shard {index}: {e}"))
+        })?;
+        std_socket.set_nonblocking(true)?;
+        let bound = std_socket.local_addr()?;
+        port = bound.port();
+        let mut socket = UdpSocket::from_std(std_socket);
+        poll.registry()
+            .register(&mut socket, Token(sockets.len()), Interest::READABLE)?;
+        local_addrs.push(bound);
+        sockets.push(BoundSocket { socket });
+    }
+    let announced = local_addrs
+        .iter()
+        .map(|&a| announced_addr(a, settings.public_ip))
+        .collect();
+    let stats = Arc::new(ShardStats::default());
+    let (tx, rx) = sync_channel(COMMAND_QUEUE);
+    let router = Router::new(announced, settings.pli_throttle, stats.clone());
+    let shard = Shard {
+        poll,
+        sockets,
+        rx,
+        router,
+        stats: stats.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("noom-shard-{index}"))
+        .spawn(move || shard.run())?;
+    tracing::info!(shard = index, addrs = ?local_addrs, "media shard listening");
+    Ok(ShardHandle {
+        index,
+        tx,
+        waker,
+        stats,
+        local_addrs,
+        thread: std::sync::Mutex::new(Some(thread)),
+    })
+}
+
+struct Shard {
+    poll: Poll,
+    sockets: Vec<BoundSocket>,
+    rx: Receiver<Message>,
+    router: Router,
+    stats: Arc<ShardStats>,
+}
+
+impl Shard {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let now = Instant::now();
+            let wait = self
+                .router
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now))
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT);
+            if let Err(err) = self.poll.poll(&mut events, Some(wait)) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(%err, "shard poll failed");
+                    return;
+                }
+            }
+            let started = Instant::now();
+            let sockets = &self.sockets;
+            let mut send = |socket: usize, to: SocketAddr, data: &[u8]| {
+                if let Err(err) = sockets[socket].socket.send_to(data, to) {
+                    tracing::trace!(%err, %to, "send_to");
+                }
+            };
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                let index = token.0;
+                loop {
+                    match sockets[index].socket.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let now = Instant::now();
+                            self.router.handle_datagram(index, from, &buf[..n], now);
+                            self.router.flush(now, &mut send);
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(err) => {
+                            // ICMP errors surface here on Linux; they are per
+                            // remote, never fatal for the shard.
+                            tracing::trace!(%err, "recv_from");
+                        }
+                    }
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Message::Command(command)) => {
+                        self.router.handle_command(command, Instant::now(), &mut send);
+                    }
+                    Ok(Message::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        self.router.close_all(&mut send);
+                        return;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            self.router.handle_timeouts(Instant::now(), &mut send);
+            add(
+                &self.stats.loop_busy_micros,
+                started.elapsed().as_micros() as u64,
+            );
+        }
+    }
+}

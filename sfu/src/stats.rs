@@ -1,0 +1,47 @@
+//! Per-shard counters, written by the shard thread and read by metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// Counters of one shard. Relaxed atomics: each is written by one thread.
+        #[derive(Debug, Default)]
+        pub struct ShardStats { $(#[doc = $doc] pub $name: AtomicU64,)* }
+
+        /// A copy of [`ShardStats`] at one instant.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct ShardStatsSnapshot { $(#[doc = $doc] pub $name: u64,)* }
+
+        impl ShardStats {
+            pub fn snapshot(&self) -> ShardStatsSnapshot {
+                ShardStatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    datagrams_in: "UDP datagrams received",
+    bytes_in: "UDP bytes received",
+    datagrams_out: "UDP datagrams sent",
+    bytes_out: "UDP bytes sent",
+    dropped_datagrams: "datagrams dropped: unknown protocol, unknown sender or rejected by the connection",
+    rtp_in: "RTP packets received from publishers",
+    rtp_forwarded: "RTP packets handed to subscribers' connections",
+    keyframe_requests_in: "PLI/FIR received from subscribers",
+    keyframe_requests_out: "PLI sent to publishers",
+    nacks_in: "NACK packets received from subscribers",
+    retransmissions: "packets re-sent from the packet cache for NACKs",
+    peers: "peer connections on this shard",
+    rooms: "rooms on this shard",
+    tracks: "published tracks on this shard",
+    loop_busy_micros: "microseconds the event loop spent working (not waiting)",
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+pub(crate) fn set(counter: &AtomicU64, n: u64) {
+    counter.store(n, Relaxed);
+}

@@ -1,0 +1,231 @@
+//! The rooms directory: who is in which room, on which shard, and who is
+//! waiting in the lobby for room-list updates.
+//!
+//! One `Mutex` guards it. Every operation is a short, synchronous critical
+//! section (never held across `.await`): a join must check the room and
+//! server limits and insert atomically, and the lobby must see one
+//! consistent room list, which per-entry locking (dashmap) cannot give.
+
+use crate::outbox::Outbox;
+use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, RoomInfo};
+use std::collections::{BTreeMap, HashMap};
+
+/// A WebSocket connection's identity inside the directory.
+pub type ConnId = u64;
+
+pub struct Member {
+    pub info: ParticipantInfo,
+    pub outbox: Outbox,
+}
+
+pub struct Room {
+    pub shard: usize,
+    pub members: Vec<Member>,
+}
+
+pub struct Limits {
+    pub max_rooms: usize,
+    pub max_participants_per_room: usize,
+}
+
+pub struct Directory {
+    rooms: BTreeMap<String, Room>,
+    lobby: HashMap<ConnId, Outbox>,
+    shard_load: Vec<usize>,
+    limits: Limits,
+}
+
+/// What a successful join returns to the joining connection.
+pub struct Joined {
+    pub shard: usize,
+    pub others: Vec<ParticipantInfo>,
+}
+
+impl Directory {
+    pub fn new(shards: usize, limits: Limits) -> Self {
+        Directory {
+            rooms: BTreeMap::new(),
+            lobby: HashMap::new(),
+            shard_load: vec![0; shards.max(1)],
+            limits,
+        }
+    }
+
+    pub fn room_list(&self) -> Vec<RoomInfo> {
+        self.rooms
+            .iter()
+            .map(|(name, room)| RoomInfo {
+                name: name.clone(),
+                participants: room.members.len(),
+            })
+            .collect()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
+    }
+
+    /// A connection enters the lobby and gets the room list at once.
+    pub fn enter_lobby(&mut self, conn: ConnId, outbox: Outbox) {
+        outbox.push(protocol::rooms(&None, &self.room_list()));
+        self.lobby.insert(conn, outbox);
+    }
+
+    pub fn leave_lobby(&mut self, conn: ConnId) {
+        self.lobby.remove(&conn);
+    }
+
+    fn push_room_list(&self) {
+        if self.lobby.is_empty() {
+            return;
+        }
+        let text = protocol::rooms(&None, &self.room_list());
+        for outbox in self.lobby.values() {
+            outbox.push(text.clone());
+        }
+    }
+
+    /// Adds a participant to `room` (creating it), tells the others, and
+    /// takes the connection out of the lobby.
+    pub fn join(
+        &mut self,
+        room_name: &str,
+        info: ParticipantInfo,
+        conn: ConnId,
+        outbox: Outbox,
+    ) -> Result<Joined, Refusal> {
+        let creating = !self.rooms.contains_key(room_name);
+        if creating && self.rooms.len() >= self.limits.max_rooms {
+            return Err(Refusal::new(
+                ErrorCode::RoomFull,
+                "the server has reached its limit of rooms",
+            ));
+        }
+        if let Some(room) = self.rooms.get(room_name) {
+            if room.members.len() >= self.limits.max_participants_per_room {
+                return Err(Refusal::new(
+                    ErrorCode::RoomFull,
+                    format!(
+                        "room {room_name:?} is full ({} participants)",
+                        room.members.len()
+                    ),
+                ));
+            }
+        }
+        let shard = if creating {
+            // The least-loaded shard, by participants.
+            let (shard, _) = self
+                .shard_load
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, load)| **load)
+                .expect("at least one shard");
+            shard
+        } else {
+            self.rooms[room_name].shard
+        };
+        let room = self.rooms.entry(room_name.to_owned()).or_insert(Room {
+            shard,
+            members: Vec::new(),
+        });
+        let others: Vec<ParticipantInfo> = room.members.iter().map(|m| m.info.clone()).collect();
+        let announcement = protocol::participant_joined(&info);
+        for member in &room.members {
+            member.outbox.push(announcement.clone());
+        }
+        room.members.push(Member { info, outbox });
+        self.shard_load[shard] += 1;
+        self.lobby.remove(&conn);
+        self.push_room_list();
+        Ok(Joined { shard, others })
+    }
+
+    /// Removes a participant, tells the others, drops an empty room.
+    pub fn leave(&mut self, room_name: &str, participant: &str) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let before = room.members.len();
+        room.members.retain(|m| m.info.id != participant);
+        if room.members.len() == before {
+            return;
+        }
+        self.shard_load[room.shard] = self.shard_load[room.shard].saturating_sub(1);
+        let notice = protocol::participant_left(participant);
+        for member in &room.members {
+            member.outbox.push(notice.clone());
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(room_name);
+        }
+        self.push_room_list();
+    }
+
+    /// Applies `change` to a participant and tells everyone in the room
+    /// (the participant included).
+    pub fn update(
+        &mut self,
+        room_name: &str,
+        participant: &str,
+        change: impl FnOnce(&mut ParticipantInfo),
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(member) = room.members.iter_mut().find(|m| m.info.id == participant) else {
+            return;
+        };
+        change(&mut member.info);
+        let notice = protocol::participant_updated(&member.info);
+        for member in &room.members {
+            member.outbox.push(notice.clone());
+        }
+    }
+
+    /// Delivers a chat message; `to` restricts it to one participant.
+    pub fn chat(
+        &self,
+        room_name: &str,
+        from: &str,
+        text: &str,
+        to: Option<&str>,
+        ts: u64,
+    ) -> Result<(), Refusal> {
+        let room = self
+            .rooms
+            .get(room_name)
+            .ok_or_else(|| Refusal::new(ErrorCode::NotInRoom, "not in a room"))?;
+        let sender = room
+            .members
+            .iter()
+            .find(|m| m.info.id == from)
+            .ok_or_else(|| Refusal::new(ErrorCode::NotInRoom, "not in a room"))?;
+        if let Some(to) = to {
+            if to == from {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "a direct message cannot be sent to oneself",
+                ));
+            }
+            let recipient = room.members.iter().find(|m| m.info.id == to).ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("no participant {to:?} in this room"),
+                )
+            })?;
+            recipient
+                .outbox
+                .push(protocol::chat(from, &sender.info.name, text, ts, Some(to)));
+        } else {
+            let message = protocol::chat(from, &sender.info.name, text, ts, None);
+            for member in room.members.iter().filter(|m| m.info.id != from) {
+                member.outbox.push(message.clone());
+            }
+        }
+        Ok(())
+    }
+}

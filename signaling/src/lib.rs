@@ -1,0 +1,140 @@
+//! Noom's control plane: the HTTP server, WebSocket signaling (the contract
+//! in `docs/protocol.md`), the rooms directory, chat and metrics. It never
+//! touches packets: media goes through `noom_sfu` shards.
+
+mod directory;
+mod metrics;
+mod outbox;
+pub mod protocol;
+mod rate_limit;
+mod session;
+mod web;
+
+use anyhow::Context;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use directory::{Directory, Limits};
+use noom_config::Config;
+use noom_sfu::{MediaPlane, MediaSettings};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+pub use metrics::Metrics;
+
+/// Everything the HTTP handlers and sessions share.
+pub struct AppState {
+    pub config: Config,
+    directory: Mutex<Directory>,
+    media: MediaPlane,
+    next_conn: AtomicU64,
+    /// `ice_servers` of the `joined` message, rendered once.
+    ice_servers: serde_json::Value,
+    metrics: Metrics,
+    shutdown: broadcast::Sender<()>,
+}
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    state: Arc<AppState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn media_settings(config: &Config) -> MediaSettings {
+    MediaSettings {
+        shards: config.shard_count(),
+        bind_ips: config.resolved_bind_ips(),
+        port: config.media.port,
+        public_ip: config.media.public_ip,
+        pli_throttle: Duration::from_millis(config.keyframes.pli_throttle_ms),
+    }
+}
+
+impl Server {
+    /// Binds the HTTP listener and the media shards, and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding HTTP {}", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let settings = media_settings(&config);
+        let media = MediaPlane::start(&settings).context("starting media shards")?;
+        let ice_servers = serde_json::to_value(&config.ice.servers)?;
+        let (shutdown, _) = broadcast::channel(1);
+        let state = Arc::new(AppState {
+            directory: Mutex::new(Directory::new(
+                media.shards().len(),
+                Limits {
+                    max_rooms: config.limits.max_rooms,
+                    max_participants_per_room: config.limits.max_participants_per_room,
+                },
+            )),
+            media,
+            next_conn: AtomicU64::new(1),
+            ice_servers,
+            metrics: Metrics::default(),
+            shutdown,
+            config,
+        });
+        let app = Router::new()
+            .route("/ws", get(ws_upgrade))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::serve))
+            .fallback(web::serve)
+            .with_state(state.clone());
+        let mut stop = state.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.recv().await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(%err, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_addr, "noom listening");
+        Ok(Server {
+            http_addr,
+            state,
+            task,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Media shards' UDP addresses (for tests and logs).
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.state
+            .media
+            .shards()
+            .iter()
+            .flat_map(|s| s.local_addrs().to_vec())
+            .collect()
+    }
+
+    /// Tells clients, closes WebSockets and peer connections, and stops.
+    pub async fn shutdown(self) {
+        let _ = self.state.shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.media.shutdown()).await;
+    }
+}
+
+async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Frames over 16 times the message limit close the connection (1009);
+    // frames over the limit itself get `too_large` and the connection stays.
+    let hard_limit = state.config.limits.max_message_bytes.saturating_mul(16);
+    ws.max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| session::run(socket, state))
+}

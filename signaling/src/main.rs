@@ -1,0 +1,77 @@
+//! `noom`: the server binary.
+
+use clap::Parser;
+use noom_config::{Config, LogFormat};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "noom", version, about = "Noom: a selective forwarding unit for browser video calls")]
+struct Cli {
+    /// Configuration file (TOML). Keys it omits take the embedded defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, file and environment) and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::embedded(),
+    };
+    config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("noom: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let server = match noom_signaling::Server::start(config).await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("noom: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,435 @@
+//! One WebSocket connection: the lobby, then at most one room at a time.
+//!
+//! The session task owns the connection's state (which room, which
+//! participant id, the grace timer) and is the only one to change it; other
+//! tasks and shard threads reach the client through its [`Outbox`] and the
+//! session through its media channel.
+
+use crate::outbox::{outbox, Outbox};
+use crate::protocol::{self, ErrorCode, MediaKind, ParticipantInfo, Refusal, Request};
+use crate::rate_limit::TokenBucket;
+use crate::AppState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use noom_sfu::{Command, ConnectionState, EventSink, IceCandidate, MediaEvent, NegotiationError};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Media events queued from the shard to one session; offers and state
+/// changes are rare, so a small bound suffices.
+const MEDIA_EVENT_QUEUE: usize = 64;
+
+/// Forwards a participant's media events from its shard thread to the session.
+struct MediaSink {
+    participant: String,
+    tx: mpsc::Sender<(String, MediaEvent)>,
+}
+
+impl EventSink for MediaSink {
+    fn deliver(&self, event: MediaEvent) {
+        if self.tx.try_send((self.participant.clone(), event)).is_err() {
+            tracing::warn!(participant = %self.participant, "media event dropped: session not keeping up");
+        }
+    }
+}
+
+struct InRoom {
+    room: String,
+    id: String,
+    shard: usize,
+}
+
+struct Session {
+    conn: u64,
+    state: Arc<AppState>,
+    outbox: Outbox,
+    media_tx: mpsc::Sender<(String, MediaEvent)>,
+    current: Option<InRoom>,
+    rate: TokenBucket,
+    /// When set, the media connection is down and the participant leaves at this instant.
+    grace_deadline: Option<Instant>,
+    /// `req` of the client's own offer, echoed on the server's answer.
+    client_offer_req: Option<Value>,
+}
+
+pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    state.metrics.ws_connections.inc();
+    let (outbox, mut out_rx) = outbox();
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let mut shutdown = state.shutdown.subscribe();
+
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                text = out_rx.rx.recv() => match text {
+                    Some(text) => if ws_tx.send(Message::Text(text.into())).await.is_err() { break },
+                    None => break,
+                },
+                _ = out_rx.overflow_signal.notified() => {
+                    let _ = ws_tx.send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: "client is not reading its messages".into(),
+                    }))).await;
+                    break;
+                }
+            }
+        }
+        let _ = ws_tx.close().await;
+    });
+
+    let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_QUEUE);
+    let limits = &state.config.limits;
+    let mut session = Session {
+        conn,
+        rate: TokenBucket::new(limits.messages_per_second, limits.message_burst),
+        state: state.clone(),
+        outbox: outbox.clone(),
+        media_tx,
+        current: None,
+        grace_deadline: None,
+        client_offer_req: None,
+    };
+    state.directory.lock().unwrap().enter_lobby(conn, outbox.clone());
+
+    loop {
+        let grace = session.grace_deadline;
+        tokio::select! {
+            message = ws_rx.next() => match message {
+                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
+                Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(err)) => {
+                    tracing::debug!(conn, %err, "websocket read failed");
+                    break;
+                }
+            },
+            Some((participant, event)) = media_rx.recv() => session.on_media(participant, event),
+            _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
+                session.on_grace_expired();
+            }
+            _ = shutdown.recv() => {
+                outbox.push(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
+                break;
+            }
+        }
+    }
+    session.leave_room();
+    state.directory.lock().unwrap().leave_lobby(conn);
+    drop(session);
+    drop(outbox);
+    // The writer ends once every outbox clone is gone (the directory dropped
+    // its clones above); bound the wait for a client that stopped reading.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    state.metrics.ws_connections.dec();
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn new_participant_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("p{}", Alphanumeric.sample_string(&mut rand::rng(), 11))
+}
+
+impl Session {
+    fn refuse(&self, req: &Option<Value>, refusal: Refusal) {
+        self.state.metrics.count_error(refusal.code);
+        self.outbox.push(protocol::error(req, &refusal));
+    }
+
+    fn reply_ok(&self, req: &Option<Value>) {
+        if req.is_some() {
+            self.outbox.push(protocol::ok(req));
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        if text.len() > self.state.config.limits.max_message_bytes {
+            self.refuse(
+                &None,
+                Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "message of {} bytes exceeds the limit of {} bytes",
+                        text.len(),
+                        self.state.config.limits.max_message_bytes
+                    ),
+                ),
+            );
+            return;
+        }
+        let incoming = protocol::parse(text);
+        if !self.rate.take(std::time::Instant::now()) {
+            self.refuse(
+                &incoming.req,
+                Refusal::new(ErrorCode::RateLimited, "too many messages; slow down"),
+            );
+            return;
+        }
+        let req = incoming.req;
+        let result = incoming.request.and_then(|request| self.dispatch(&req, request));
+        if let Err(refusal) = result {
+            self.refuse(&req, refusal);
+        }
+    }
+
+    fn in_room(&self) -> Result<&InRoom, Refusal> {
+        self.current
+            .as_ref()
+            .ok_or_else(|| Refusal::new(ErrorCode::NotInRoom, "join a room first"))
+    }
+
+    fn dispatch(&mut self, req: &Option<Value>, request: Request) -> Result<(), Refusal> {
+        match request {
+            Request::Rooms => {
+                let list = self.state.directory.lock().unwrap().room_list();
+                self.outbox.push(protocol::rooms(req, &list));
+            }
+            Request::Join { room, name, .. } => self.join(req, room, name)?,
+            Request::Leave => {
+                self.in_room()?;
+                self.leave_room();
+                self.reply_ok(req);
+                self.state
+                    .directory
+                    .lock()
+                    .unwrap()
+                    .enter_lobby(self.conn, self.outbox.clone());
+            }
+            Request::Name { name } => {
+                protocol::check_name("name", &name)?;
+                let here = self.in_room()?;
+                self.state
+                    .directory
+                    .lock()
+                    .unwrap()
+                    .update(&here.room, &here.id, |p| p.name = name);
+                self.reply_ok(req);
+            }
+            Request::Mute { kind, muted } => {
+                let here = self.in_room()?;
+                self.state
+                    .directory
+                    .lock()
+                    .unwrap()
+                    .update(&here.room, &here.id, |p| match kind {
+                        MediaKind::Audio => p.audio_muted = muted,
+                        MediaKind::Video => p.video_muted = muted,
+                    });
+                self.reply_ok(req);
+            }
+            Request::Chat { text, to } => {
+                protocol::check_chat_text(&text)?;
+                let here = self.in_room()?;
+                self.state.directory.lock().unwrap().chat(
+                    &here.room,
+                    &here.id,
+                    &text,
+                    to.as_deref(),
+                    unix_ms(),
+                )?;
+                self.reply_ok(req);
+            }
+            Request::Answer { sdp } => {
+                let here = self.current.as_ref().ok_or_else(|| {
+                    Refusal::new(ErrorCode::NegotiationFailed, "no offer is outstanding")
+                })?;
+                let reply = self.negotiation_reply(req, ErrorCode::NegotiationFailed, true);
+                self.to_shard(Command::Answer {
+                    participant: here.id.clone(),
+                    sdp,
+                    reply,
+                })?;
+            }
+            Request::Offer { sdp } => {
+                let here = self.in_room()?;
+                let participant = here.id.clone();
+                // The server's answer (a MediaEvent) is the success reply.
+                self.client_offer_req = req.clone();
+                let reply = self.negotiation_reply(req, ErrorCode::NegotiationFailed, false);
+                self.to_shard(Command::Offer {
+                    participant,
+                    sdp,
+                    reply,
+                })?;
+            }
+            Request::Candidate { candidate } => {
+                let here = self.in_room()?;
+                let participant = here.id.clone();
+                let reply = self.negotiation_reply(req, ErrorCode::BadRequest, true);
+                self.to_shard(Command::Candidate {
+                    participant,
+                    candidate: candidate.map(|c| IceCandidate {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_mline_index,
+                        username_fragment: c.username_fragment,
+                    }),
+                    reply,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The completion a shard calls for a negotiation command.
+    fn negotiation_reply(
+        &self,
+        req: &Option<Value>,
+        code: ErrorCode,
+        ok_on_success: bool,
+    ) -> noom_sfu::Reply {
+        let outbox = self.outbox.clone();
+        let state = self.state.clone();
+        let req = req.clone();
+        Box::new(move |result: Result<(), NegotiationError>| match result {
+            Ok(()) => {
+                if ok_on_success && req.is_some() {
+                    outbox.push(protocol::ok(&req));
+                }
+            }
+            Err(err) => {
+                let code = match err {
+                    NegotiationError::UnknownMid(_) => ErrorCode::BadRequest,
+                    _ => code,
+                };
+                state.metrics.count_error(code);
+                outbox.push(protocol::error(&req, &Refusal::new(code, err.to_string())));
+            }
+        })
+    }
+
+    fn to_shard(&self, command: Command) -> Result<(), Refusal> {
+        let here = self.in_room()?;
+        self.state
+            .media
+            .shard(here.shard)
+            .send(command)
+            .map_err(|_| Refusal::new(ErrorCode::Internal, "the media server is overloaded"))
+    }
+
+    fn join(&mut self, req: &Option<Value>, room: String, name: String) -> Result<(), Refusal> {
+        protocol::check_name("room", &room)?;
+        protocol::check_name("name", &name)?;
+        if self.current.is_some() {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyInRoom,
+                "already in a room; leave first",
+            ));
+        }
+        let info = ParticipantInfo {
+            id: new_participant_id(),
+            name,
+            audio_muted: false,
+            video_muted: false,
+        };
+        let id = info.id.clone();
+        let joined = {
+            let mut directory = self.state.directory.lock().unwrap();
+            let joined = directory.join(&room, info, self.conn, self.outbox.clone())?;
+            // Pushed under the lock so no participant_joined can overtake it.
+            self.outbox.push(protocol::joined(
+                req,
+                &room,
+                &id,
+                &joined.others,
+                &self.state.ice_servers,
+            ));
+            joined
+        };
+        let sink = Box::new(MediaSink {
+            participant: id.clone(),
+            tx: self.media_tx.clone(),
+        });
+        self.current = Some(InRoom {
+            room: room.clone(),
+            id: id.clone(),
+            shard: joined.shard,
+        });
+        tracing::info!(conn = self.conn, %room, participant = %id, shard = joined.shard, "join");
+        if self
+            .to_shard(Command::Join {
+                room,
+                participant: id,
+                sink,
+            })
+            .is_err()
+        {
+            self.leave_room();
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "the media server is overloaded",
+            ));
+        }
+        Ok(())
+    }
+
+    fn leave_room(&mut self) {
+        let Some(here) = self.current.take() else {
+            return;
+        };
+        self.grace_deadline = None;
+        self.client_offer_req = None;
+        self.state
+            .directory
+            .lock()
+            .unwrap()
+            .leave(&here.room, &here.id);
+        let _ = self.state.media.shard(here.shard).send(Command::Leave {
+            participant: here.id.clone(),
+        });
+        tracing::info!(conn = self.conn, room = %here.room, participant = %here.id, "leave");
+    }
+
+    fn on_media(&mut self, participant: String, event: MediaEvent) {
+        if self.current.as_ref().map(|c| c.id.as_str()) != Some(participant.as_str()) {
+            return; // From a previous stay in a room.
+        }
+        match event {
+            MediaEvent::Offer { sdp } => self.outbox.push(protocol::offer(&sdp)),
+            MediaEvent::Answer { sdp } => {
+                let req = self.client_offer_req.take();
+                self.outbox.push(protocol::answer(&req, &sdp));
+            }
+            MediaEvent::Candidate(candidate) => self.outbox.push(protocol::candidate(&candidate)),
+            MediaEvent::ConnectionState(state) => match state {
+                ConnectionState::Connected => self.grace_deadline = None,
+                ConnectionState::Disconnected | ConnectionState::Failed => {
+                    if self.grace_deadline.is_none() {
+                        let grace =
+                            Duration::from_millis(self.state.config.session.grace_period_ms);
+                        self.grace_deadline = Some(Instant::now() + grace);
+                    }
+                }
+                ConnectionState::Connecting | ConnectionState::Closed => {}
+            },
+        }
+    }
+
+    fn on_grace_expired(&mut self) {
+        self.grace_deadline = None;
+        if let Some(here) = &self.current {
+            tracing::info!(conn = self.conn, participant = %here.id, "media connection lost for longer than the grace period");
+        }
+        self.leave_room();
+        self.outbox.push(
+            serde_json::json!({"type": "left", "reason": "media_failed", "message": "the media connection failed for longer than the grace period"})
+                .to_string(),
+        );
+        self.state
+            .directory
+            .lock()
+            .unwrap()
+            .enter_lobby(self.conn, self.outbox.clone());
+    }
+}
