@@ -17,8 +17,8 @@ mod keyframe_request;
 mod negotiator;
 mod packet_cache;
 mod peer;
-mod rtcp_tap;
 mod router;
+mod rtcp_tap;
 mod rtp_rewriter;
 mod shard;
 mod stats;
@@ -76,9 +76,13 @@ pub enum ConnectionState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
     /// A new server offer to deliver to the client.
-    Offer { sdp: String },
+    Offer {
+        sdp: String,
+    },
     /// The server's answer to an offer the client made.
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     /// A server candidate to trickle to the client.
     Candidate(IceCandidate),
     ConnectionState(ConnectionState),

@@ -108,8 +108,8 @@ impl Peer {
         if !self.negotiator.offer_outstanding() {
             return Err(NegotiationError::NoOfferOutstanding);
         }
-        let answer =
-            RTCSessionDescription::answer(sdp).map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         self.pc
             .set_remote_description(now, answer)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
@@ -118,12 +118,16 @@ impl Peer {
     }
 
     /// Answers an offer the client made. The server's own offer wins glare.
-    pub fn apply_client_offer(&mut self, sdp: String, now: Instant) -> Result<(), NegotiationError> {
+    pub fn apply_client_offer(
+        &mut self,
+        sdp: String,
+        now: Instant,
+    ) -> Result<(), NegotiationError> {
         if self.negotiator.offer_outstanding() {
             return Err(NegotiationError::Glare);
         }
-        let offer =
-            RTCSessionDescription::offer(sdp).map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         self.pc
             .set_remote_description(now, offer)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
@@ -143,7 +147,10 @@ impl Peer {
         Ok(())
     }
 
-    pub fn add_candidate(&mut self, candidate: Option<IceCandidate>) -> Result<(), NegotiationError> {
+    pub fn add_candidate(
+        &mut self,
+        candidate: Option<IceCandidate>,
+    ) -> Result<(), NegotiationError> {
         let Some(candidate) = candidate else {
             return Ok(()); // End of candidates: nothing to do for a full-ICE server.
         };
@@ -151,7 +158,11 @@ impl Peer {
             let known = self
                 .pc
                 .local_description()
-                .map(|d| d.sdp.lines().any(|l| l.strip_prefix("a=mid:") == Some(mid.as_str())))
+                .map(|d| {
+                    d.sdp
+                        .lines()
+                        .any(|l| l.strip_prefix("a=mid:") == Some(mid.as_str()))
+                })
                 .unwrap_or(false);
             if !known {
                 return Err(NegotiationError::UnknownMid(mid.clone()));

@@ -24,9 +24,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -158,7 +156,13 @@ impl Router {
             tracing::warn!(%participant, "join for a participant already on this shard");
             return;
         }
-        let peer = match Peer::new(participant.clone(), room.clone(), sink, &self.announced, now) {
+        let peer = match Peer::new(
+            participant.clone(),
+            room.clone(),
+            sink,
+            &self.announced,
+            now,
+        ) {
             Ok(peer) => peer,
             Err(err) => {
                 tracing::error!(%participant, %err, "could not create peer connection");
@@ -247,7 +251,10 @@ impl Router {
         if track.publisher == subscriber {
             return;
         }
-        let Some(publisher_id) = self.peers.get(&track.publisher).map(|p| p.participant.clone())
+        let Some(publisher_id) = self
+            .peers
+            .get(&track.publisher)
+            .map(|p| p.participant.clone())
         else {
             return;
         };
@@ -471,7 +478,9 @@ impl Router {
                 break;
             };
             match message {
-                RTCMessage::RtpPacket(track_id, packet) => self.forward(conn, &track_id, packet, now),
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    self.forward(conn, &track_id, packet, now)
+                }
                 RTCMessage::RtcpPacket(track_id, packets) => {
                     self.handle_feedback(conn, &track_id, packets, now)
                 }
@@ -583,7 +592,11 @@ impl Router {
     }
 
     fn unpublish(&mut self, conn: ConnKey, track_id: &str) {
-        let Some(key) = self.peers.get_mut(&conn).and_then(|p| p.published.remove(track_id)) else {
+        let Some(key) = self
+            .peers
+            .get_mut(&conn)
+            .and_then(|p| p.published.remove(track_id))
+        else {
             return;
         };
         if let Some(track) = self.tracks.remove(&key) {
@@ -603,7 +616,11 @@ impl Router {
             stats,
             ..
         } = self;
-        let Some(key) = peers.get(&conn).and_then(|p| p.published.get(track_id)).copied() else {
+        let Some(key) = peers
+            .get(&conn)
+            .and_then(|p| p.published.get(track_id))
+            .copied()
+        else {
             return;
         };
         let Some(track) = tracks.get_mut(&key) else {
@@ -621,7 +638,11 @@ impl Router {
             let Some(sub) = peers.get_mut(&dt.subscriber) else {
                 continue;
             };
-            if dt.needs_keyframe && sub.connected {
+            if !sub.connected {
+                // No SRTP keys yet: webrtc-rs would drop the packet anyway.
+                continue;
+            }
+            if dt.needs_keyframe {
                 dt.needs_keyframe = false;
                 want_keyframe = true;
             }
@@ -676,7 +697,11 @@ impl Router {
         packets: Vec<Box<dyn rtcp::Packet>>,
         now: Instant,
     ) {
-        let Some(key) = self.peers.get(&conn).and_then(|p| p.subscribed.get(track_id)).copied()
+        let Some(key) = self
+            .peers
+            .get(&conn)
+            .and_then(|p| p.subscribed.get(track_id))
+            .copied()
         else {
             return; // RTCP about our own receivers (sender reports): nothing to do.
         };
@@ -692,7 +717,13 @@ impl Router {
         }
     }
 
-    fn retransmit(&mut self, conn: ConnKey, key: TrackKey, nack: &TransportLayerNack, now: Instant) {
+    fn retransmit(
+        &mut self,
+        conn: ConnKey,
+        key: TrackKey,
+        nack: &TransportLayerNack,
+        now: Instant,
+    ) {
         let Router {
             peers,
             tracks,
@@ -731,7 +762,8 @@ impl Router {
         let conns: Vec<ConnKey> = self.peers.keys().copied().collect();
         for conn in conns {
             if let Some(peer) = self.peers.get(&conn) {
-                peer.sink.deliver(MediaEvent::ConnectionState(ConnectionState::Closed));
+                peer.sink
+                    .deliver(MediaEvent::ConnectionState(ConnectionState::Closed));
             }
             self.remove_peer(conn, send);
         }

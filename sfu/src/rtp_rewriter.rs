@@ -58,6 +58,10 @@ impl RtpRewriter {
                 None => false,
             }
         });
+        // The parsed padding belonged to the publisher's extension block; the
+        // marshaller pads the rewritten block itself (a stale value makes
+        // webrtc-rs' size check reject the packet).
+        header.extensions_padding = 0;
         if header.extensions.is_empty() {
             header.extension = false;
             header.extension_profile = 0;
@@ -96,7 +100,10 @@ mod tests {
     fn maps_identity_and_keeps_only_end_to_end_extensions() {
         let publisher = [
             (AUDIO_LEVEL_URI, 1u8),
-            ("http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", 2),
+            (
+                "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+                2,
+            ),
             ("urn:ietf:params:rtp-hdrext:sdes:mid", 4),
         ];
         let subscriber = [
@@ -111,7 +118,12 @@ mod tests {
         assert_eq!(rewriter.extension_ids, vec![(1, 9)]);
 
         let mut p = packet_with_extensions(&[1, 2, 4]);
+        p.header.extensions_padding = 3;
         rewriter.rewrite(&mut p);
+        // What is written is what was announced: webrtc-rs checks this.
+        use rtc::shared::marshal::{Marshal, MarshalSize};
+        let mut buf = vec![0u8; p.marshal_size()];
+        assert_eq!(p.marshal_to(&mut buf).unwrap(), p.marshal_size());
         assert_eq!(p.header.ssrc, 2222);
         assert_eq!(p.header.payload_type, 109);
         assert_eq!(p.header.extensions.len(), 1);
@@ -128,8 +140,10 @@ mod tests {
             extension_ids: vec![],
         };
         let mut p = packet_with_extensions(&[2, 3]);
+        p.header.extensions_padding = 3;
         rewriter.rewrite(&mut p);
         assert!(!p.header.extension);
+        assert_eq!(p.header.extensions_padding, 0);
         assert!(p.header.extensions.is_empty());
     }
 }

@@ -103,14 +103,16 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
     let mut port = if settings.port == 0 {
         0
     } else {
-        settings
-            .port
-            .checked_add(index as u16)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "media port range overflows"))?
+        settings.port.checked_add(index as u16).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "media port range overflows")
+        })?
     };
     for &ip in &settings.bind_ips {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port)).map_err(|e| {
-            io::Error::new(e.kind(), format!("binding UDP {ip}:{port} for shard {index}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("binding UDP {ip}:{port} for shard {index}: {e}"),
+            )
         })?;
         std_socket.set_nonblocking(true)?;
         let bound = std_socket.local_addr()?;
@@ -207,7 +209,8 @@ impl Shard {
             loop {
                 match self.rx.try_recv() {
                     Ok(Message::Command(command)) => {
-                        self.router.handle_command(command, Instant::now(), &mut send);
+                        self.router
+                            .handle_command(command, Instant::now(), &mut send);
                     }
                     Ok(Message::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         self.router.close_all(&mut send);

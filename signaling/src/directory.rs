@@ -211,12 +211,16 @@ impl Directory {
                     "a direct message cannot be sent to oneself",
                 ));
             }
-            let recipient = room.members.iter().find(|m| m.info.id == to).ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::NotFound,
-                    format!("no participant {to:?} in this room"),
-                )
-            })?;
+            let recipient = room
+                .members
+                .iter()
+                .find(|m| m.info.id == to)
+                .ok_or_else(|| {
+                    Refusal::new(
+                        ErrorCode::NotFound,
+                        format!("no participant {to:?} in this room"),
+                    )
+                })?;
             recipient
                 .outbox
                 .push(protocol::chat(from, &sender.info.name, text, ts, Some(to)));

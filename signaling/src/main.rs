@@ -5,7 +5,11 @@ use noom_config::{Config, LogFormat};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "noom", version, about = "Noom: a selective forwarding unit for browser video calls")]
+#[command(
+    name = "noom",
+    version,
+    about = "Noom: a selective forwarding unit for browser video calls"
+)]
 struct Cli {
     /// Configuration file (TOML). Keys it omits take the embedded defaults.
     #[arg(long, value_name = "FILE")]
@@ -20,7 +24,9 @@ fn load(cli: &Cli) -> Result<Config, String> {
         Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
         None => Config::embedded(),
     };
-    config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    config
+        .apply_env(std::env::vars())
+        .map_err(|e| e.to_string())?;
     Ok(config)
 }
 

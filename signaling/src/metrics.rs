@@ -40,8 +40,16 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         g.set(value as i64);
         g
     };
-    registry.register("rooms", "Rooms with at least one participant", gauge(rooms as u64));
-    registry.register("participants", "Participants in rooms", gauge(participants as u64));
+    registry.register(
+        "rooms",
+        "Rooms with at least one participant",
+        gauge(rooms as u64),
+    );
+    registry.register(
+        "participants",
+        "Participants in rooms",
+        gauge(participants as u64),
+    );
     registry.register(
         "websocket_connections",
         "Open WebSocket connections",
@@ -56,7 +64,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let shard_gauges: Family<Vec<(String, String)>, Gauge> = Family::default();
     for shard in state.media.shards() {
         let s = shard.stats().snapshot();
-        let label = |name: &str| vec![("shard".to_owned(), shard.index().to_string()), ("counter".to_owned(), name.to_owned())];
+        let label = |name: &str| {
+            vec![
+                ("shard".to_owned(), shard.index().to_string()),
+                ("counter".to_owned(), name.to_owned()),
+            ]
+        };
         for (name, value) in [
             ("datagrams_in", s.datagrams_in),
             ("bytes_in", s.bytes_in),

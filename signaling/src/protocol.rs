@@ -398,8 +398,14 @@ mod tests {
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"join","room":"a"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"join","room":1,"name":"b"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"mute","kind":"smell","muted":true}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"join","room":1,"name":"b"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"mute","kind":"smell","muted":true}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(code(r#"{"type":"candidate"}"#), ErrorCode::BadRequest);
     }
 
@@ -431,6 +437,9 @@ mod tests {
         assert_eq!(v, json!({"type":"ok","req":3}));
         let r = Refusal::new(ErrorCode::NotFound, "nobody");
         let v: Value = serde_json::from_str(&error(&None, &r)).unwrap();
-        assert_eq!(v, json!({"type":"error","code":"not_found","message":"nobody"}));
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"not_found","message":"nobody"})
+        );
     }
 }

@@ -94,7 +94,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         grace_deadline: None,
         client_offer_req: None,
     };
-    state.directory.lock().unwrap().enter_lobby(conn, outbox.clone());
+    state
+        .directory
+        .lock()
+        .unwrap()
+        .enter_lobby(conn, outbox.clone());
 
     loop {
         let grace = session.grace_deadline;
@@ -177,7 +181,9 @@ impl Session {
             return;
         }
         let req = incoming.req;
-        let result = incoming.request.and_then(|request| self.dispatch(&req, request));
+        let result = incoming
+            .request
+            .and_then(|request| self.dispatch(&req, request));
         if let Err(refusal) = result {
             self.refuse(&req, refusal);
         }

@@ -43,9 +43,9 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpTransceiver};
 
@@ -81,6 +81,8 @@ pub async fn start_server() -> Result<noom_signaling::Server> {
     cfg.media.bind_ips = vec!["127.0.0.1".parse()?];
     cfg.media.port = 0;
     cfg.media.shards = 1;
+    // No STUN/TURN servers: nothing may leave the machine.
+    cfg.ice.servers = vec![];
     let server = noom_signaling::Server::start(cfg)
         .await
         .context("Server::start failed")?;
@@ -136,7 +138,10 @@ pub fn brief(v: &Value) -> String {
     }
     let s = v.to_string();
     if s.len() > 400 {
-        format!("{}…", &s[..s.char_indices().nth(400).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(400).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s
     }
@@ -890,8 +895,7 @@ async fn apply_offer(
         let in_answer = answer_sections
             .iter()
             .find(|m| m.mid.as_deref() == Some(mid.as_str()));
-        if !matches!(in_answer, Some(m) if m.direction == "sendonly" || m.direction == "sendrecv")
-        {
+        if !matches!(in_answer, Some(m) if m.direction == "sendonly" || m.direction == "sendrecv") {
             bail!(
                 "answer to offer #{n} does not send on our {kind} section mid={mid}: {:?}",
                 in_answer.map(|m| m.short())
@@ -994,8 +998,8 @@ async fn publish_video(shared: Arc<MediaShared>, track: Arc<TrackLocalStaticRTP>
             let mut p = vec![0u8; size];
             if i == 0 {
                 p[0] = 0x10; // S=1, PID=0
-                // Frame tag: first partition size 100, show_frame, version 0,
-                // P bit 0 for a keyframe.
+                             // Frame tag: first partition size 100, show_frame, version 0,
+                             // P bit 0 for a keyframe.
                 let tag: u32 = (100 << 5) | (1 << 4) | u32::from(!key);
                 p[1] = tag as u8;
                 p[2] = (tag >> 8) as u8;
@@ -1110,7 +1114,9 @@ impl TestClient {
                         Message::Pong(_) | Message::Frame(_) => continue,
                         Message::Close(c) => {
                             break match c {
-                                Some(c) => format!("close frame {} {:?}", c.code, c.reason.as_str()),
+                                Some(c) => {
+                                    format!("close frame {} {:?}", c.code, c.reason.as_str())
+                                }
                                 None => "close frame without status".to_owned(),
                             }
                         }
@@ -1271,17 +1277,17 @@ impl TestClient {
 
     /// The next message of a type (oldest unconsumed first).
     pub async fn next_of_type(&mut self, ty: &str) -> Result<Value> {
-        self.recv_where(&format!("a `{ty}` message"), MSG_TIMEOUT, |m| m["type"] == ty)
-            .await
+        self.recv_where(&format!("a `{ty}` message"), MSG_TIMEOUT, |m| {
+            m["type"] == ty
+        })
+        .await
     }
 
     /// The next message of a type that has no `req` (a push, not a reply).
     pub async fn next_push(&mut self, ty: &str) -> Result<Value> {
-        self.recv_where(
-            &format!("a `{ty}` push (without req)"),
-            MSG_TIMEOUT,
-            |m| m["type"] == ty && m.get("req").is_none(),
-        )
+        self.recv_where(&format!("a `{ty}` push (without req)"), MSG_TIMEOUT, |m| {
+            m["type"] == ty && m.get("req").is_none()
+        })
         .await
     }
 
@@ -1291,15 +1297,11 @@ impl TestClient {
         F: Fn(&HashMap<String, u64>) -> bool,
     {
         let v = self
-            .recv_where(
-                &format!("a `rooms` push where {what}"),
-                MSG_TIMEOUT,
-                |m| {
-                    m["type"] == "rooms"
-                        && m.get("req").is_none()
-                        && rooms_of(m).map(|r| pred(&r)).unwrap_or(false)
-                },
-            )
+            .recv_where(&format!("a `rooms` push where {what}"), MSG_TIMEOUT, |m| {
+                m["type"] == "rooms"
+                    && m.get("req").is_none()
+                    && rooms_of(m).map(|r| pred(&r)).unwrap_or(false)
+            })
             .await?;
         rooms_of(&v)
     }
@@ -1407,7 +1409,10 @@ impl TestClient {
         let _ = self.out.send(Message::Close(None));
         // Let the writer flush the close frame; it ends when the channel does.
         let writer = self.tasks.pop();
-        drop(std::mem::replace(&mut self.out, mpsc::unbounded_channel().0));
+        drop(std::mem::replace(
+            &mut self.out,
+            mpsc::unbounded_channel().0,
+        ));
         if let Some(w) = writer {
             let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
         }
@@ -1512,7 +1517,9 @@ impl TestClient {
     }
 
     /// Waits until `cond` holds on this client's media state (checked on
-    /// every recorded event: track, packet, state change, offer applied).
+    /// every recorded event: track, packet, state change, offer applied; and
+    /// at least every 200 ms for conditions on state that does not notify,
+    /// such as the sent-packet counters).
     pub async fn wait_media<F>(&self, what: &str, timeout: Duration, cond: F) -> Result<()>
     where
         F: Fn(&TestClient) -> bool,
@@ -1526,7 +1533,8 @@ impl TestClient {
             if cond(self) {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let recheck = std::cmp::min(deadline, Instant::now() + Duration::from_millis(200));
+            if tokio::time::timeout_at(recheck, notified).await.is_err() && recheck >= deadline {
                 if cond(self) {
                     return Ok(());
                 }
@@ -1541,17 +1549,13 @@ impl TestClient {
 
     /// Waits until at least `n` remote tracks have received packets.
     pub async fn wait_for_tracks(&self, n: usize, timeout: Duration) -> Result<()> {
-        self.wait_media(
-            &format!("{n} remote tracks with packets"),
-            timeout,
-            |c| {
-                c.remote_tracks()
-                    .iter()
-                    .filter(|t| t.packets > 0 && !t.ended)
-                    .count()
-                    >= n
-            },
-        )
+        self.wait_media(&format!("{n} remote tracks with packets"), timeout, |c| {
+            c.remote_tracks()
+                .iter()
+                .filter(|t| t.packets > 0 && !t.ended)
+                .count()
+                >= n
+        })
         .await
     }
 
@@ -1612,7 +1616,12 @@ impl TestClient {
 
     /// Waits until an offer satisfying `cond` has been applied and answered;
     /// returns its SDP.
-    pub async fn wait_offer_applied<F>(&self, what: &str, timeout: Duration, cond: F) -> Result<String>
+    pub async fn wait_offer_applied<F>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: F,
+    ) -> Result<String>
     where
         F: Fn(&str) -> bool,
     {

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# The single test command: ./scripts/test.sh
+#
+# Installs what is missing (Debian packages, npm packages for the browser
+# tests, a Python venv for the aiortc tests), then runs:
+#   checks: cargo fmt --check, cargo clippy -D warnings, cargo build
+#   suites: cargo test --workspace; Chromium end-to-end (tests/browser);
+#           aiortc end-to-end (tests/aiortc)
+# The two end-to-end suites run in a fresh network namespace that has only
+# loopback (unshare -n). Exits non-zero when anything fails; the last line is
+# "N passed, N failed" over the three suites.
+#
+# Optional arguments pick parts: lint build cargo browser aiortc (default: all;
+# the suites need build). Environment: NOOM_BIN, CHROMIUM_BIN, NOOM_LOG_LEVEL,
+# NOOM_SKIP_INSTALL=1 (use what is there).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export NOOM_BIN=${NOOM_BIN:-$TARGET_DIR/debug/noom}
+export NOOM_ARTIFACTS_DIR=${NOOM_ARTIFACTS_DIR:-$ROOT/target/test-artifacts}
+export CHROMIUM_BIN=${CHROMIUM_BIN:-/usr/lib/chromium/chromium}
+VENV=$ROOT/target/py-venv
+BROWSER_DIR=$ROOT/tests/browser
+AIORTC_DIR=$ROOT/tests/aiortc
+SUITE_TIMEOUT=${NOOM_SUITE_TIMEOUT:-1200} # seconds per end-to-end suite
+
+PARTS=("$@")
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(lint build cargo browser aiortc)
+want() {
+    local p
+    for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done
+    return 1
+}
+
+CHECK_LINES=()
+CHECKS_FAILED=()
+SUITES_PASSED=0
+SUITES_FAILED=0
+SUITES_SKIPPED=0
+SUITE_LINES=()
+
+log() { printf '\n==> %s\n' "$*"; }
+now() { date +%s; }
+
+# run_check NAME CMD...: a check (lint, build). Failure fails the run.
+run_check() {
+    local name=$1 t0 rc
+    shift
+    log "$name: $*"
+    t0=$(now)
+    "$@"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        CHECK_LINES+=("  ok      $name ($(($(now) - t0)) s)")
+    else
+        CHECK_LINES+=("  FAILED  $name (exit $rc, $(($(now) - t0)) s)")
+        CHECKS_FAILED+=("$name")
+    fi
+    return $rc
+}
+
+# run_suite NAME CMD...: one of the three suites.
+run_suite() {
+    local name=$1 t0 rc
+    shift
+    log "$name: $*"
+    t0=$(now)
+    "$@"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        SUITES_PASSED=$((SUITES_PASSED + 1))
+        SUITE_LINES+=("  passed  $name ($(($(now) - t0)) s)")
+    else
+        SUITES_FAILED=$((SUITES_FAILED + 1))
+        SUITE_LINES+=("  FAILED  $name (exit $rc, $(($(now) - t0)) s)")
+    fi
+    return $rc
+}
+
+suite_not_run() { # NAME REASON
+    SUITES_FAILED=$((SUITES_FAILED + 1))
+    SUITE_LINES+=("  FAILED  $1 (not run: $2)")
+}
+
+suite_skipped() {
+    SUITES_SKIPPED=$((SUITES_SKIPPED + 1))
+    SUITE_LINES+=("  skipped $1")
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ----------------------------------------------------------------- install
+
+APT_UPDATED=0
+apt_install() {
+    [ $# -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null; then
+        echo "missing: $* (and no apt-get to install them)" >&2
+        return 1
+    fi
+    if [ $APT_UPDATED -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+install_system_packages() {
+    local missing=()
+    want browser && [ ! -x "$CHROMIUM_BIN" ] && missing+=(chromium)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v unshare >/dev/null || missing+=(util-linux)
+    if want browser && ! command -v node >/dev/null; then missing+=(nodejs); fi
+    if want browser && ! command -v npm >/dev/null; then missing+=(npm); fi
+    if want aiortc; then
+        if ! command -v python3 >/dev/null; then
+            missing+=(python3 python3-venv)
+        elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+            missing+=(python3-venv)
+        fi
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        apt_install "${missing[@]}" || return 1
+    fi
+    return 0
+}
+
+install_browser_deps() {
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 20 ]; then
+        echo "tests/browser needs Node.js >= 20 (playwright-core); found $(node --version 2>/dev/null || echo none)" >&2
+        return 1
+    fi
+    if [ ! -f "$BROWSER_DIR/node_modules/.package-lock.json" ] ||
+        [ "$BROWSER_DIR/package-lock.json" -nt "$BROWSER_DIR/node_modules/.package-lock.json" ]; then
+        log "npm ci in tests/browser"
+        (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund) || return 1
+    fi
+}
+
+install_python_deps() {
+    local stamp=$VENV/.requirements-installed
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating Python venv $VENV"
+        python3 -m venv "$VENV" || return 1
+    fi
+    if [ ! -f "$stamp" ] || [ "$AIORTC_DIR/requirements.txt" -nt "$stamp" ]; then
+        log "pip install -r tests/aiortc/requirements.txt"
+        "$VENV/bin/python" -m pip install -q -r "$AIORTC_DIR/requirements.txt" || return 1
+        touch "$stamp"
+    fi
+}
+
+# Runs a command in a new network namespace with only loopback, up.
+NETNS_OK=
+# shellcheck disable=SC2317  # called indirectly, through run_suite
+in_loopback_netns() {
+    if [ -z "$NETNS_OK" ]; then
+        if as_root unshare -n sh -c 'ip link set lo up' 2>/dev/null; then NETNS_OK=yes; else NETNS_OK=no; fi
+        [ "$NETNS_OK" = no ] && echo "WARNING: unshare -n is not permitted here; running on the host network" >&2
+    fi
+    if [ "$NETNS_OK" = yes ]; then
+        as_root unshare -n sh -c 'ip link set lo up && exec "$@"' sh "$@"
+    else
+        "$@"
+    fi
+}
+
+SETUP_OK=1
+if [ "${NOOM_SKIP_INSTALL:-0}" != 1 ]; then
+    install_system_packages || SETUP_OK=0
+fi
+BROWSER_SETUP=1
+AIORTC_SETUP=1
+if [ $SETUP_OK -eq 0 ]; then
+    BROWSER_SETUP=0
+    AIORTC_SETUP=0
+elif [ "${NOOM_SKIP_INSTALL:-0}" != 1 ]; then
+    if want browser; then install_browser_deps || BROWSER_SETUP=0; fi
+    if want aiortc; then install_python_deps || AIORTC_SETUP=0; fi
+fi
+
+# ----------------------------------------------------------------- cargo
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install the Rust toolchain (rustup) first" >&2
+    CHECKS_FAILED+=("cargo missing")
+    CHECK_LINES+=("  FAILED  cargo not found")
+fi
+
+if want lint && command -v cargo >/dev/null; then
+    run_check "cargo fmt" cargo fmt --all -- --check
+    run_check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+BUILD_OK=1
+if want build || want cargo || want browser || want aiortc; then
+    if command -v cargo >/dev/null; then
+        run_check "cargo build" cargo build --workspace --all-targets || BUILD_OK=0
+    else
+        BUILD_OK=0
+    fi
+fi
+
+if want cargo; then
+    if [ $BUILD_OK -eq 1 ]; then
+        run_suite "cargo test" cargo test --workspace
+    else
+        suite_not_run "cargo test" "build failed"
+    fi
+else
+    suite_skipped "cargo test"
+fi
+
+# ----------------------------------------------------------------- end to end
+
+mkdir -p "$NOOM_ARTIFACTS_DIR"
+
+if want browser; then
+    if [ $BUILD_OK -ne 1 ]; then
+        suite_not_run "browser (Chromium)" "build failed"
+    elif [ $BROWSER_SETUP -ne 1 ]; then
+        suite_not_run "browser (Chromium)" "setup failed"
+    else
+        run_suite "browser (Chromium)" in_loopback_netns \
+            timeout --kill-after=30 "$SUITE_TIMEOUT" \
+            node --test "$BROWSER_DIR"/*.test.mjs
+    fi
+else
+    suite_skipped "browser (Chromium)"
+fi
+
+if want aiortc; then
+    if [ $BUILD_OK -ne 1 ]; then
+        suite_not_run "aiortc" "build failed"
+    elif [ $AIORTC_SETUP -ne 1 ]; then
+        suite_not_run "aiortc" "setup failed"
+    else
+        run_suite "aiortc" in_loopback_netns \
+            timeout --kill-after=30 "$SUITE_TIMEOUT" \
+            "$VENV/bin/python" -m pytest "$AIORTC_DIR" -v
+    fi
+else
+    suite_skipped "aiortc"
+fi
+
+# ----------------------------------------------------------------- summary
+
+printf '\n==> summary (artifacts: %s)\n' "$NOOM_ARTIFACTS_DIR"
+[ ${#CHECK_LINES[@]} -gt 0 ] && printf '%s\n' "${CHECK_LINES[@]}"
+[ $SETUP_OK -eq 1 ] || echo "  FAILED  installing Debian packages"
+want browser && [ $BROWSER_SETUP -ne 1 ] && echo "  FAILED  browser test setup (npm ci / Node.js)"
+want aiortc && [ $AIORTC_SETUP -ne 1 ] && echo "  FAILED  aiortc test setup (venv / pip)"
+printf '%s\n' "${SUITE_LINES[@]}"
+
+line="$SUITES_PASSED passed, $SUITES_FAILED failed"
+[ $SUITES_SKIPPED -gt 0 ] && line="$line, $SUITES_SKIPPED skipped"
+[ ${#CHECKS_FAILED[@]} -gt 0 ] && line="$line; checks failed: $(IFS=,; echo "${CHECKS_FAILED[*]}")"
+echo "$line"
+
+if [ $SUITES_FAILED -gt 0 ] || [ ${#CHECKS_FAILED[@]} -gt 0 ]; then
+    exit 1
+fi
+exit 0

@@ -1,0 +1,127 @@
+"""Fixtures for the aiortc end-to-end tests: the noom server binary on a free
+loopback port (path overridable with NOOM_BIN), its log kept per test."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from noom_peer import gather_loopback_only  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NOOM_BIN = os.environ.get("NOOM_BIN", str(REPO / "target" / "debug" / "noom"))
+ARTIFACTS = pathlib.Path(os.environ.get("NOOM_ARTIFACTS_DIR", str(REPO / "target" / "test-artifacts")))
+
+gather_loopback_only()
+
+
+def _terminated(signum, frame):
+    # scripts/test.sh wraps the suite in `timeout`: turn SIGTERM into an
+    # interrupt so fixture teardown stops the server.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _terminated)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, label: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = ARTIFACTS / f"aiortc-{label}-server.log"
+        self._log = open(self.log_path, "wb")
+        env = {
+            **os.environ,
+            "NOOM_HTTP_LISTEN": f"127.0.0.1:{self.port}",
+            "NOOM_MEDIA_BIND_IPS": "127.0.0.1",
+            "NOOM_MEDIA_PORT": "0",
+            "NO_COLOR": "1",
+            "NOOM_LOG_LEVEL": os.environ.get("NOOM_LOG_LEVEL", "info"),
+        }
+        self.proc = subprocess.Popen([NOOM_BIN], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{NOOM_BIN} exited with {self.proc.returncode}\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as res:
+                    if res.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{NOOM_BIN} did not answer /healthz on {self.url} within 30 s\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self, n: int = 80) -> str:
+        try:
+            if not self._log.closed:
+                self._log.flush()
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return f"--- server log ({self.log_path}), last {n} lines ---\n" + "\n".join(lines[-n:])
+
+    def log_summary(self, top: int = 15) -> str:
+        """WARN/ERROR lines grouped by message (numbers masked), most frequent first."""
+        try:
+            if not self._log.closed:
+                self._log.flush()
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        counts: collections.Counter = collections.Counter()
+        for line in lines:
+            m = re.search(r"\b(WARN|ERROR)\b\s+(.*)$", line)
+            if m:
+                counts[f"{m.group(1)} " + re.sub(r"[0-9a-fA-F]{8,}|\d+", "N", m.group(2))[:200]] += 1
+        return "--- server WARN/ERROR digest ---\n" + "\n".join(f"{n:7d}x {k}" for k, n in counts.most_common(top))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def server(request):
+    srv = Server(request.node.name)
+    yield srv
+    srv.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(srv.log_summary())
+        print(srv.log_tail(120))
