@@ -716,7 +716,7 @@ mod tests {
         assert_eq!(c.limits.message_burst, 100);
         assert_eq!(c.keyframes.pli_throttle_ms, 500);
         assert_eq!(c.session.grace_period_ms, 10000);
-        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.level, "info,rtc_dtls=error");
         assert_eq!(c.log.format, LogFormat::Human);
         c.validate().unwrap();
     }
@@ -788,7 +788,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.log.format, LogFormat::Json);
-        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.level, "info,rtc_dtls=error");
         assert_eq!(c.ice.servers.len(), 1);
         // public_ip = "" is the same as absent.
         let c = Config::from_toml_str("[media]\npublic_ip = \"\"\n").unwrap();
