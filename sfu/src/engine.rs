@@ -15,7 +15,9 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -102,13 +104,13 @@ fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry)> {
 }
 
 /// Builds a peer connection answering STUN for `ufrag`/`pwd`, with one host
-/// candidate per announced address.
+/// candidate per announced address. Returns the candidates too, for trickling.
 pub fn build_peer_connection(
     ufrag: &str,
     pwd: &str,
     announced: &[SocketAddr],
     now: Instant,
-) -> Result<RTCPeerConnection> {
+) -> Result<(RTCPeerConnection, Vec<RTCIceCandidateInit>)> {
     let (media_engine, registry) = media_engine_and_interceptors()?;
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
@@ -119,6 +121,7 @@ pub fn build_peer_connection(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .build(now)?;
+    let mut candidates = Vec::with_capacity(announced.len());
     for addr in announced {
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
@@ -131,7 +134,9 @@ pub fn build_peer_connection(
             ..Default::default()
         }
         .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        let init = RTCIceCandidate::from(&candidate).to_json()?;
+        pc.add_local_candidate(init.clone())?;
+        candidates.push(init);
     }
-    Ok(pc)
+    Ok((pc, candidates))
 }

@@ -29,6 +29,9 @@ pub struct Peer {
     /// Remote addresses learned for this connection (socket index, address).
     pub routes: Vec<(usize, SocketAddr)>,
     pub next_timeout: Option<Instant>,
+    /// Our host candidates, trickled once after the first offer (they are in
+    /// the SDP as well, for clients that do not trickle).
+    untrickled_candidates: Vec<RTCIceCandidateInit>,
     /// The DTLS/ICE connection is up (forwarded media can reach the client).
     pub connected: bool,
 }
@@ -48,8 +51,9 @@ impl Peer {
     ) -> Result<Peer, NegotiationError> {
         let ufrag = random_token(16);
         let pwd = random_token(32);
-        let mut pc = engine::build_peer_connection(&ufrag, &pwd, announced, now)
-            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let (mut pc, local_candidates) =
+            engine::build_peer_connection(&ufrag, &pwd, announced, now)
+                .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         // The m-sections the client publishes its microphone and camera into.
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             pc.add_transceiver_from_kind(
@@ -75,6 +79,7 @@ impl Peer {
             subscribed: HashMap::new(),
             routes: Vec::new(),
             next_timeout: None,
+            untrickled_candidates: local_candidates,
             connected: false,
         })
     }
@@ -102,6 +107,14 @@ impl Peer {
             .unwrap_or(offer.sdp);
         self.negotiator.offer_sent();
         self.sink.deliver(MediaEvent::Offer { sdp });
+        for candidate in std::mem::take(&mut self.untrickled_candidates) {
+            self.sink.deliver(MediaEvent::Candidate(IceCandidate {
+                candidate: candidate.candidate,
+                sdp_mid: Some(candidate.sdp_mid.unwrap_or_else(|| "0".to_owned())),
+                sdp_mline_index: Some(candidate.sdp_mline_index.unwrap_or(0)),
+                username_fragment: Some(self.ufrag.clone()),
+            }));
+        }
     }
 
     pub fn apply_answer(&mut self, sdp: String, now: Instant) -> Result<(), NegotiationError> {

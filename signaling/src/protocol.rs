@@ -377,7 +377,8 @@ pub fn answer(req: &Option<Value>, sdp: &str) -> String {
 
 pub fn candidate(c: &noom_sfu::IceCandidate) -> String {
     json!({"type": "candidate", "candidate": {
-        "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index
+        "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index,
+        "usernameFragment": c.username_fragment
     }})
     .to_string()
 }

@@ -31,8 +31,13 @@ struct MediaSink {
 
 impl EventSink for MediaSink {
     fn deliver(&self, event: MediaEvent) {
-        if self.tx.try_send((self.participant.clone(), event)).is_err() {
-            tracing::warn!(participant = %self.participant, "media event dropped: session not keeping up");
+        match self.tx.try_send((self.participant.clone(), event)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(participant = %self.participant, "media event dropped: session not keeping up")
+            }
+            // The session ended (the client left): nobody to tell.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
