@@ -13,23 +13,29 @@
 
 mod demux;
 mod engine;
+mod keyframe_cache;
 mod keyframe_request;
 mod negotiator;
 mod packet_cache;
 mod peer;
 mod router;
 mod rtcp_tap;
+mod rtp_munger;
 mod rtp_rewriter;
 mod shard;
 mod stats;
 mod track;
+mod vp8;
 
 pub use demux::{classify, stun_local_ufrag, DatagramKind};
+pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequestThrottle;
 pub use packet_cache::PacketCache;
+pub use rtp_munger::{seq_newer, RtpMunger};
 pub use rtp_rewriter::RtpRewriter;
 pub use shard::ShardHandle;
 pub use stats::{ShardStats, ShardStatsSnapshot};
+pub use vp8::is_keyframe_start;
 
 use std::io;
 use std::net::IpAddr;

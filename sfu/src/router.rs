@@ -302,14 +302,14 @@ impl Router {
         };
         sub.subscribed.insert(sender_track_id.clone(), key);
         sub.negotiator.mark_changed();
-        track.down_tracks.push(DownTrack {
+        let dt = DownTrack::new(
             subscriber,
-            sender_id: RTCRtpSenderId::from(transceiver),
+            RTCRtpSenderId::from(transceiver),
             sender_track_id,
             ssrc,
-            rewriter: None,
-            needs_keyframe: true,
-        });
+            track,
+        );
+        track.down_tracks.push(dt);
         Self::mark_dirty(&mut self.dirty, subscriber);
     }
 
@@ -545,18 +545,16 @@ impl Router {
             return;
         };
         let kind = receiver.track().kind();
-        let mime_type = receiver
-            .track()
-            .codec(init.ssrc)
-            .map(|c| c.mime_type.clone())
-            .or_else(|| {
-                receiver
-                    .get_parameters()
-                    .rtp_parameters
-                    .codecs
-                    .first()
-                    .map(|c| c.rtp_codec.mime_type.clone())
-            })
+        let codec = receiver.track().codec(init.ssrc).cloned().or_else(|| {
+            receiver
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.rtp_codec.clone())
+        });
+        let (mime_type, clock_rate) = codec
+            .map(|c| (c.mime_type, c.clock_rate))
             .unwrap_or_default();
         let extensions = receiver
             .get_parameters()
@@ -581,6 +579,9 @@ impl Router {
                 extensions,
                 down_tracks: Vec::new(),
                 cache: Default::default(),
+                keyframe_cache: Default::default(),
+                epoch: 0,
+                clock_rate,
                 keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
             },
         );
@@ -627,14 +628,10 @@ impl Router {
             return;
         };
         add(&stats.rtp_in, 1);
-        if track.is_video() {
-            track.cache.insert(&packet);
-        }
+        track.observe(&packet);
+        let (view, down_tracks) = track.split();
         let mut want_keyframe = false;
-        for dt in track.down_tracks.iter_mut() {
-            let Some(rewriter) = &dt.rewriter else {
-                continue;
-            };
+        for dt in down_tracks.iter_mut() {
             let Some(sub) = peers.get_mut(&dt.subscriber) else {
                 continue;
             };
@@ -642,21 +639,14 @@ impl Router {
                 // No SRTP keys yet: webrtc-rs would drop the packet anyway.
                 continue;
             }
-            if dt.needs_keyframe {
-                dt.needs_keyframe = false;
-                want_keyframe = true;
+            let forwarded = dt.forward(&mut sub.pc, &packet, &view, now);
+            want_keyframe |= forwarded.want_keyframe;
+            if forwarded.sent > 0 {
+                add(&stats.rtp_forwarded, forwarded.sent);
+                Self::mark_dirty(dirty, dt.subscriber);
             }
-            let mut out = packet.clone();
-            rewriter.rewrite(&mut out);
-            if let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) {
-                match sender.write_rtp(now, out) {
-                    Ok(()) => add(&stats.rtp_forwarded, 1),
-                    Err(err) => tracing::trace!(%err, "write_rtp"),
-                }
-            }
-            Self::mark_dirty(dirty, dt.subscriber);
         }
-        if want_keyframe && track.is_video() {
+        if want_keyframe {
             self.request_keyframe(key, now);
         }
     }
@@ -731,26 +721,22 @@ impl Router {
             stats,
             ..
         } = self;
-        let Some(track) = tracks.get(&key) else {
+        let Some(track) = tracks.get_mut(&key) else {
             return;
         };
-        let Some(dt) = track.down_tracks.iter().find(|d| d.subscriber == conn) else {
-            return;
-        };
-        let (Some(rewriter), Some(sub)) = (&dt.rewriter, peers.get_mut(&conn)) else {
+        let PublishedTrack {
+            down_tracks, cache, ..
+        } = track;
+        let (Some(dt), Some(sub)) = (
+            down_tracks.iter_mut().find(|d| d.subscriber == conn),
+            peers.get_mut(&conn),
+        ) else {
             return;
         };
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                let Some(cached) = track.cache.get(seq) else {
-                    continue;
-                };
-                let mut out = cached.clone();
-                rewriter.rewrite(&mut out);
-                if let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) {
-                    if sender.write_rtp(now, out).is_ok() {
-                        add(&stats.retransmissions, 1);
-                    }
+                if dt.retransmit(&mut sub.pc, seq, cache, now) {
+                    add(&stats.retransmissions, 1);
                 }
             }
         }

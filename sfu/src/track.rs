@@ -1,11 +1,17 @@
 //! A published track and its per-subscriber down tracks (LiveKit's split:
 //! the publisher side receives, each `DownTrack` sends to one subscriber).
 
+use crate::keyframe_cache::KeyframeCache;
 use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::packet_cache::PacketCache;
+use crate::rtp_munger::RtpMunger;
 use crate::rtp_rewriter::RtpRewriter;
+use crate::vp8;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use std::time::Instant;
 
 /// Shard-local identity of a published track.
 pub type TrackKey = u64;
@@ -19,17 +25,51 @@ pub struct PublishedTrack {
     pub media_ssrc: u32,
     pub kind: RtpCodecKind,
     pub mime_type: String,
+    pub clock_rate: u32,
     /// Negotiated (uri, id) of the publisher's header extensions.
     pub extensions: Vec<(String, u8)>,
     pub down_tracks: Vec<DownTrack>,
     pub cache: PacketCache,
+    pub keyframe_cache: KeyframeCache,
     pub keyframes: KeyframeRequestThrottle,
+    /// Bumped whenever the source behind the track changes (the publisher
+    /// reconnected with new SSRCs); down tracks then resynchronise.
+    pub epoch: u32,
 }
 
 impl PublishedTrack {
     pub fn is_video(&self) -> bool {
         self.kind == RtpCodecKind::Video
     }
+
+    /// Observes a packet from the publisher: caches it for NACKs and
+    /// keyframe priming.
+    pub fn observe(&mut self, packet: &rtp::Packet) {
+        if self.is_video() {
+            self.cache.insert(packet);
+            self.keyframe_cache.observe(packet);
+        }
+    }
+
+    /// Splits the track into the read-only view down tracks need and the
+    /// down tracks themselves, so both can be borrowed at once.
+    pub fn split(&mut self) -> (TrackView<'_>, &mut Vec<DownTrack>) {
+        (
+            TrackView {
+                is_video: self.kind == RtpCodecKind::Video,
+                epoch: self.epoch,
+                keyframe_cache: &self.keyframe_cache,
+            },
+            &mut self.down_tracks,
+        )
+    }
+}
+
+/// What a down track needs to know of its published track.
+pub struct TrackView<'a> {
+    pub is_video: bool,
+    pub epoch: u32,
+    pub keyframe_cache: &'a KeyframeCache,
 }
 
 /// The forwarding of one published track to one subscriber.
@@ -42,6 +82,148 @@ pub struct DownTrack {
     pub ssrc: u32,
     /// `None` until the subscriber's answer negotiated this m-section.
     pub rewriter: Option<RtpRewriter>,
-    /// The subscriber has not been sent a keyframe request on its behalf yet.
-    pub needs_keyframe: bool,
+    /// Sequence numbers and timestamps of this subscriber's stream.
+    pub munger: RtpMunger,
+    /// The source epoch this down track is synchronised to.
+    pub epoch: u32,
+    /// Nothing sent yet: the cached keyframe goes first.
+    pub primed: bool,
+    /// Video only: deltas are withheld until a keyframe (no corrupt pictures).
+    pub waiting_for_keyframe: bool,
+}
+
+/// What forwarding one packet to one down track did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Packets handed to the subscriber's connection.
+    pub sent: u64,
+    /// The down track needs a keyframe from the publisher.
+    pub want_keyframe: bool,
+}
+
+impl DownTrack {
+    /// Forwards one publisher packet (the per-packet path for one
+    /// subscriber): resynchronise after a source switch, prime a new
+    /// subscriber with the cached keyframe, withhold deltas until a
+    /// keyframe, then map sequence number and timestamp and send.
+    pub fn forward(
+        &mut self,
+        pc: &mut RTCPeerConnection,
+        packet: &rtp::Packet,
+        track: &TrackView<'_>,
+        now: Instant,
+    ) -> Forwarded {
+        let mut result = Forwarded::default();
+        if self.rewriter.is_none() {
+            return result;
+        }
+        if self.epoch != track.epoch {
+            self.epoch = track.epoch;
+            self.munger.switch_source();
+            if track.is_video {
+                self.waiting_for_keyframe = true;
+                result.want_keyframe = true;
+            }
+        }
+        if !self.primed {
+            self.primed = true;
+            if track.is_video {
+                result.want_keyframe = true;
+                let cached = track.keyframe_cache.packets();
+                // Not when this very packet starts a keyframe: it is fresher.
+                if !cached.is_empty() && !vp8::is_keyframe_start(&packet.payload) {
+                    for p in cached {
+                        result.sent += self.send(pc, p, now) as u64;
+                    }
+                    // Live deltas depend on frames the subscriber never got.
+                    self.munger.switch_source();
+                    self.waiting_for_keyframe = true;
+                }
+            }
+        }
+        if self.waiting_for_keyframe {
+            if vp8::is_keyframe_start(&packet.payload) {
+                self.waiting_for_keyframe = false;
+            } else {
+                self.munger.drop_packet(
+                    packet.header.sequence_number,
+                    packet.header.timestamp,
+                    now,
+                );
+                return result;
+            }
+        }
+        result.sent += self.send(pc, packet, now) as u64;
+        result
+    }
+
+    fn send(&mut self, pc: &mut RTCPeerConnection, packet: &rtp::Packet, now: Instant) -> bool {
+        let (Some(rewriter), Some((seq, ts))) = (
+            &self.rewriter,
+            self.munger
+                .map(packet.header.sequence_number, packet.header.timestamp, now),
+        ) else {
+            return false;
+        };
+        let mut out = packet.clone();
+        out.header.sequence_number = seq;
+        out.header.timestamp = ts;
+        rewriter.rewrite(&mut out);
+        self.write(pc, out, now)
+    }
+
+    /// Re-sends a cached packet the subscriber reported lost (by its
+    /// outgoing sequence number).
+    pub fn retransmit(
+        &mut self,
+        pc: &mut RTCPeerConnection,
+        out_seq: u16,
+        cache: &crate::packet_cache::PacketCache,
+        now: Instant,
+    ) -> bool {
+        let Some((input, ts_offset)) = self.munger.input_for(out_seq) else {
+            return false;
+        };
+        let (Some(rewriter), Some(cached)) = (&self.rewriter, cache.get(input)) else {
+            return false;
+        };
+        let mut out = cached.clone();
+        out.header.sequence_number = out_seq;
+        out.header.timestamp = out.header.timestamp.wrapping_add(ts_offset);
+        rewriter.rewrite(&mut out);
+        self.write(pc, out, now)
+    }
+
+    fn write(&self, pc: &mut RTCPeerConnection, packet: rtp::Packet, now: Instant) -> bool {
+        match pc.rtp_sender(self.sender_id) {
+            Some(mut sender) => match sender.write_rtp(now, packet) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::trace!(%err, "write_rtp");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    pub fn new(
+        subscriber: ConnKey,
+        sender_id: RTCRtpSenderId,
+        sender_track_id: String,
+        ssrc: u32,
+        track: &PublishedTrack,
+    ) -> Self {
+        DownTrack {
+            subscriber,
+            sender_id,
+            sender_track_id,
+            ssrc,
+            rewriter: None,
+            munger: RtpMunger::new(track.clock_rate),
+            epoch: track.epoch,
+            primed: false,
+            waiting_for_keyframe: track.is_video(),
+        }
+    }
 }
