@@ -149,7 +149,10 @@ install_python_deps() {
     local stamp=$VENV/.requirements-installed
     if [ ! -x "$VENV/bin/python" ]; then
         log "creating Python venv $VENV"
-        python3 -m venv "$VENV" || return 1
+        if ! python3 -m venv "$VENV"; then
+            rm -rf "$VENV"
+            apt_install python3-venv && python3 -m venv "$VENV" || return 1
+        fi
     fi
     if [ ! -f "$stamp" ] || [ "$AIORTC_DIR/requirements.txt" -nt "$stamp" ]; then
         log "pip install -r tests/aiortc/requirements.txt"
@@ -211,7 +214,7 @@ fi
 
 if want cargo; then
     if [ $BUILD_OK -eq 1 ]; then
-        run_suite "cargo test" cargo test --workspace
+        run_suite "cargo test" cargo test --workspace --no-fail-fast
     else
         suite_not_run "cargo test" "build failed"
     fi

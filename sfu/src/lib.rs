@@ -161,6 +161,13 @@ pub enum Command {
         candidate: Option<IceCandidate>,
         reply: Reply,
     },
+    /// Replace the participant's peer connection with a new one (a new offer
+    /// follows), keeping what it publishes flowing to subscribers under the
+    /// same tracks and SSRCs once the new connection's media arrives.
+    RestartMedia {
+        participant: ParticipantId,
+        reply: Reply,
+    },
     /// Close the participant's connection and stop forwarding its media.
     Leave { participant: ParticipantId },
 }

@@ -24,6 +24,9 @@ pub struct Peer {
     /// Tracks this participant publishes, by the receiver track id webrtc-rs
     /// tags their packets with.
     pub published: HashMap<String, TrackKey>,
+    /// Tracks of this participant's previous connection, waiting for this
+    /// connection's tracks of the same kind (see `Router::restart`).
+    pub adoptable: Vec<TrackKey>,
     /// Tracks forwarded to this participant, by sender track id.
     pub subscribed: HashMap<String, TrackKey>,
     /// Remote addresses learned for this connection (socket index, address).
@@ -76,6 +79,7 @@ impl Peer {
             sink,
             negotiator,
             published: HashMap::new(),
+            adoptable: Vec::new(),
             subscribed: HashMap::new(),
             routes: Vec::new(),
             next_timeout: None,

@@ -136,6 +136,12 @@ impl Router {
                 });
                 reply(result);
             }
+            Command::RestartMedia { participant, reply } => {
+                let result = self
+                    .conn_of(&participant)
+                    .and_then(|conn| self.restart(conn, now, send));
+                reply(result);
+            }
             Command::Leave { participant } => {
                 if let Ok(conn) = self.conn_of(&participant) {
                     self.remove_peer(conn, send);
@@ -169,22 +175,76 @@ impl Router {
                 return;
             }
         };
+        let conn = self.attach(peer);
+        self.rooms.entry(room).or_default().push(conn);
+        self.subscribe_to_room(conn);
+        self.update_gauges();
+    }
+
+    /// Indexes a new peer and schedules its first offer.
+    fn attach(&mut self, peer: Peer) -> ConnKey {
         let conn = self.next_key;
         self.next_key += 1;
         self.by_ufrag.insert(peer.ufrag.clone(), conn);
-        self.by_participant.insert(participant, conn);
+        self.by_participant.insert(peer.participant.clone(), conn);
         self.peers.insert(conn, peer);
-        let members = self.rooms.entry(room).or_default();
-        let existing: Vec<ConnKey> = members.clone();
-        members.push(conn);
-        for member in existing {
-            let keys: Vec<TrackKey> = self.peers[&member].published.values().copied().collect();
-            for key in keys {
-                self.subscribe(conn, key);
+        Self::mark_dirty(&mut self.dirty, conn);
+        conn
+    }
+
+    /// Forwards every track published in `conn`'s room (by others) to it.
+    fn subscribe_to_room(&mut self, conn: ConnKey) {
+        let Some(room) = self.peers.get(&conn).map(|p| p.room.clone()) else {
+            return;
+        };
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let mut keys: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.publisher != conn && members.contains(&t.publisher))
+            .map(|(&k, _)| k)
+            .collect();
+        keys.sort_unstable(); // Publication order, for a stable SDP.
+        for key in keys {
+            self.subscribe(conn, key);
+        }
+    }
+
+    /// Replaces a participant's peer connection (the client lost its
+    /// network and starts over) without disturbing anyone else: its
+    /// published tracks stay, with the same SSRCs toward every subscriber,
+    /// until the new connection's tracks take their place; the new
+    /// connection receives everything the old one did.
+    fn restart(
+        &mut self,
+        conn: ConnKey,
+        now: Instant,
+        send: Send<'_>,
+    ) -> Result<(), NegotiationError> {
+        let announced = self.announced.clone();
+        let Some(old) = self.peers.get(&conn) else {
+            return Err(NegotiationError::UnknownParticipant);
+        };
+        let (participant, room) = (old.participant.clone(), old.room.clone());
+        let old = self.detach(conn, send).expect("peer exists");
+        let mut peer = Peer::new(participant.clone(), room.clone(), old.sink, &announced, now)?;
+        let new_conn = self.next_key;
+        for key in old.published.values().chain(old.adoptable.iter()) {
+            if let Some(track) = self.tracks.get_mut(key) {
+                track.publisher = new_conn;
+                track.orphaned = true;
+                peer.adoptable.push(*key);
             }
         }
-        Self::mark_dirty(&mut self.dirty, conn);
+        let conn = self.attach(peer);
+        debug_assert_eq!(conn, new_conn);
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.push(conn);
+        }
+        self.subscribe_to_room(conn);
+        tracing::info!(%participant, "media connection restarted");
         self.update_gauges();
+        Ok(())
     }
 
     fn update_gauges(&self) {
@@ -194,16 +254,24 @@ impl Router {
     }
 
     fn remove_peer(&mut self, conn: ConnKey, send: Send<'_>) {
-        let Some(mut peer) = self.peers.remove(&conn) else {
+        let Some(peer) = self.detach(conn, send) else {
             return;
         };
-        for key in peer.published.values() {
+        for key in peer.published.values().chain(peer.adoptable.iter()) {
             if let Some(track) = self.tracks.remove(key) {
                 for dt in track.down_tracks {
                     self.remove_down_track(dt);
                 }
             }
         }
+        tracing::debug!(participant = %peer.participant, "peer removed");
+        self.update_gauges();
+    }
+
+    /// Unindexes a peer, stops forwarding to it and closes its connection.
+    /// What it published is left to the caller.
+    fn detach(&mut self, conn: ConnKey, send: Send<'_>) -> Option<Peer> {
+        let mut peer = self.peers.remove(&conn)?;
         for key in peer.subscribed.values() {
             if let Some(track) = self.tracks.get_mut(key) {
                 track.down_tracks.retain(|dt| dt.subscriber != conn);
@@ -228,8 +296,7 @@ impl Router {
         while let Some(msg) = peer.pc.poll_write() {
             self.send_datagram(msg, send);
         }
-        tracing::debug!(participant = %peer.participant, "peer removed");
-        self.update_gauges();
+        Some(peer)
     }
 
     fn remove_down_track(&mut self, dt: DownTrack) {
@@ -563,6 +630,26 @@ impl Router {
             .iter()
             .map(|h| (h.uri.clone(), h.id as u8))
             .collect();
+        // A restarted publisher's new track takes the place of its old one
+        // of the same kind: subscribers keep their track and SSRC.
+        let adopted = peer
+            .adoptable
+            .iter()
+            .position(|k| self.tracks.get(k).is_some_and(|t| t.kind == kind))
+            .map(|i| peer.adoptable.remove(i));
+        if let Some(key) = adopted {
+            peer.published.insert(init.track_id.clone(), key);
+            let track = self.tracks.get_mut(&key).expect("adoptable tracks exist");
+            track.adopt(
+                init.receiver_id,
+                init.ssrc,
+                mime_type,
+                clock_rate,
+                extensions,
+            );
+            tracing::info!(participant = %peer.participant, %kind, ssrc = init.ssrc, "track resumed");
+            return;
+        }
         let key = self.next_key;
         self.next_key += 1;
         peer.published.insert(init.track_id.clone(), key);
@@ -581,6 +668,7 @@ impl Router {
                 cache: Default::default(),
                 keyframe_cache: Default::default(),
                 epoch: 0,
+                orphaned: false,
                 clock_rate,
                 keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
             },
@@ -661,7 +749,7 @@ impl Router {
     }
 
     fn send_keyframe_request(&mut self, key: TrackKey, now: Instant) {
-        let Some(track) = self.tracks.get(&key) else {
+        let Some(track) = self.tracks.get(&key).filter(|t| !t.orphaned) else {
             return;
         };
         let Some(publisher) = self.peers.get_mut(&track.publisher) else {

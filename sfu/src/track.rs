@@ -35,9 +35,35 @@ pub struct PublishedTrack {
     /// Bumped whenever the source behind the track changes (the publisher
     /// reconnected with new SSRCs); down tracks then resynchronise.
     pub epoch: u32,
+    /// The publisher restarted its connection and this track awaits the new
+    /// connection's track of the same kind.
+    pub orphaned: bool,
 }
 
 impl PublishedTrack {
+    /// The restarted publisher's new stream replaces the old one.
+    pub fn adopt(
+        &mut self,
+        receiver_id: RTCRtpReceiverId,
+        media_ssrc: u32,
+        mime_type: String,
+        clock_rate: u32,
+        extensions: Vec<(String, u8)>,
+    ) {
+        // Extension ids are the server's own (it always offers the same
+        // table), so down tracks' rewriters stay valid.
+        self.receiver_id = receiver_id;
+        self.media_ssrc = media_ssrc;
+        self.mime_type = mime_type;
+        self.clock_rate = clock_rate;
+        self.extensions = extensions;
+        self.orphaned = false;
+        self.epoch = self.epoch.wrapping_add(1);
+        // The old source's packets are useless to anyone now.
+        self.cache = PacketCache::default();
+        self.keyframe_cache = KeyframeCache::default();
+    }
+
     pub fn is_video(&self) -> bool {
         self.kind == RtpCodecKind::Video
     }

@@ -120,6 +120,9 @@ pub enum Request {
         text: String,
         to: Option<String>,
     },
+    /// [ext] Replace this participant's peer connection (after a network
+    /// change) while subscribers keep their tracks.
+    RestartMedia,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +218,7 @@ fn parse_typed(object: Map<String, Value>) -> Result<Request, Refusal> {
     Ok(match typ.as_str() {
         "rooms" => Request::Rooms,
         "leave" => Request::Leave,
+        "restart_media" => Request::RestartMedia,
         "join" => {
             let f: JoinFields = fields(&typ, object)?;
             Request::Join {

@@ -274,6 +274,13 @@ impl Session {
                     reply,
                 })?;
             }
+            Request::RestartMedia => {
+                let here = self.in_room()?;
+                let participant = here.id.clone();
+                self.client_offer_req = None;
+                let reply = self.negotiation_reply(req, ErrorCode::Internal, true);
+                self.to_shard(Command::RestartMedia { participant, reply })?;
+            }
             Request::Candidate { candidate } => {
                 let here = self.in_room()?;
                 let participant = here.id.clone();

@@ -27,10 +27,19 @@ ARTIFACTS = pathlib.Path(os.environ.get("NOOM_ARTIFACTS_DIR", str(REPO / "target
 gather_loopback_only()
 
 
+_live_servers: set = set()
+
+
 def _terminated(signum, frame):
-    # scripts/test.sh wraps the suite in `timeout`: turn SIGTERM into an
-    # interrupt so fixture teardown stops the server.
-    raise KeyboardInterrupt(f"signal {signum}")
+    # scripts/test.sh wraps the suite in `timeout`. aiortc's decoder threads
+    # keep an interrupted interpreter alive, so stop the servers and leave now.
+    for srv in list(_live_servers):
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+    sys.stderr.write(f"\nterminated by signal {signum}\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 signal.signal(signal.SIGTERM, _terminated)
@@ -58,6 +67,7 @@ class Server:
             "NOOM_LOG_LEVEL": os.environ.get("NOOM_LOG_LEVEL", "info"),
         }
         self.proc = subprocess.Popen([NOOM_BIN], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        _live_servers.add(self)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -99,6 +109,7 @@ class Server:
         return "--- server WARN/ERROR digest ---\n" + "\n".join(f"{n:7d}x {k}" for k, n in counts.most_common(top))
 
     def stop(self) -> None:
+        _live_servers.discard(self)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -398,6 +398,38 @@ struct MediaShared {
     last_answer: Mutex<Option<String>>,
     audio_sent: AtomicU64,
     video_sent: AtomicU64,
+    /// Per remote track (same index as `tracks`): handle and sequence numbers.
+    track_extra: Mutex<Vec<TrackExtra>>,
+    /// When set, answers are kept in `held_answers` instead of being sent.
+    hold_answers: AtomicBool,
+    held_answers: Mutex<VecDeque<String>>,
+    /// PLIs / NACKs received for our published video SSRC (needs
+    /// `MediaOptions::rtcp_to_app`).
+    plis_received: AtomicU64,
+    nacks_received: AtomicU64,
+}
+
+/// What the tests need of one remote track beyond [`RemoteTrackInfo`] (kept
+/// apart because `RemoteTrackInfo` is cloned on every wait check).
+struct TrackExtra {
+    handle: Arc<dyn TrackRemote>,
+    /// How many times each RTP sequence number reached the track.
+    seq_counts: HashMap<u16, u32>,
+    /// The last sequence numbers that reached the track, oldest first.
+    recent_seqs: VecDeque<u16>,
+}
+
+/// Optional test instrumentation of a participant's peer connection. The
+/// default (all off) is what [`TestClient::join_with_media`] uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MediaOptions {
+    /// Route the peer connection's UDP through a [`SocketTap`] that records
+    /// the RTP sequence numbers arriving on the wire (SRTP headers are in
+    /// clear) and can drop chosen packets before SRTP sees them.
+    pub socket_tap: bool,
+    /// Mark inbound RTCP `DeliverToApplication` (an interceptor like the
+    /// server's `RtcpTap`) and count PLIs/NACKs about our published video.
+    pub rtcp_to_app: bool,
 }
 
 #[derive(Default)]
@@ -506,6 +538,11 @@ async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn TrackRemote>
     let idx = {
         let mut tracks = shared.tracks.lock().unwrap();
         tracks.push(info);
+        shared.track_extra.lock().unwrap().push(TrackExtra {
+            handle: Arc::clone(&track),
+            seq_counts: HashMap::new(),
+            recent_seqs: VecDeque::new(),
+        });
         tracks.len() - 1
     };
     shared.notify.notify_waiters();
@@ -532,6 +569,15 @@ async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn TrackRemote>
                 t.bytes += pkt.payload.len() as u64;
                 t.payload_types.insert(pkt.header.payload_type);
                 t.ssrcs_seen.insert(pkt.header.ssrc);
+                {
+                    let mut extra = shared.track_extra.lock().unwrap();
+                    let x = &mut extra[idx];
+                    *x.seq_counts.entry(pkt.header.sequence_number).or_insert(0) += 1;
+                    x.recent_seqs.push_back(pkt.header.sequence_number);
+                    if x.recent_seqs.len() > 200 {
+                        x.recent_seqs.pop_front();
+                    }
+                }
                 if t.kind == Some(MediaKind::Video) && key {
                     t.keyframes += 1;
                 }
@@ -612,10 +658,15 @@ pub struct MediaPeer {
     pub audio_ssrc: u32,
     pub video_ssrc: u32,
     pub local_stream_id: String,
+    tap: Option<Arc<SocketTap>>,
 }
 
 impl MediaPeer {
-    async fn new(label: &str, ws_out: mpsc::UnboundedSender<Message>) -> Result<MediaPeer> {
+    async fn new(
+        label: &str,
+        ws_out: mpsc::UnboundedSender<Message>,
+        opts: MediaOptions,
+    ) -> Result<MediaPeer> {
         let shared = Arc::new(MediaShared {
             label: label.to_owned(),
             tracks: Mutex::new(Vec::new()),
@@ -632,6 +683,11 @@ impl MediaPeer {
             last_answer: Mutex::new(None),
             audio_sent: AtomicU64::new(0),
             video_sent: AtomicU64::new(0),
+            track_extra: Mutex::new(Vec::new()),
+            hold_answers: AtomicBool::new(false),
+            held_answers: Mutex::new(VecDeque::new()),
+            plis_received: AtomicU64::new(0),
+            nacks_received: AtomicU64::new(0),
         });
 
         let mut media_engine = MediaEngine::default();
@@ -649,7 +705,15 @@ impl MediaPeer {
             },
             RtpCodecKind::Video,
         )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let base = if opts.rtcp_to_app {
+            Registry::new().with(
+                rtc::interceptor::Slot::from(RTCP_TAP_SLOT),
+                RtcpToApp::default(),
+            )
+        } else {
+            Registry::new()
+        };
+        let registry = register_default_interceptors(base, &mut media_engine)?;
 
         // Loopback only: one UDP socket on 127.0.0.1 (a concrete address is
         // bound as given, loopback included), IPv4 UDP candidates, no mDNS
@@ -663,7 +727,15 @@ impl MediaPeer {
             .with_ice_servers(vec![])
             .build();
 
-        let pc = PeerConnectionBuilder::new()
+        let tap = opts.socket_tap.then(|| Arc::new(SocketTap::default()));
+        let mut builder = PeerConnectionBuilder::new();
+        if let Some(tap) = &tap {
+            builder = builder.with_runtime(Arc::new(TapRuntime {
+                inner: webrtc::runtime::TokioRuntime,
+                tap: Arc::clone(tap),
+            }));
+        }
+        let pc = builder
             .with_configuration(config)
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
@@ -735,9 +807,30 @@ impl MediaPeer {
                 audio_tr,
                 video_tr,
             )),
-            tokio::spawn(publish_audio(Arc::clone(&shared), audio, audio_ssrc)),
-            tokio::spawn(publish_video(Arc::clone(&shared), video, video_ssrc)),
+            tokio::spawn(publish_audio(
+                Arc::clone(&shared),
+                audio.clone(),
+                audio_ssrc,
+            )),
+            tokio::spawn(publish_video(
+                Arc::clone(&shared),
+                video.clone(),
+                video_ssrc,
+            )),
         ];
+        let mut tasks = tasks;
+        if opts.rtcp_to_app {
+            tasks.push(tokio::spawn(count_local_rtcp(
+                Arc::clone(&shared),
+                video,
+                video_ssrc,
+            )));
+            tasks.push(tokio::spawn(count_local_rtcp(
+                Arc::clone(&shared),
+                audio,
+                audio_ssrc,
+            )));
+        }
 
         Ok(MediaPeer {
             label: label.to_owned(),
@@ -748,6 +841,7 @@ impl MediaPeer {
             audio_ssrc,
             video_ssrc,
             local_stream_id,
+            tap,
         })
     }
 
@@ -846,12 +940,20 @@ async fn apply_offer(
     pc.set_local_description(answer.clone())
         .await
         .context("set_local_description(answer)")?;
-    shared
-        .ws_out
-        .send(Message::text(
-            json!({"type": "answer", "sdp": answer.sdp}).to_string(),
-        ))
-        .map_err(|_| anyhow!("WebSocket writer is gone"))?;
+    if shared.hold_answers.load(Ordering::SeqCst) {
+        shared
+            .held_answers
+            .lock()
+            .unwrap()
+            .push_back(answer.sdp.clone());
+    } else {
+        shared
+            .ws_out
+            .send(Message::text(
+                json!({"type": "answer", "sdp": answer.sdp}).to_string(),
+            ))
+            .map_err(|_| anyhow!("WebSocket writer is gone"))?;
+    }
 
     let offer_sections = parse_sections(sdp);
     let first_mid = offer_sections
@@ -1379,10 +1481,21 @@ impl TestClient {
     /// Creates the peer connection first (so the offer that follows `joined`
     /// is answered), then joins.
     pub async fn join_with_media(&mut self, room: &str, name: &str) -> Result<Joined> {
+        self.join_with_media_opts(room, name, MediaOptions::default())
+            .await
+    }
+
+    /// [`TestClient::join_with_media`] with test instrumentation.
+    pub async fn join_with_media_opts(
+        &mut self,
+        room: &str,
+        name: &str,
+        opts: MediaOptions,
+    ) -> Result<Joined> {
         if let Some(mut old) = self.media.take() {
             old.close().await;
         }
-        let peer = MediaPeer::new(&self.label, self.out.clone()).await?;
+        let peer = MediaPeer::new(&self.label, self.out.clone(), opts).await?;
         *self.media_route.lock().unwrap() = Some(peer.signal_tx.clone());
         self.media = Some(peer);
         self.join(room, name).await
@@ -1645,6 +1758,130 @@ impl TestClient {
     }
 }
 
+impl TestClient {
+    // ----- test instrumentation (see `MediaOptions`) -----
+
+    /// While on, answers to server offers are computed and applied locally but
+    /// kept back (see [`TestClient::take_held_answer`]) instead of being sent.
+    pub fn set_hold_answers(&self, hold: bool) -> Result<()> {
+        self.media()?
+            .shared
+            .hold_answers
+            .store(hold, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits for an answer held back by [`TestClient::set_hold_answers`].
+    pub async fn take_held_answer(&self, timeout: Duration) -> Result<String> {
+        self.wait_media("a held-back answer", timeout, |c| {
+            c.media
+                .as_ref()
+                .is_some_and(|m| !m.shared.held_answers.lock().unwrap().is_empty())
+        })
+        .await?;
+        self.media()?
+            .shared
+            .held_answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .ok_or_else(|| anyhow!("{}: held answer vanished", self.label))
+    }
+
+    /// The index (into [`TestClient::remote_tracks`]) of the newest live track
+    /// from `participant` of `kind`.
+    fn live_track_index(&self, participant: &str, kind: MediaKind) -> Option<usize> {
+        self.remote_tracks()
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, t)| {
+                t.stream_id == participant && t.kind == Some(kind) && t.packets > 0 && !t.ended
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Handle and SSRC of the newest live track from `participant`/`kind`.
+    pub fn remote_track_handle(
+        &self,
+        participant: &str,
+        kind: MediaKind,
+    ) -> Result<(Arc<dyn TrackRemote>, u32)> {
+        let idx = self.live_track_index(participant, kind).ok_or_else(|| {
+            anyhow!(
+                "{}: no live {kind:?} track from {participant}; {}",
+                self.label,
+                self.media_report()
+            )
+        })?;
+        let shared = &self.media()?.shared;
+        let ssrc = shared.tracks.lock().unwrap()[idx]
+            .ssrc
+            .ok_or_else(|| anyhow!("{}: track without SSRC", self.label))?;
+        let handle = Arc::clone(&shared.track_extra.lock().unwrap()[idx].handle);
+        Ok((handle, ssrc))
+    }
+
+    /// Sends RTCP (PLI, NACK, ...) about the newest live track from
+    /// `participant`/`kind`, as that track's receiver. Returns the SSRC.
+    pub async fn send_rtcp_on_track(
+        &self,
+        participant: &str,
+        kind: MediaKind,
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    ) -> Result<()> {
+        let (handle, _) = self.remote_track_handle(participant, kind)?;
+        handle
+            .write_rtcp(packets)
+            .await
+            .map_err(|e| anyhow!("{}: write_rtcp: {e}", self.label))
+    }
+
+    /// How many times `seq` reached the newest live track from
+    /// `participant`/`kind` (after SRTP, i.e. what the application sees).
+    pub fn track_seq_count(&self, participant: &str, kind: MediaKind, seq: u16) -> u32 {
+        let (Some(idx), Some(m)) = (self.live_track_index(participant, kind), &self.media) else {
+            return 0;
+        };
+        m.shared.track_extra.lock().unwrap()[idx]
+            .seq_counts
+            .get(&seq)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The last (up to 200) sequence numbers that reached that track.
+    pub fn recent_track_seqs(&self, participant: &str, kind: MediaKind) -> Vec<u16> {
+        let (Some(idx), Some(m)) = (self.live_track_index(participant, kind), &self.media) else {
+            return Vec::new();
+        };
+        m.shared.track_extra.lock().unwrap()[idx]
+            .recent_seqs
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// The socket tap, when joined with `MediaOptions::socket_tap`.
+    pub fn socket_tap(&self) -> Option<Arc<SocketTap>> {
+        self.media.as_ref().and_then(|m| m.tap.clone())
+    }
+
+    /// `(PLIs, NACK packets)` received about our published video SSRC (needs
+    /// `MediaOptions::rtcp_to_app`).
+    pub fn publisher_feedback(&self) -> (u64, u64) {
+        self.media
+            .as_ref()
+            .map(|m| {
+                (
+                    m.shared.plis_received.load(Ordering::SeqCst),
+                    m.shared.nacks_received.load(Ordering::SeqCst),
+                )
+            })
+            .unwrap_or((0, 0))
+    }
+}
+
 impl Drop for TestClient {
     fn drop(&mut self) {
         for t in self.tasks.drain(..) {
@@ -1684,5 +1921,294 @@ pub fn is_recent_unix_ms(v: &Value) -> bool {
     match v.as_u64() {
         Some(ts) => ts.abs_diff(now_unix_ms()) < 60_000,
         None => false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Test instrumentation: inbound RTCP to the application
+// ---------------------------------------------------------------------------
+
+/// Beyond the built-in interceptor slots, as the server's own tap.
+const RTCP_TAP_SLOT: usize = 14_000;
+
+/// Marks every inbound RTCP packet `DeliverToApplication`, so feedback about
+/// our published tracks (PLI, NACK) reaches `TrackLocal::poll`.
+#[derive(Default)]
+struct RtcpToApp {
+    reads: VecDeque<rtc::interceptor::TaggedPacket>,
+    writes: VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl rtc::sansio::Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()>
+    for RtcpToApp
+{
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, mut msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, rtc::interceptor::Packet::Rtcp(_)) {
+            msg.message
+                .add(rtc::interceptor::Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: std::time::Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl rtc::interceptor::Interceptor for RtcpToApp {
+    fn bind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+}
+
+/// Counts the PLIs and NACKs that reach one of our published tracks.
+async fn count_local_rtcp(shared: Arc<MediaShared>, track: Arc<TrackLocalStaticRTP>, ssrc: u32) {
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+    use webrtc::media_stream::track_local::TrackLocalEvent;
+    loop {
+        // `poll` returns None at once until the track is bound.
+        let Some(event) = track.poll().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        #[allow(irrefutable_let_patterns)]
+        let TrackLocalEvent::OnRtcpPacket(packets) = event
+        else {
+            continue;
+        };
+        for p in packets {
+            let any = p.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                if pli.media_ssrc == ssrc {
+                    shared.plis_received.fetch_add(1, Ordering::SeqCst);
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                if nack.media_ssrc == ssrc {
+                    shared.nacks_received.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        shared.notify.notify_waiters();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Test instrumentation: a UDP tap below SRTP
+// ---------------------------------------------------------------------------
+
+/// Sees every datagram the peer connection receives, before DTLS/SRTP. RTP
+/// headers are not encrypted by SRTP, so it can count `(ssrc, seq)` as they
+/// arrive on the wire, and drop chosen packets to simulate loss.
+#[derive(Debug, Default)]
+pub struct SocketTap {
+    /// How many times each `(ssrc, seq)` of an RTP packet arrived.
+    rtp_seen: Mutex<HashMap<(u32, u16), u32>>,
+    /// Drop the next `n` RTP packets of this SSRC.
+    drop_plan: Mutex<Option<(u32, usize)>>,
+    dropped: Mutex<Vec<u16>>,
+}
+
+impl SocketTap {
+    /// Times `(ssrc, seq)` arrived on the wire (dropped ones not counted).
+    pub fn rtp_arrivals(&self, ssrc: u32, seq: u16) -> u32 {
+        self.rtp_seen
+            .lock()
+            .unwrap()
+            .get(&(ssrc, seq))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Drops the next `n` RTP packets carrying `ssrc`.
+    pub fn drop_next(&self, ssrc: u32, n: usize) {
+        self.dropped.lock().unwrap().clear();
+        *self.drop_plan.lock().unwrap() = Some((ssrc, n));
+    }
+
+    /// Sequence numbers dropped since the last [`SocketTap::drop_next`].
+    pub fn dropped(&self) -> Vec<u16> {
+        self.dropped.lock().unwrap().clone()
+    }
+
+    /// Records the datagram; true when it must be dropped.
+    fn inspect(&self, d: &[u8]) -> bool {
+        // RTP (RFC 7983: first byte 128..=191), not RTCP (payload type 192..=223).
+        if d.len() < 12 || !(128..=191).contains(&d[0]) || (192..=223).contains(&d[1]) {
+            return false;
+        }
+        let seq = u16::from_be_bytes([d[2], d[3]]);
+        let ssrc = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+        {
+            let mut plan = self.drop_plan.lock().unwrap();
+            if let Some((s, n)) = plan.as_mut() {
+                if *s == ssrc && *n > 0 {
+                    *n -= 1;
+                    self.dropped.lock().unwrap().push(seq);
+                    return true;
+                }
+            }
+        }
+        *self
+            .rtp_seen
+            .lock()
+            .unwrap()
+            .entry((ssrc, seq))
+            .or_insert(0) += 1;
+        false
+    }
+}
+
+/// Tokio runtime whose UDP sockets go through a [`SocketTap`] (one datagram
+/// per receive, no GSO/GRO).
+#[derive(Debug)]
+struct TapRuntime {
+    inner: webrtc::runtime::TokioRuntime,
+    tap: Arc<SocketTap>,
+}
+
+type BoxFut<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl webrtc::runtime::Runtime for TapRuntime {
+    fn spawn(
+        &self,
+        future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn webrtc::runtime::JoinHandle> {
+        self.inner.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn webrtc::runtime::JoinHandle> {
+        self.inner.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncUdpSocket>> {
+        socket.set_nonblocking(true)?;
+        let io = tokio::net::UdpSocket::from_std(socket)?;
+        Ok(Arc::new(TapSocket {
+            io,
+            tap: Arc::clone(&self.tap),
+        }))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> BoxFut<'a, std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpStream>>> {
+        self.inner.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFut<'a, std::io::Result<Vec<SocketAddr>>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFut<'static, ()> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn webrtc::runtime::AsyncInterval> {
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: std::pin::Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio-tap"
+    }
+}
+
+#[derive(Debug)]
+struct TapSocket {
+    io: tokio::net::UdpSocket,
+    tap: Arc<SocketTap>,
+}
+
+impl webrtc::runtime::AsyncUdpSocket for TapSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    fn poll_send(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        transmit: &webrtc::runtime::Transmit<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.io
+            .poll_send_to(cx, transmit.contents, transmit.destination)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [webrtc::runtime::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        if bufs.is_empty() || meta.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            match self.io.poll_recv_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.io.try_recv_from(&mut bufs[0]) {
+                Ok((n, from)) => {
+                    if self.tap.inspect(&bufs[0][..n]) {
+                        continue;
+                    }
+                    let mut m = webrtc::runtime::RecvMeta::default();
+                    m.addr = from;
+                    m.len = n;
+                    m.stride = n.max(1);
+                    m.dst_ip = self.io.local_addr().ok().map(|a| a.ip());
+                    meta[0] = m;
+                    return Poll::Ready(Ok(1));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
