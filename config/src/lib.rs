@@ -41,7 +41,35 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub keyframes: KeyframeConfig,
     pub session: SessionConfig,
+    pub auth: AuthConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
+}
+
+/// `[auth]`: who may join.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for join tokens; empty = anyone may join (local use).
+    pub secret: String,
+    /// Origins allowed to open `/ws` (e.g. `https://meet.example.com`);
+    /// empty = any origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Joining needs a token.
+    pub fn required(&self) -> bool {
+        !self.secret.is_empty()
+    }
+}
+
+/// `[admin]`: the operator page and API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin` and `/api/`; empty = admin disabled.
+    pub token: String,
 }
 
 /// `[http]`: the web client, WebSocket signaling, health and metrics.
@@ -102,6 +130,9 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     /// Token-bucket size for the above.
     pub message_burst: u32,
+    /// Joins per minute per connection (join/leave loops are expensive:
+    /// each creates a peer connection).
+    pub joins_per_minute: u32,
 }
 
 /// `[keyframes]`: keyframe request (PLI) aggregation.
@@ -474,6 +505,14 @@ impl Config {
                     };
                     "media.public_ip"
                 }
+                "NOOM_AUTH_SECRET" => {
+                    next.auth.secret = value.clone();
+                    "auth.secret"
+                }
+                "NOOM_ADMIN_TOKEN" => {
+                    next.admin.token = value.clone();
+                    "admin.token"
+                }
                 "NOOM_LOG_LEVEL" => {
                     next.log.level = value.trim().to_owned();
                     "log.level"
@@ -515,6 +554,7 @@ impl Config {
     fn check(&self) -> Result<(), Invalid> {
         let l = &self.limits;
         let positive = [
+            ("limits.joins_per_minute", l.joins_per_minute as u64),
             ("limits.max_rooms", l.max_rooms as u64),
             (
                 "limits.max_participants_per_room",

@@ -2,6 +2,7 @@
 //! in `docs/protocol.md`), the rooms directory, chat and metrics. It never
 //! touches packets: media goes through `noom_sfu` shards.
 
+pub mod auth;
 mod directory;
 mod metrics;
 mod outbox;
@@ -100,6 +101,9 @@ impl Server {
             }
         });
         tracing::info!(%http_addr, "noom listening");
+        if !state.config.auth.required() {
+            tracing::warn!("auth.secret is empty: anyone can join any room (fine for local use; set NOOM_AUTH_SECRET on a public server)");
+        }
         Ok(Server {
             http_addr,
             state,
@@ -130,11 +134,32 @@ impl Server {
     }
 }
 
-async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    headers: axum::http::HeaderMap,
+    State(state): State<Arc<AppState>>,
+) -> axum::response::Response {
+    let allowed = &state.config.auth.allowed_origins;
+    if !allowed.is_empty() {
+        // Browsers always send Origin; a client that sends none is not a
+        // page on another site, so only a present, unlisted Origin is refused.
+        if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !allowed.iter().any(|a| a == origin) {
+                tracing::info!(%origin, "WebSocket from a disallowed origin refused");
+                return (
+                    axum::http::StatusCode::FORBIDDEN,
+                    format!("origin {origin} is not allowed\n"),
+                )
+                    .into_response();
+            }
+        }
+    }
     // Frames over 16 times the message limit close the connection (1009);
     // frames over the limit itself get `too_large` and the connection stays.
     let hard_limit = state.config.limits.max_message_bytes.saturating_mul(16);
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| session::run(socket, state))
+        .into_response()
 }

@@ -17,6 +17,22 @@ struct Cli {
     /// Print the effective configuration (defaults, file and environment) and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+#[derive(clap::Subcommand)]
+enum Subcommand {
+    /// Print a join token for ROOM and NAME, signed with auth.secret.
+    Token {
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        name: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
@@ -64,6 +80,17 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Subcommand::Token { room, name, ttl }) = &cli.command {
+        if !config.auth.required() {
+            eprintln!("noom: auth.secret is empty; set it (or NOOM_AUTH_SECRET) to issue tokens");
+            return std::process::ExitCode::from(2);
+        }
+        println!(
+            "{}",
+            noom_signaling::auth::issue(&config.auth.secret, room, name, *ttl)
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     if cli.print_config {
         print!("{}", config.to_toml());
         return std::process::ExitCode::SUCCESS;

@@ -21,6 +21,13 @@ impl TokenBucket {
         }
     }
 
+    /// `per_minute` events per minute, all of them allowed at once.
+    pub fn per_minute(per_minute: u32) -> Self {
+        let mut bucket = TokenBucket::new(0, per_minute);
+        bucket.rate = per_minute as f64 / 60.0;
+        bucket
+    }
+
     /// Takes one token; false when the bucket is empty.
     pub fn take(&mut self, now: Instant) -> bool {
         if let Some(last) = self.last {

@@ -55,6 +55,7 @@ struct Session {
     media_tx: mpsc::Sender<(String, MediaEvent)>,
     current: Option<InRoom>,
     rate: TokenBucket,
+    joins: TokenBucket,
     /// When set, the media connection is down and the participant leaves at this instant.
     grace_deadline: Option<Instant>,
     /// `req` of the client's own offer, echoed on the server's answer.
@@ -92,6 +93,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let mut session = Session {
         conn,
         rate: TokenBucket::new(limits.messages_per_second, limits.message_burst),
+        joins: TokenBucket::per_minute(limits.joins_per_minute),
         state: state.clone(),
         outbox: outbox.clone(),
         media_tx,
@@ -206,7 +208,7 @@ impl Session {
                 let list = self.state.directory.lock().unwrap().room_list();
                 self.outbox.push(protocol::rooms(req, &list));
             }
-            Request::Join { room, name, .. } => self.join(req, room, name)?,
+            Request::Join { room, name, token } => self.join(req, room, name, token)?,
             Request::Leave => {
                 self.in_room()?;
                 self.leave_room();
@@ -219,6 +221,12 @@ impl Session {
             }
             Request::Name { name } => {
                 protocol::check_name("name", &name)?;
+                if self.state.config.auth.required() {
+                    return Err(Refusal::new(
+                        ErrorCode::Unauthorized,
+                        "names come from join tokens on this server",
+                    ));
+                }
                 let here = self.in_room()?;
                 self.state
                     .directory
@@ -336,13 +344,29 @@ impl Session {
             .map_err(|_| Refusal::new(ErrorCode::Internal, "the media server is overloaded"))
     }
 
-    fn join(&mut self, req: &Option<Value>, room: String, name: String) -> Result<(), Refusal> {
+    fn join(
+        &mut self,
+        req: &Option<Value>,
+        room: String,
+        name: String,
+        token: Option<String>,
+    ) -> Result<(), Refusal> {
         protocol::check_name("room", &room)?;
         protocol::check_name("name", &name)?;
         if self.current.is_some() {
             return Err(Refusal::new(
                 ErrorCode::AlreadyInRoom,
                 "already in a room; leave first",
+            ));
+        }
+        let auth = &self.state.config.auth;
+        if auth.required() {
+            crate::auth::check(&auth.secret, token.as_deref(), &room, &name)?;
+        }
+        if !self.joins.take(std::time::Instant::now()) {
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                "too many joins; wait a little",
             ));
         }
         let info = ParticipantInfo {
