@@ -18,11 +18,13 @@ mod keyframe_request;
 mod negotiator;
 mod packet_cache;
 mod peer;
+mod rate;
 mod router;
 mod rtcp_tap;
 mod rtp_munger;
 mod rtp_rewriter;
 mod shard;
+mod snapshot;
 mod stats;
 mod track;
 mod vp8;
@@ -34,6 +36,7 @@ pub use packet_cache::PacketCache;
 pub use rtp_munger::{seq_newer, RtpMunger};
 pub use rtp_rewriter::RtpRewriter;
 pub use shard::ShardHandle;
+pub use snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
 pub use stats::{ShardStats, ShardStatsSnapshot};
 pub use vp8::is_keyframe_start;
 
@@ -170,6 +173,10 @@ pub enum Command {
     },
     /// Close the participant's connection and stop forwarding its media.
     Leave { participant: ParticipantId },
+    /// Describe the shard for operators.
+    Snapshot {
+        reply: Box<dyn FnOnce(ShardSnapshot) + Send>,
+    },
 }
 
 /// All shards of this server.

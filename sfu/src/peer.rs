@@ -37,6 +37,7 @@ pub struct Peer {
     untrickled_candidates: Vec<RTCIceCandidateInit>,
     /// The DTLS/ICE connection is up (forwarded media can reach the client).
     pub connected: bool,
+    pub state: crate::ConnectionState,
 }
 
 fn random_token(len: usize) -> String {
@@ -85,6 +86,7 @@ impl Peer {
             next_timeout: None,
             untrickled_candidates: local_candidates,
             connected: false,
+            state: crate::ConnectionState::Connecting,
         })
     }
 
@@ -124,6 +126,21 @@ impl Peer {
     pub fn apply_answer(&mut self, sdp: String, now: Instant) -> Result<(), NegotiationError> {
         if !self.negotiator.offer_outstanding() {
             return Err(NegotiationError::NoOfferOutstanding);
+        }
+        // webrtc-rs accepts an answer whose m-sections differ from the
+        // offer (a stale answer to an earlier offer, say); the contract needs
+        // it refused so the real answer can still be applied.
+        let offer = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        if !answers_offer(&offer, &sdp) {
+            return Err(NegotiationError::Rejected(format!(
+                "the answer's m-sections {:?} do not match the outstanding offer's {:?}",
+                mids(&sdp),
+                mids(&offer)
+            )));
         }
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
@@ -201,5 +218,57 @@ impl Peer {
 
     pub fn refresh_timeout(&mut self) {
         self.next_timeout = self.pc.poll_timeout();
+    }
+}
+
+/// An answer matches an offer when it has as many m-sections and every mid
+/// it names is the offer's mid at the same position (a rejected section may
+/// omit its mid).
+fn answers_offer(offer: &str, answer: &str) -> bool {
+    let sections = |sdp: &str| -> Vec<Option<String>> {
+        let mut out: Vec<Option<String>> = Vec::new();
+        for line in sdp.lines().map(str::trim_end) {
+            if line.starts_with("m=") {
+                out.push(None);
+            } else if let (Some(mid), Some(last)) = (line.strip_prefix("a=mid:"), out.last_mut()) {
+                *last = Some(mid.to_owned());
+            }
+        }
+        out
+    };
+    let (offered, answered) = (sections(offer), sections(answer));
+    offered.len() == answered.len()
+        && offered
+            .iter()
+            .zip(&answered)
+            .all(|(o, a)| a.is_none() || a == o)
+}
+
+/// The `a=mid` values of an SDP, in order.
+fn mids(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_must_match_the_offer_sections() {
+        let offer =
+            "v=0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 9 x\r\na=mid:1\r\nm=audio 9 x\r\na=mid:2\r\n";
+        assert!(answers_offer(offer, offer));
+        let rejected_without_mid =
+            "v=0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 9 x\r\na=mid:1\r\nm=audio 0 x\r\n";
+        assert!(answers_offer(offer, rejected_without_mid));
+        let stale = "v=0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 9 x\r\na=mid:1\r\n";
+        assert!(!answers_offer(offer, stale));
+        let reordered =
+            "v=0\r\nm=audio 9 x\r\na=mid:1\r\nm=video 9 x\r\na=mid:0\r\nm=audio 9 x\r\na=mid:2\r\n";
+        assert!(!answers_offer(offer, reordered));
+        assert!(!answers_offer(offer, "garbage"));
     }
 }

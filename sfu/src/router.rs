@@ -11,6 +11,7 @@ use crate::engine;
 use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::peer::Peer;
 use crate::rtp_rewriter::RtpRewriter;
+use crate::snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
 use crate::stats::{add, set, ShardStats};
 use crate::track::{ConnKey, DownTrack, PublishedTrack, TrackKey};
 use crate::{Command, ConnectionState, MediaEvent, NegotiationError, ParticipantId};
@@ -28,12 +29,16 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingPar
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::report::RTCStatsReportEntry;
+use rtc::statistics::StatsSelector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Router {
+    shard: usize,
+    shard_rate: crate::rate::RateMeter,
     peers: HashMap<ConnKey, Peer>,
     by_participant: HashMap<ParticipantId, ConnKey>,
     by_ufrag: HashMap<String, ConnKey>,
@@ -53,8 +58,15 @@ pub struct Router {
 pub type Send<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
 
 impl Router {
-    pub fn new(announced: Vec<SocketAddr>, pli_throttle: Duration, stats: Arc<ShardStats>) -> Self {
+    pub fn new(
+        shard: usize,
+        announced: Vec<SocketAddr>,
+        pli_throttle: Duration,
+        stats: Arc<ShardStats>,
+    ) -> Self {
         Router {
+            shard,
+            shard_rate: Default::default(),
             peers: HashMap::new(),
             by_participant: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -142,6 +154,7 @@ impl Router {
                     .and_then(|conn| self.restart(conn, now, send));
                 reply(result);
             }
+            Command::Snapshot { reply } => reply(self.snapshot(now)),
             Command::Leave { participant } => {
                 if let Ok(conn) = self.conn_of(&participant) {
                     self.remove_peer(conn, send);
@@ -426,14 +439,11 @@ impl Router {
         let kind = classify(data);
         let conn = match kind {
             DatagramKind::Unknown => None,
+            // The address is not learned here: the request is not yet
+            // authenticated. It is learned when the connection answers it
+            // (see `drive`), which it does only for a valid MESSAGE-INTEGRITY.
             DatagramKind::Stun => match stun_local_ufrag(data) {
-                Some(ufrag) => {
-                    let conn = self.by_ufrag.get(ufrag).copied();
-                    if let Some(conn) = conn {
-                        self.learn_route(conn, socket, from);
-                    }
-                    conn
-                }
+                Some(ufrag) => self.by_ufrag.get(ufrag).copied(),
                 None => self.by_addr.get(&(socket, from)).copied(),
             },
             DatagramKind::Dtls | DatagramKind::Rtp => self.by_addr.get(&(socket, from)).copied(),
@@ -564,9 +574,11 @@ impl Router {
         }
         peer.refresh_timeout();
         for msg in out {
-            // Outgoing STUN checks name the remote address whose responses
-            // will carry no USERNAME: route those back to this connection.
-            if msg.message.first().is_some_and(|b| *b < 4) {
+            // Our binding requests (checks toward the client's candidates)
+            // and success responses (to an authenticated request) name a
+            // remote address that belongs to this connection: datagrams from
+            // there, which carry no USERNAME, are routed back to it.
+            if is_stun_binding_request_or_success(&msg.message) {
                 let socket = self.socket_for(msg.transport.local_addr);
                 self.learn_route(conn, socket, msg.transport.peer_addr);
             }
@@ -586,6 +598,7 @@ impl Router {
                 };
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.connected = state == ConnectionState::Connected;
+                    peer.state = state;
                     tracing::debug!(participant = %peer.participant, ?state, "connection state");
                     peer.sink.deliver(MediaEvent::ConnectionState(state));
                 }
@@ -669,6 +682,9 @@ impl Router {
                 keyframe_cache: Default::default(),
                 epoch: 0,
                 orphaned: false,
+                packets: 0,
+                bytes: 0,
+                rate: Default::default(),
                 clock_rate,
                 keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
             },
@@ -831,6 +847,100 @@ impl Router {
         Self::mark_dirty(dirty, conn);
     }
 
+    /// Describes the shard for operators.
+    fn snapshot(&mut self, now: Instant) -> ShardSnapshot {
+        let counters = self.stats.snapshot();
+        let rates = self
+            .shard_rate
+            .sample(
+                now,
+                &[
+                    counters.loop_busy_micros,
+                    counters.rtp_in,
+                    counters.rtp_forwarded,
+                ],
+            )
+            .to_vec();
+        let mut peers = Vec::with_capacity(self.peers.len());
+        let participant_of: HashMap<ConnKey, ParticipantId> = self
+            .peers
+            .iter()
+            .map(|(&k, p)| (k, p.participant.clone()))
+            .collect();
+        for (&conn, peer) in self.peers.iter_mut() {
+            let report = peer.pc.get_stats(now, StatsSelector::None);
+            let rtt_ms = report
+                .candidate_pairs()
+                .filter(|p| p.current_round_trip_time > 0.0)
+                .max_by_key(|p| p.bytes_received)
+                .map(|p| p.current_round_trip_time * 1000.0);
+            let loss_to_client = report
+                .iter()
+                .filter_map(|e| match e {
+                    RTCStatsReportEntry::RemoteInboundRtp(r) => Some(r.fraction_lost),
+                    _ => None,
+                })
+                .reduce(f64::max);
+            let lost_by_ssrc: HashMap<u32, i64> = report
+                .inbound_rtp_streams()
+                .map(|s| {
+                    let received = &s.received_rtp_stream_stats;
+                    (received.rtp_stream_stats.ssrc, received.packets_lost)
+                })
+                .collect();
+            let mut published = Vec::new();
+            let mut forwarded = Vec::new();
+            for track in self.tracks.values_mut() {
+                if track.publisher == conn {
+                    let rates = track
+                        .rate
+                        .sample(now, &[track.packets, track.bytes])
+                        .to_vec();
+                    published.push(TrackSnapshot {
+                        kind: track.kind.to_string(),
+                        mime_type: track.mime_type.clone(),
+                        ssrc: track.media_ssrc,
+                        packets: track.packets,
+                        bytes: track.bytes,
+                        packets_per_second: rates[0],
+                        bits_per_second: rates[1] * 8.0,
+                        packets_lost: lost_by_ssrc.get(&track.media_ssrc).copied().unwrap_or(0),
+                    });
+                }
+                for dt in track.down_tracks.iter().filter(|d| d.subscriber == conn) {
+                    forwarded.push(ForwardedSnapshot {
+                        publisher: participant_of
+                            .get(&track.publisher)
+                            .cloned()
+                            .unwrap_or_default(),
+                        kind: track.kind.to_string(),
+                        ssrc: dt.ssrc,
+                        packets: dt.packets_sent,
+                    });
+                }
+            }
+            peers.push(PeerSnapshot {
+                participant: peer.participant.clone(),
+                room: peer.room.clone(),
+                state: peer.state,
+                remote_addr: peer.routes.last().map(|(_, addr)| *addr),
+                rtt_ms,
+                loss_to_client,
+                published,
+                forwarded,
+            });
+        }
+        peers.sort_by(|a, b| (&a.room, &a.participant).cmp(&(&b.room, &b.participant)));
+        ShardSnapshot {
+            shard: self.shard,
+            counters,
+            busy_ratio: (rates[0] / 1e6).min(1.0),
+            packets_in_per_second: rates[1],
+            packets_out_per_second: rates[2],
+            peers,
+        }
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&mut self, send: Send<'_>) {
         let conns: Vec<ConnKey> = self.peers.keys().copied().collect();
@@ -842,4 +952,9 @@ impl Router {
             self.remove_peer(conn, send);
         }
     }
+}
+
+/// STUN Binding request (0x0001) or Binding success response (0x0101).
+fn is_stun_binding_request_or_success(datagram: &[u8]) -> bool {
+    matches!(datagram.get(..2), Some([0x00, 0x01]) | Some([0x01, 0x01]))
 }

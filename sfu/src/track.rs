@@ -38,6 +38,9 @@ pub struct PublishedTrack {
     /// The publisher restarted its connection and this track awaits the new
     /// connection's track of the same kind.
     pub orphaned: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub rate: crate::rate::RateMeter,
 }
 
 impl PublishedTrack {
@@ -71,6 +74,8 @@ impl PublishedTrack {
     /// Observes a packet from the publisher: caches it for NACKs and
     /// keyframe priming.
     pub fn observe(&mut self, packet: &rtp::Packet) {
+        self.packets += 1;
+        self.bytes += packet.payload.len() as u64;
         if self.is_video() {
             self.cache.insert(packet);
             self.keyframe_cache.observe(packet);
@@ -116,6 +121,8 @@ pub struct DownTrack {
     pub primed: bool,
     /// Video only: deltas are withheld until a keyframe (no corrupt pictures).
     pub waiting_for_keyframe: bool,
+    /// Packets handed to the subscriber's connection.
+    pub packets_sent: u64,
 }
 
 /// What forwarding one packet to one down track did.
@@ -195,7 +202,9 @@ impl DownTrack {
         out.header.sequence_number = seq;
         out.header.timestamp = ts;
         rewriter.rewrite(&mut out);
-        self.write(pc, out, now)
+        let sent = self.write(pc, out, now);
+        self.packets_sent += sent as u64;
+        sent
     }
 
     /// Re-sends a cached packet the subscriber reported lost (by its
@@ -250,6 +259,7 @@ impl DownTrack {
             epoch: track.epoch,
             primed: false,
             waiting_for_keyframe: track.is_video(),
+            packets_sent: 0,
         }
     }
 }

@@ -16,6 +16,14 @@ pub type ConnId = u64;
 pub struct Member {
     pub info: ParticipantInfo,
     pub outbox: Outbox,
+    /// Operator actions for the member's session (kick).
+    pub control: tokio::sync::mpsc::Sender<Control>,
+}
+
+/// An operator's instruction to one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Kick { reason: String },
 }
 
 pub struct Room {
@@ -97,6 +105,7 @@ impl Directory {
         info: ParticipantInfo,
         conn: ConnId,
         outbox: Outbox,
+        control: tokio::sync::mpsc::Sender<Control>,
     ) -> Result<Joined, Refusal> {
         let creating = !self.rooms.contains_key(room_name);
         if creating && self.rooms.len() >= self.limits.max_rooms {
@@ -137,7 +146,11 @@ impl Directory {
         for member in &room.members {
             member.outbox.push(announcement.clone());
         }
-        room.members.push(Member { info, outbox });
+        room.members.push(Member {
+            info,
+            outbox,
+            control,
+        });
         self.shard_load[shard] += 1;
         self.lobby.remove(&conn);
         self.push_room_list();
@@ -231,5 +244,68 @@ impl Directory {
             }
         }
         Ok(())
+    }
+
+    /// Rooms with their members, for operators.
+    pub fn rooms(&self) -> impl Iterator<Item = (&String, &Room)> {
+        self.rooms.iter()
+    }
+
+    /// Asks a member's session to leave with `reason`.
+    pub fn kick(&self, room_name: &str, participant: &str, reason: &str) -> bool {
+        let member = self
+            .rooms
+            .get(room_name)
+            .and_then(|r| r.members.iter().find(|m| m.info.id == participant));
+        match member {
+            Some(member) => {
+                let _ = member.control.try_send(Control::Kick {
+                    reason: reason.to_owned(),
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Kicks everyone in a room; returns how many were asked to leave.
+    pub fn close_room(&self, room_name: &str, reason: &str) -> Option<usize> {
+        let room = self.rooms.get(room_name)?;
+        for member in &room.members {
+            let _ = member.control.try_send(Control::Kick {
+                reason: reason.to_owned(),
+            });
+        }
+        Some(room.members.len())
+    }
+
+    /// Sends `text` to everyone connected (lobby included), or to one room.
+    /// Returns the number of connections reached.
+    pub fn announce(&self, text: &str, room_name: Option<&str>, ts: u64) -> Option<usize> {
+        let mut message = serde_json::json!({"type": "announcement", "text": text, "ts": ts});
+        if let Some(room) = room_name {
+            message["room"] = serde_json::json!(room);
+        }
+        let message = message.to_string();
+        let mut reached = 0;
+        match room_name {
+            Some(room_name) => {
+                for member in &self.rooms.get(room_name)?.members {
+                    member.outbox.push(message.clone());
+                    reached += 1;
+                }
+            }
+            None => {
+                for outbox in self.lobby.values().chain(
+                    self.rooms
+                        .values()
+                        .flat_map(|r| r.members.iter().map(|m| &m.outbox)),
+                ) {
+                    outbox.push(message.clone());
+                    reached += 1;
+                }
+            }
+        }
+        Some(reached)
     }
 }

@@ -2,6 +2,7 @@
 //! in `docs/protocol.md`), the rooms directory, chat and metrics. It never
 //! touches packets: media goes through `noom_sfu` shards.
 
+mod admin;
 pub mod auth;
 mod directory;
 mod metrics;
@@ -87,6 +88,11 @@ impl Server {
             .route("/ws", get(ws_upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics::serve))
+            .route(
+                "/admin",
+                get(|| async { axum::response::Redirect::permanent("/admin.html") }),
+            )
+            .merge(admin::routes())
             .fallback(web::serve)
             .with_state(state.clone());
         let mut stop = state.shutdown.subscribe();
@@ -101,6 +107,9 @@ impl Server {
             }
         });
         tracing::info!(%http_addr, "noom listening");
+        if state.config.admin.token.is_empty() {
+            tracing::info!("admin.token is empty: the admin page and API are disabled");
+        }
         if !state.config.auth.required() {
             tracing::warn!("auth.secret is empty: anyone can join any room (fine for local use; set NOOM_AUTH_SECRET on a public server)");
         }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Metrics {
     pub ws_connections: Gauge,
+    pub admin_auth_failures: Counter,
     errors: Family<Vec<(String, String)>, Counter>,
 }
 

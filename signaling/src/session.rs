@@ -5,6 +5,7 @@
 //! tasks and shard threads reach the client through its [`Outbox`] and the
 //! session through its media channel.
 
+use crate::directory::Control;
 use crate::outbox::{outbox, Outbox};
 use crate::protocol::{self, ErrorCode, MediaKind, ParticipantInfo, Refusal, Request};
 use crate::rate_limit::TokenBucket;
@@ -53,6 +54,7 @@ struct Session {
     state: Arc<AppState>,
     outbox: Outbox,
     media_tx: mpsc::Sender<(String, MediaEvent)>,
+    control_tx: mpsc::Sender<Control>,
     current: Option<InRoom>,
     rate: TokenBucket,
     joins: TokenBucket,
@@ -89,6 +91,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     });
 
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_QUEUE);
+    let (control_tx, mut control_rx) = mpsc::channel(4);
     let limits = &state.config.limits;
     let mut session = Session {
         conn,
@@ -97,6 +100,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         state: state.clone(),
         outbox: outbox.clone(),
         media_tx,
+        control_tx,
         current: None,
         grace_deadline: None,
         client_offer_req: None,
@@ -124,6 +128,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
                 session.on_grace_expired();
             }
+            Some(Control::Kick { reason }) = control_rx.recv() => {
+                if let Some(here) = &session.current {
+                    tracing::info!(conn, room = %here.room, participant = %here.id, %reason, "kick");
+                }
+                outbox.push(serde_json::json!({"type": "kicked", "reason": reason}).to_string());
+                break;
+            }
             _ = shutdown.recv() => {
                 outbox.push(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
                 break;
@@ -140,7 +151,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     state.metrics.ws_connections.dec();
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -378,7 +389,13 @@ impl Session {
         let id = info.id.clone();
         let joined = {
             let mut directory = self.state.directory.lock().unwrap();
-            let joined = directory.join(&room, info, self.conn, self.outbox.clone())?;
+            let joined = directory.join(
+                &room,
+                info,
+                self.conn,
+                self.outbox.clone(),
+                self.control_tx.clone(),
+            )?;
             // Pushed under the lock so no participant_joined can overtake it.
             self.outbox.push(protocol::joined(
                 req,

@@ -375,10 +375,6 @@ async fn bad_negotiation_input_keeps_the_call_working() -> Result<()> {
             MediaOptions::default(),
         )
         .await?;
-        let stale_answer = a
-            .last_answer_sdp()
-            .context("alice has answered no offer yet")?;
-
         // Carol's tracks make the server offer alice again; alice's client
         // applies that offer but holds its answer back.
         a.set_hold_answers(true)?;
@@ -408,22 +404,6 @@ async fn bad_negotiation_input_keeps_the_call_working() -> Result<()> {
             .await?;
         expect_error(&a.label, &reply, "negotiation_failed", "an empty answer")?;
         ensure!(reply["req"] == 77, "req not echoed: {reply}");
-
-        // A well-formed but stale answer (to the previous offer: fewer
-        // m-sections than the outstanding one).
-        let reply = a
-            .request_with_req(
-                json!({"type": "answer", "sdp": stale_answer}),
-                json!("stale-1"),
-            )
-            .await?;
-        expect_error(
-            &a.label,
-            &reply,
-            "negotiation_failed",
-            "an answer to an older offer",
-        )?;
-        ensure!(reply["req"] == "stale-1", "req not echoed: {reply}");
 
         // The real answer is still accepted.
         a.set_hold_answers(false)?;
@@ -473,8 +453,8 @@ async fn bad_negotiation_input_keeps_the_call_working() -> Result<()> {
 
         // Candidate strings that are garbage, on a real m-section.
         for (i, garbage) in [
+            // (A bare "candidate:" is end-of-candidates for rtc 0.21.1: `ok`.)
             "this is not a candidate",
-            "candidate:",
             "candidate:1 1 udp notanumber 127.0.0.1 40000 typ host",
             "candidate:1 1 udp 1 999.1.1.1 70000 typ host",
         ]
@@ -515,6 +495,67 @@ async fn bad_negotiation_input_keeps_the_call_working() -> Result<()> {
         for x in [a, b, c] {
             x.close().await;
         }
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// SERVER BUG (ignored until fixed): an answer to an *older* offer (fewer
+/// m-sections than the outstanding one) is accepted with `ok`
+/// (`sfu/src/peer.rs` `Peer::apply_answer` checks only that an offer is
+/// outstanding, and `set_remote_description` in rtc 0.21.1 does not compare
+/// the m-sections with the local offer). The outstanding offer is then marked
+/// answered, so the client's real answer gets `negotiation_failed: no offer is
+/// outstanding`, and the m-sections missing from the stale answer are never
+/// negotiated until some later change makes the server offer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_answer_is_rejected_and_real_answer_accepted() -> Result<()> {
+    with_deadline("stale_answer", Duration::from_secs(120), async {
+        let server = start_server().await?;
+        let addr = server.http_addr();
+        let (mut a, _a_id, _b, _b_id) = two_party(
+            addr,
+            "stale",
+            MediaOptions::default(),
+            MediaOptions::default(),
+        )
+        .await?;
+        let stale_answer = a
+            .last_answer_sdp()
+            .context("alice has answered no offer yet")?;
+        a.set_hold_answers(true)?;
+        let mut c = TestClient::connect(addr, "carol").await?;
+        let jc = c.join_with_media("stale", "carol").await?;
+        let real_answer = a.take_held_answer(MEDIA_TIMEOUT).await?;
+        let reply = a
+            .request_with_req(
+                json!({"type": "answer", "sdp": stale_answer}),
+                json!("stale-1"),
+            )
+            .await?;
+        expect_error(
+            &a.label,
+            &reply,
+            "negotiation_failed",
+            "an answer to an older offer (fewer m-sections)",
+        )?;
+        a.set_hold_answers(false)?;
+        let reply = a
+            .request_with_req(
+                json!({"type": "answer", "sdp": real_answer}),
+                json!("real-1"),
+            )
+            .await?;
+        ensure!(
+            reply["type"] == "ok",
+            "the real answer should be accepted, got {reply}"
+        );
+        a.wait_media("alice receives carol", MEDIA_TIMEOUT, |x| {
+            x.packets_from(&jc.you, MediaKind::Audio) > 0
+                && x.packets_from(&jc.you, MediaKind::Video) > 0
+        })
+        .await?;
         server.shutdown().await;
         Ok(())
     })
@@ -649,7 +690,10 @@ async fn nack_is_answered_from_the_packet_cache() -> Result<()> {
             ..Default::default()
         };
         let (a, a_id, b, _b_id) = two_party(addr, "nack", MediaOptions::default(), b_opts).await?;
-        expect_flowing(&b, &a_id, 30).await?;
+        b.wait_media("80 video packets from alice", MEDIA_TIMEOUT, |x| {
+            x.recent_track_seqs(&a_id, MediaKind::Video).len() >= 80
+        })
+        .await?;
         let tap = b.socket_tap().context("bob has no socket tap")?;
         let (_, ssrc) = b.remote_track_handle(&a_id, MediaKind::Video)?;
 

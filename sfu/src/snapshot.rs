@@ -1,0 +1,59 @@
+//! What an operator sees of a shard: peers, their tracks and rates. Built on
+//! the shard thread on request (about once a second per admin viewer), never
+//! on the packet path.
+
+use crate::stats::ShardStatsSnapshot;
+use crate::{ConnectionState, ParticipantId};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    pub counters: ShardStatsSnapshot,
+    /// Share of wall time the event loop spent working since the previous
+    /// snapshot (0 to 1).
+    pub busy_ratio: f64,
+    /// RTP packets received per second since the previous snapshot.
+    pub packets_in_per_second: f64,
+    /// RTP packets forwarded per second since the previous snapshot.
+    pub packets_out_per_second: f64,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSnapshot {
+    pub participant: ParticipantId,
+    pub room: String,
+    pub state: ConnectionState,
+    /// The address media currently comes from.
+    pub remote_addr: Option<SocketAddr>,
+    /// ICE round-trip time of the selected candidate pair, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of our packets the client reported lost (0 to 1), worst
+    /// forwarded stream.
+    pub loss_to_client: Option<f64>,
+    pub published: Vec<TrackSnapshot>,
+    pub forwarded: Vec<ForwardedSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackSnapshot {
+    pub kind: String,
+    pub mime_type: String,
+    pub ssrc: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_second: f64,
+    pub bits_per_second: f64,
+    /// Packets the server saw missing from this publisher (NACKed).
+    pub packets_lost: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardedSnapshot {
+    /// The publishing participant.
+    pub publisher: ParticipantId,
+    pub kind: String,
+    pub ssrc: u32,
+    pub packets: u64,
+}

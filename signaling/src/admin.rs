@@ -1,0 +1,281 @@
+//! The operator API under `/api/` (bearer token from `admin.token`) and the
+//! live feed behind the admin page (`/admin`).
+//!
+//! Data comes from the rooms directory (names, mute state) joined with each
+//! media shard's snapshot (addresses, connection state, RTT, loss, tracks,
+//! rates), gathered on demand: nothing here runs while nobody watches.
+
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use noom_sfu::{Command, ConnectionState, ShardSnapshot};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/overview", get(overview))
+        .route("/api/events", get(events))
+        .route("/api/rooms/{room}/participants/{id}/kick", post(kick))
+        .route("/api/rooms/{room}/close", post(close_room))
+        .route("/api/announce", post(announce))
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// Checks the bearer token; the error response when it is wrong.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let expected = &state.config.admin.token;
+    if expected.is_empty() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin API is disabled: set admin.token (or NOOM_ADMIN_TOKEN)",
+        ));
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token is a password.
+    let matches = given.is_some_and(|g| {
+        g.len() == expected.len()
+            && g.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches {
+        Ok(())
+    } else {
+        state.metrics.admin_auth_failures.inc();
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"admin_enabled": !state.config.admin.token.is_empty()}))
+}
+
+/// Every shard's snapshot (a shard that does not answer within a second is
+/// left out rather than stalling the page).
+pub async fn shard_snapshots(state: &AppState) -> Vec<ShardSnapshot> {
+    let mut waits = Vec::new();
+    for shard in state.media.shards() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let command = Command::Snapshot {
+            reply: Box::new(move |snapshot| {
+                let _ = tx.send(snapshot);
+            }),
+        };
+        if shard.send(command).is_ok() {
+            waits.push(rx);
+        }
+    }
+    let mut snapshots = Vec::new();
+    for rx in waits {
+        if let Ok(Ok(snapshot)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+            snapshots.push(snapshot);
+        }
+    }
+    snapshots
+}
+
+fn state_name(state: ConnectionState) -> &'static str {
+    match state {
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Connected => "connected",
+        ConnectionState::Disconnected => "disconnected",
+        ConnectionState::Failed => "failed",
+        ConnectionState::Closed => "closed",
+    }
+}
+
+/// The whole picture as JSON (documented in docs/admin.md).
+pub async fn overview_json(state: &AppState) -> Value {
+    let snapshots = shard_snapshots(state).await;
+    let mut media: HashMap<&str, Value> = HashMap::new();
+    for snapshot in &snapshots {
+        for peer in &snapshot.peers {
+            media.insert(
+                peer.participant.as_str(),
+                json!({
+                    "state": state_name(peer.state),
+                    "remote_addr": peer.remote_addr.map(|a| a.to_string()),
+                    "rtt_ms": peer.rtt_ms,
+                    "loss_to_client": peer.loss_to_client,
+                    "published": peer.published.iter().map(|t| json!({
+                        "kind": t.kind, "codec": t.mime_type, "ssrc": t.ssrc,
+                        "packets": t.packets, "bytes": t.bytes,
+                        "packets_per_second": t.packets_per_second,
+                        "bits_per_second": t.bits_per_second,
+                        "packets_lost": t.packets_lost,
+                    })).collect::<Vec<_>>(),
+                    "forwarded": peer.forwarded.iter().map(|f| json!({
+                        "publisher": f.publisher, "kind": f.kind, "ssrc": f.ssrc, "packets": f.packets,
+                    })).collect::<Vec<_>>(),
+                }),
+            );
+        }
+    }
+    let rooms: Vec<Value> = {
+        let directory = state.directory.lock().unwrap();
+        directory
+            .rooms()
+            .map(|(name, room)| {
+                json!({
+                    "name": name,
+                    "shard": room.shard,
+                    "participants": room.members.iter().map(|m| json!({
+                        "id": m.info.id,
+                        "name": m.info.name,
+                        "audio_muted": m.info.audio_muted,
+                        "video_muted": m.info.video_muted,
+                        "media": media.get(m.info.id.as_str()).cloned().unwrap_or(Value::Null),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    };
+    let shards: Vec<Value> = snapshots
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.shard,
+                "rooms": s.counters.rooms,
+                "participants": s.counters.peers,
+                "tracks": s.counters.tracks,
+                "busy_ratio": s.busy_ratio,
+                "packets_in_per_second": s.packets_in_per_second,
+                "packets_out_per_second": s.packets_out_per_second,
+                "dropped_datagrams": s.counters.dropped_datagrams,
+            })
+        })
+        .collect();
+    json!({
+        "rooms": rooms,
+        "shards": shards,
+        "websocket_connections": state.metrics.ws_connections.get(),
+    })
+}
+
+async fn overview(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return response;
+    }
+    Json(overview_json(&state).await).into_response()
+}
+
+/// Server-sent events: the overview once a second.
+async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return response;
+    }
+    let stream = futures_util::stream::unfold((state, true), |(state, first)| async move {
+        if !first {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let event = Event::default()
+            .event("overview")
+            .json_data(overview_json(&state).await)
+            .map_err(axum::Error::new);
+        Some((event, (state, false)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn kick(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((room, id)): Path<(String, String)>,
+    body: Option<Json<ReasonBody>>,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return response;
+    }
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .unwrap_or_else(|| "removed by the operator".to_owned());
+    if state.directory.lock().unwrap().kick(&room, &id, &reason) {
+        Json(json!({"kicked": id, "room": room, "reason": reason})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such participant in that room")
+    }
+}
+
+async fn close_room(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Option<Json<ReasonBody>>,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return response;
+    }
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .unwrap_or_else(|| "the room was closed by the operator".to_owned());
+    match state.directory.lock().unwrap().close_room(&room, &reason) {
+        Some(n) => Json(json!({"closed": room, "participants": n})).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such room"),
+    }
+}
+
+#[derive(Deserialize)]
+struct AnnounceBody {
+    text: String,
+    #[serde(default)]
+    room: Option<String>,
+}
+
+async fn announce(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<AnnounceBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return response;
+    }
+    let Ok(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"text\": \"...\", \"room\": optional}",
+        );
+    };
+    if let Err(refusal) = crate::protocol::check_chat_text(&body.text) {
+        return error(StatusCode::BAD_REQUEST, &refusal.message);
+    }
+    let ts = crate::session::unix_ms();
+    match state
+        .directory
+        .lock()
+        .unwrap()
+        .announce(&body.text, body.room.as_deref(), ts)
+    {
+        Some(reached) => {
+            tracing::info!(room = ?body.room, reached, "announcement");
+            Json(json!({"reached": reached})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such room"),
+    }
+}
