@@ -33,11 +33,11 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-/// Checks the bearer token; the error response when it is wrong.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token; the refusal to send when it is wrong.
+fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let expected = &state.config.admin.token;
     if expected.is_empty() {
-        return Err(error(
+        return Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the admin API is disabled: set admin.token (or NOOM_ADMIN_TOKEN)",
         ));
@@ -55,10 +55,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
                 == 0
     });
     if matches {
-        Ok(())
+        None
     } else {
         state.metrics.admin_auth_failures.inc();
-        Err(error(
+        Some(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
         ))
@@ -172,7 +172,7 @@ pub async fn overview_json(state: &AppState) -> Value {
 }
 
 async fn overview(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     Json(overview_json(&state).await).into_response()
@@ -180,7 +180,7 @@ async fn overview(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
 
 /// Server-sent events: the overview once a second.
 async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let stream = futures_util::stream::unfold((state, true), |(state, first)| async move {
@@ -210,7 +210,7 @@ async fn kick(
     Path((room, id)): Path<(String, String)>,
     body: Option<Json<ReasonBody>>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let reason = body
@@ -229,7 +229,7 @@ async fn close_room(
     Path(room): Path<String>,
     body: Option<Json<ReasonBody>>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let reason = body
@@ -253,7 +253,7 @@ async fn announce(
     headers: HeaderMap,
     body: Result<Json<AnnounceBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let Ok(Json(body)) = body else {
