@@ -116,7 +116,14 @@ impl Peer {
         for candidate in std::mem::take(&mut self.untrickled_candidates) {
             self.sink.deliver(MediaEvent::Candidate(IceCandidate {
                 candidate: candidate.candidate,
-                sdp_mid: Some(candidate.sdp_mid.unwrap_or_else(|| "0".to_owned())),
+                // One BUNDLE transport: every candidate belongs to the first
+                // m-section (webrtc-rs leaves the mid empty here).
+                sdp_mid: Some(
+                    candidate
+                        .sdp_mid
+                        .filter(|mid| !mid.is_empty())
+                        .unwrap_or_else(|| "0".to_owned()),
+                ),
                 sdp_mline_index: Some(candidate.sdp_mline_index.unwrap_or(0)),
                 username_fragment: Some(self.ufrag.clone()),
             }));
