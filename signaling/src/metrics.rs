@@ -8,12 +8,24 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use noom_sfu::ShardStatsSnapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// Name, help, unit and reader of a per-shard counter.
+type CounterSpec = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&ShardStatsSnapshot) -> u64,
+);
+/// Name, help and reader of a per-shard gauge.
+type GaugeSpec = (&'static str, &'static str, fn(&ShardStatsSnapshot) -> u64);
 
 #[derive(Default)]
 pub struct Metrics {
@@ -61,38 +73,128 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "Error replies sent, by contract code",
         state.metrics.errors.clone(),
     );
-    let shard_counters: Family<Vec<(String, String)>, Counter> = Family::default();
-    let shard_gauges: Family<Vec<(String, String)>, Gauge> = Family::default();
-    for shard in state.media.shards() {
-        let s = shard.stats().snapshot();
-        let label = |name: &str| {
-            vec![
-                ("shard".to_owned(), shard.index().to_string()),
-                ("counter".to_owned(), name.to_owned()),
-            ]
-        };
-        for (name, value) in [
-            ("datagrams_in", s.datagrams_in),
-            ("bytes_in", s.bytes_in),
-            ("datagrams_out", s.datagrams_out),
-            ("bytes_out", s.bytes_out),
-            ("dropped_datagrams", s.dropped_datagrams),
-            ("rtp_in", s.rtp_in),
-            ("rtp_forwarded", s.rtp_forwarded),
-            ("keyframe_requests_in", s.keyframe_requests_in),
-            ("keyframe_requests_out", s.keyframe_requests_out),
-            ("nacks_in", s.nacks_in),
-            ("retransmissions", s.retransmissions),
-            ("loop_busy_micros", s.loop_busy_micros),
-        ] {
-            shard_counters.get_or_create(&label(name)).inc_by(value);
+    type ByShard = Family<Vec<(String, String)>, Counter>;
+    type ByShardGauge = Family<Vec<(String, String)>, Gauge>;
+    type ByShardSeconds = Family<Vec<(String, String)>, Counter<f64, AtomicU64>>;
+    let snapshots: Vec<(String, ShardStatsSnapshot)> = state
+        .media
+        .shards()
+        .iter()
+        .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
+        .collect();
+    let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
+    let counters: [CounterSpec; 11] = [
+        (
+            "udp_datagrams_received",
+            "UDP datagrams received on media ports",
+            None,
+            |s| s.datagrams_in,
+        ),
+        (
+            "udp_received",
+            "UDP payload bytes received on media ports",
+            Some(Unit::Bytes),
+            |s| s.bytes_in,
+        ),
+        (
+            "udp_datagrams_sent",
+            "UDP datagrams sent from media ports",
+            None,
+            |s| s.datagrams_out,
+        ),
+        (
+            "udp_sent",
+            "UDP payload bytes sent from media ports",
+            Some(Unit::Bytes),
+            |s| s.bytes_out,
+        ),
+        (
+            "udp_datagrams_dropped",
+            "Datagrams dropped: unknown protocol or sender, or refused by the connection",
+            None,
+            |s| s.dropped_datagrams,
+        ),
+        (
+            "rtp_packets_received",
+            "RTP packets received from publishers",
+            None,
+            |s| s.rtp_in,
+        ),
+        (
+            "rtp_packets_forwarded",
+            "RTP packets forwarded to subscribers",
+            None,
+            |s| s.rtp_forwarded,
+        ),
+        (
+            "keyframe_requests_received",
+            "PLI and FIR received from subscribers",
+            None,
+            |s| s.keyframe_requests_in,
+        ),
+        (
+            "keyframe_requests_sent",
+            "PLI sent to publishers (after throttling)",
+            None,
+            |s| s.keyframe_requests_out,
+        ),
+        (
+            "nacks_received",
+            "NACK packets received from subscribers",
+            None,
+            |s| s.nacks_in,
+        ),
+        (
+            "rtp_retransmissions",
+            "Packets re-sent from the server's cache for NACKs",
+            None,
+            |s| s.retransmissions,
+        ),
+    ];
+    for (name, help, unit, get) in counters {
+        let family = ByShard::default();
+        for (shard, snapshot) in &snapshots {
+            family
+                .get_or_create(&shard_label(shard))
+                .inc_by(get(snapshot));
         }
-        for (name, value) in [("peers", s.peers), ("rooms", s.rooms), ("tracks", s.tracks)] {
-            shard_gauges.get_or_create(&label(name)).set(value as i64);
+        match unit {
+            Some(unit) => registry.register_with_unit(name, help, unit, family),
+            None => registry.register(name, help, family),
         }
     }
-    registry.register("shard", "Media shard counters", shard_counters);
-    registry.register("shard_state", "Media shard gauges", shard_gauges);
+    let busy = ByShardSeconds::default();
+    for (shard, snapshot) in &snapshots {
+        busy.get_or_create(&shard_label(shard))
+            .inc_by(snapshot.loop_busy_micros as f64 / 1e6);
+    }
+    registry.register_with_unit(
+        "shard_busy",
+        "Time each shard's event loop spent working (not waiting); its rate is the busy ratio",
+        Unit::Seconds,
+        busy,
+    );
+    let gauges: [GaugeSpec; 3] = [
+        ("shard_peers", "Peer connections on each shard", |s| s.peers),
+        ("shard_rooms", "Rooms on each shard", |s| s.rooms),
+        ("shard_tracks", "Published tracks on each shard", |s| {
+            s.tracks
+        }),
+    ];
+    for (name, help, get) in gauges {
+        let family = ByShardGauge::default();
+        for (shard, snapshot) in &snapshots {
+            family
+                .get_or_create(&shard_label(shard))
+                .set(get(snapshot) as i64);
+        }
+        registry.register(name, help, family);
+    }
+    registry.register(
+        "admin_auth_failures",
+        "Admin API requests refused for a missing or wrong token",
+        state.metrics.admin_auth_failures.clone(),
+    );
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         text = "# encoding failed\n".to_owned();

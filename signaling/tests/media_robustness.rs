@@ -28,31 +28,36 @@ const KINDS: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
 // /metrics
 // ---------------------------------------------------------------------------
 
-/// One scrape of `/metrics`: `(metric name, counter label) -> value`, summed
-/// over shards.
+/// One scrape of `/metrics`: metric name -> value, summed over shards.
 #[derive(Debug, Clone, Default)]
-struct Scrape(HashMap<(String, String), f64>);
+struct Scrape(HashMap<String, f64>);
 
 impl Scrape {
-    /// `noom_shard_total{counter=".."}` summed over shards.
+    /// A per-shard counter by its short name, summed over shards.
     fn counter(&self, name: &str) -> u64 {
-        self.get("noom_shard_total", name)
+        let metric = match name {
+            "datagrams_in" => "noom_udp_datagrams_received_total",
+            "dropped_datagrams" => "noom_udp_datagrams_dropped_total",
+            "keyframe_requests_in" => "noom_keyframe_requests_received_total",
+            "keyframe_requests_out" => "noom_keyframe_requests_sent_total",
+            "retransmissions" => "noom_rtp_retransmissions_total",
+            "nacks_in" => "noom_nacks_received_total",
+            other => panic!("no metric mapped for {other}"),
+        };
+        self.get(metric)
     }
 
-    /// `noom_shard_state{counter=".."}` summed over shards.
+    /// A per-shard gauge (`peers`, `rooms`, `tracks`), summed over shards.
     fn gauge(&self, name: &str) -> u64 {
-        self.get("noom_shard_state", name)
+        self.get(&format!("noom_shard_{name}"))
     }
 
-    fn get(&self, metric: &str, counter: &str) -> u64 {
-        self.0
-            .get(&(metric.to_owned(), counter.to_owned()))
-            .copied()
-            .unwrap_or(0.0) as u64
+    fn get(&self, metric: &str) -> u64 {
+        self.0.get(metric).copied().unwrap_or(0.0) as u64
     }
 }
 
-/// Parses `name{a="x",counter="y"} value` lines; other lines are ignored.
+/// Parses `name{shard="x"} value` lines; other lines are ignored.
 fn parse_metrics(text: &str) -> Scrape {
     let mut out = HashMap::new();
     for line in text.lines() {
@@ -68,14 +73,8 @@ fn parse_metrics(text: &str) -> Scrape {
         let Ok(value) = value.trim().parse::<f64>() else {
             continue;
         };
-        let counter = labels.split(',').find_map(|kv| {
-            kv.trim()
-                .strip_prefix("counter=\"")
-                .and_then(|v| v.strip_suffix('"'))
-        });
-        if let Some(counter) = counter {
-            *out.entry((name.to_owned(), counter.to_owned()))
-                .or_insert(0.0) += value;
+        if labels.contains("shard=") {
+            *out.entry(name.to_owned()).or_insert(0.0) += value;
         }
     }
     Scrape(out)
