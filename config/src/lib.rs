@@ -141,6 +141,8 @@ pub struct LimitsConfig {
 pub struct KeyframeConfig {
     /// At most one PLI per publisher track per this many ms; 0 = no throttle.
     pub pli_throttle_ms: u64,
+    /// Send a new subscriber the latest cached keyframe at once.
+    pub cache: bool,
 }
 
 /// `[session]`: participant lifetime.

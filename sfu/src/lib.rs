@@ -60,6 +60,8 @@ pub struct MediaSettings {
     pub public_ip: Option<IpAddr>,
     /// At most one keyframe request per publisher track per this interval.
     pub pli_throttle: Duration,
+    /// Prime new subscribers with the latest cached keyframe.
+    pub keyframe_cache: bool,
 }
 
 /// An ICE candidate as trickled over signaling.

@@ -51,6 +51,7 @@ pub struct Router {
     /// The address each socket announces (its candidate), by socket index.
     announced: Vec<SocketAddr>,
     pli_throttle: Duration,
+    keyframe_cache: bool,
     stats: Arc<ShardStats>,
 }
 
@@ -61,7 +62,7 @@ impl Router {
     pub fn new(
         shard: usize,
         announced: Vec<SocketAddr>,
-        pli_throttle: Duration,
+        settings: &crate::MediaSettings,
         stats: Arc<ShardStats>,
     ) -> Self {
         Router {
@@ -76,7 +77,8 @@ impl Router {
             dirty: Vec::new(),
             next_key: 1,
             announced,
-            pli_throttle,
+            pli_throttle: settings.pli_throttle,
+            keyframe_cache: settings.keyframe_cache,
             stats,
         }
     }
@@ -732,7 +734,7 @@ impl Router {
             return;
         };
         add(&stats.rtp_in, 1);
-        track.observe(&packet);
+        track.observe(&packet, self.keyframe_cache);
         let (view, down_tracks) = track.split();
         let mut want_keyframe = false;
         for dt in down_tracks.iter_mut() {

@@ -129,7 +129,7 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
         .collect();
     let stats = Arc::new(ShardStats::default());
     let (tx, rx) = sync_channel(COMMAND_QUEUE);
-    let router = Router::new(index, announced, settings.pli_throttle, stats.clone());
+    let router = Router::new(index, announced, settings, stats.clone());
     let shard = Shard {
         poll,
         sockets,

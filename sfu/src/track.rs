@@ -73,12 +73,14 @@ impl PublishedTrack {
 
     /// Observes a packet from the publisher: caches it for NACKs and
     /// keyframe priming.
-    pub fn observe(&mut self, packet: &rtp::Packet) {
+    pub fn observe(&mut self, packet: &rtp::Packet, cache_keyframes: bool) {
         self.packets += 1;
         self.bytes += packet.payload.len() as u64;
         if self.is_video() {
             self.cache.insert(packet);
-            self.keyframe_cache.observe(packet);
+            if cache_keyframes {
+                self.keyframe_cache.observe(packet);
+            }
         }
     }
 

@@ -55,6 +55,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
         port: config.media.port,
         public_ip: config.media.public_ip,
         pli_throttle: Duration::from_millis(config.keyframes.pli_throttle_ms),
+        keyframe_cache: config.keyframes.cache,
     }
 }
 
