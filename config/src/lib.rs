@@ -133,6 +133,8 @@ pub struct LimitsConfig {
     /// Joins per minute per connection (join/leave loops are expensive:
     /// each creates a peer connection).
     pub joins_per_minute: u32,
+    /// Largest file a participant may send over the data channel, in bytes.
+    pub max_file_bytes: u64,
 }
 
 /// `[keyframes]`: keyframe request (PLI) aggregation.
@@ -556,6 +558,7 @@ impl Config {
     fn check(&self) -> Result<(), Invalid> {
         let l = &self.limits;
         let positive = [
+            ("limits.max_file_bytes", l.max_file_bytes),
             ("limits.joins_per_minute", l.joins_per_minute as u64),
             ("limits.max_rooms", l.max_rooms as u64),
             (

@@ -11,6 +11,7 @@
 //! through the [`EventSink`] it handed over at [`Command::Join`]. This crate
 //! knows nothing of WebSockets or JSON.
 
+mod data_frame;
 mod demux;
 mod engine;
 mod keyframe_cache;
@@ -29,6 +30,11 @@ mod stats;
 mod track;
 mod vp8;
 
+pub use data_frame::{
+    client_frame, error_frame, file_offer_body, parse_client, parse_file_offer, server_frame,
+    ClientFrame, FileOffer, FrameError, FLAG_DIRECT, KIND_CHAT, KIND_ERROR, KIND_FILE_ABORT,
+    KIND_FILE_CHUNK, KIND_FILE_END, KIND_FILE_OFFER,
+};
 pub use demux::{classify, stun_local_ufrag, DatagramKind};
 pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequestThrottle;
@@ -62,6 +68,8 @@ pub struct MediaSettings {
     pub pli_throttle: Duration,
     /// Prime new subscribers with the latest cached keyframe.
     pub keyframe_cache: bool,
+    /// Largest file a participant may send over the data channel.
+    pub max_file_bytes: u64,
 }
 
 /// An ICE candidate as trickled over signaling.

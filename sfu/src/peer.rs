@@ -24,6 +24,11 @@ pub struct Peer {
     /// Tracks this participant publishes, by the receiver track id webrtc-rs
     /// tags their packets with.
     pub published: HashMap<String, TrackKey>,
+    /// The `noom` data channel the server created in its first offer.
+    pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,
+    pub data_open: bool,
+    /// File transfers this participant is sending, by transfer id.
+    pub transfers: HashMap<u32, crate::router::Transfer>,
     /// Tracks of this participant's previous connection, waiting for this
     /// connection's tracks of the same kind (see `Router::restart`).
     pub adoptable: Vec<TrackKey>,
@@ -70,6 +75,11 @@ impl Peer {
             )
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         }
+        // The room's data channel (chat and files, relayed by the server).
+        let data_channel = pc
+            .create_data_channel("noom", None)
+            .map(|dc| dc.id())
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         let mut negotiator = Negotiator::default();
         negotiator.mark_changed();
         Ok(Peer {
@@ -80,6 +90,9 @@ impl Peer {
             sink,
             negotiator,
             published: HashMap::new(),
+            data_channel: Some(data_channel),
+            data_open: false,
+            transfers: HashMap::new(),
             adoptable: Vec::new(),
             subscribed: HashMap::new(),
             routes: Vec::new(),

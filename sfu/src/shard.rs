@@ -213,7 +213,7 @@ impl Shard {
                             .handle_command(command, Instant::now(), &mut send);
                     }
                     Ok(Message::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        self.router.close_all(&mut send);
+                        self.router.close_all(Instant::now(), &mut send);
                         return;
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,

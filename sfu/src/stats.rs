@@ -36,6 +36,9 @@ counters! {
     rooms: "rooms on this shard",
     tracks: "published tracks on this shard",
     loop_busy_micros: "microseconds the event loop spent working (not waiting)",
+    data_messages_in: "data-channel messages received",
+    data_bytes_relayed: "file bytes relayed over data channels",
+    data_errors: "data-channel frames refused",
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -83,7 +83,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 11] = [
+    let counters: [CounterSpec; 14] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -149,6 +149,24 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Packets re-sent from the server's cache for NACKs",
             None,
             |s| s.retransmissions,
+        ),
+        (
+            "data_messages_received",
+            "Data-channel messages received",
+            None,
+            |s| s.data_messages_in,
+        ),
+        (
+            "data_file_relayed",
+            "File bytes relayed over data channels",
+            Some(Unit::Bytes),
+            |s| s.data_bytes_relayed,
+        ),
+        (
+            "data_frames_refused",
+            "Data-channel frames refused with an error",
+            None,
+            |s| s.data_errors,
         ),
     ];
     for (name, help, unit, get) in counters {

@@ -6,6 +6,9 @@
 //! callback and as events through each peer's sink. Time is always a
 //! parameter, never read here.
 
+mod data;
+pub use data::Transfer;
+
 use crate::demux::{classify, stun_local_ufrag, DatagramKind};
 use crate::engine;
 use crate::keyframe_request::KeyframeRequestThrottle;
@@ -17,7 +20,9 @@ use crate::track::{ConnKey, DownTrack, PublishedTrack, TrackKey};
 use crate::{Command, ConnectionState, MediaEvent, NegotiationError, ParticipantId};
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::event::{
+    RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit,
+};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp;
@@ -52,6 +57,7 @@ pub struct Router {
     announced: Vec<SocketAddr>,
     pli_throttle: Duration,
     keyframe_cache: bool,
+    max_file_bytes: u64,
     stats: Arc<ShardStats>,
 }
 
@@ -79,6 +85,7 @@ impl Router {
             announced,
             pli_throttle: settings.pli_throttle,
             keyframe_cache: settings.keyframe_cache,
+            max_file_bytes: settings.max_file_bytes,
             stats,
         }
     }
@@ -159,7 +166,7 @@ impl Router {
             Command::Snapshot { reply } => reply(self.snapshot(now)),
             Command::Leave { participant } => {
                 if let Ok(conn) = self.conn_of(&participant) {
-                    self.remove_peer(conn, send);
+                    self.remove_peer(conn, now, send);
                 }
             }
         }
@@ -268,10 +275,12 @@ impl Router {
         set(&self.stats.tracks, self.tracks.len() as u64);
     }
 
-    fn remove_peer(&mut self, conn: ConnKey, send: Send<'_>) {
-        let Some(peer) = self.detach(conn, send) else {
+    fn remove_peer(&mut self, conn: ConnKey, now: Instant, send: Send<'_>) {
+        let Some(mut peer) = self.detach(conn, send) else {
             return;
         };
+        let transfers = std::mem::take(&mut peer.transfers).into_iter().collect();
+        self.data_left(conn, &peer.participant, transfers, now);
         for key in peer.published.values().chain(peer.adoptable.iter()) {
             if let Some(track) = self.tracks.remove(key) {
                 for dt in track.down_tracks {
@@ -553,7 +562,7 @@ impl Router {
             let Some(peer) = self.peers.get_mut(&conn) else {
                 return;
             };
-            let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() else {
+            let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_media_read() else {
                 break;
             };
             match message {
@@ -566,6 +575,7 @@ impl Router {
                 _ => {}
             }
         }
+        self.drain_data(conn, now);
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -607,6 +617,19 @@ impl Router {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.publish(conn, init, now);
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(_)) => {
+                self.data_opened(conn);
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnBufferedAmountLow(_)) => {
+                self.data_drained(conn);
+            }
+            RTCPeerConnectionEvent::OnDataChannel(
+                RTCDataChannelEvent::OnClose(_) | RTCDataChannelEvent::OnClosing(_),
+            ) => {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.data_open = false;
+                }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 self.unpublish(conn, &track_id);
@@ -944,14 +967,14 @@ impl Router {
     }
 
     /// Closes every connection (shutdown).
-    pub fn close_all(&mut self, send: Send<'_>) {
+    pub fn close_all(&mut self, now: Instant, send: Send<'_>) {
         let conns: Vec<ConnKey> = self.peers.keys().copied().collect();
         for conn in conns {
             if let Some(peer) = self.peers.get(&conn) {
                 peer.sink
                     .deliver(MediaEvent::ConnectionState(ConnectionState::Closed));
             }
-            self.remove_peer(conn, send);
+            self.remove_peer(conn, now, send);
         }
     }
 }
