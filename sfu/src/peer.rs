@@ -4,10 +4,14 @@ use crate::engine;
 use crate::negotiator::Negotiator;
 use crate::track::TrackKey;
 use crate::{EventSink, IceCandidate, MediaEvent, NegotiationError, ParticipantId};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use std::collections::HashMap;
@@ -32,6 +36,10 @@ pub struct Peer {
     /// Tracks of this participant's previous connection, waiting for this
     /// connection's tracks of the same kind (see `Router::restart`).
     pub adoptable: Vec<TrackKey>,
+    /// Forwarding m-sections whose track went away, free for the next
+    /// forwarded track of the same kind (keeps the SDP from growing with
+    /// every join and leave).
+    pub free_senders: Vec<(RtpCodecKind, RTCRtpSenderId)>,
     /// Tracks forwarded to this participant, by sender track id.
     pub subscribed: HashMap<String, TrackKey>,
     /// Remote addresses learned for this connection (socket index, address).
@@ -64,16 +72,43 @@ impl Peer {
             engine::build_peer_connection(&ufrag, &pwd, announced, now)
                 .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         // The m-sections the client publishes its microphone and camera into.
+        // Each gets a placeholder sender that never sends (the section stays
+        // recvonly): webrtc-rs' `add_track` reuses the first same-kind
+        // transceiver without a sender, and these must never be the ones
+        // reused for a forwarded track (see `Router::subscribe`).
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            pc.add_transceiver_from_kind(
+            let codec = engine::codecs()
+                .into_iter()
+                .find(|(_, k)| *k == kind)
+                .map(|(c, _)| c.rtp_codec)
+                .expect("one codec per kind");
+            let placeholder = MediaStreamTrack::new(
+                "-".to_owned(),
+                format!("publish-{kind}"),
+                format!("publish-{kind}"),
                 kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )
-            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(rand::random::<u32>()),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            );
+            let id = pc
+                .add_transceiver_from_track(
+                    placeholder,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendrecv,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+            if let Some(mut transceiver) = pc.rtp_transceiver(id) {
+                transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly);
+            }
         }
         // The room's data channel (chat and files, relayed by the server).
         let data_channel = pc
@@ -90,6 +125,7 @@ impl Peer {
             sink,
             negotiator,
             published: HashMap::new(),
+            free_senders: Vec::new(),
             data_channel: Some(data_channel),
             data_open: false,
             transfers: HashMap::new(),

@@ -876,6 +876,14 @@ async fn leave_join_churn_does_not_disturb_the_others() -> Result<()> {
             forwarded.iter().all(|(id, _)| *id == a_id),
             "bob's last offer still forwards someone other than alice: {forwarded:?}"
         );
+        // 20 of carol's visits left no trail: her m-sections are reused, so
+        // bob's offer has publish audio+video, the data channel, alice's two
+        // tracks and at most the two sections carol last used.
+        let sections = offer.lines().filter(|l| l.starts_with("m=")).count();
+        ensure!(
+            sections <= 7,
+            "bob's offer grew with the churn: {sections} m-sections"
+        );
         for x in [&a, &b] {
             ensure!(
                 x.media_errors().is_empty(),

@@ -30,7 +30,9 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -284,7 +286,7 @@ impl Router {
         for key in peer.published.values().chain(peer.adoptable.iter()) {
             if let Some(track) = self.tracks.remove(key) {
                 for dt in track.down_tracks {
-                    self.remove_down_track(dt);
+                    self.remove_down_track(dt, track.kind);
                 }
             }
         }
@@ -323,10 +325,11 @@ impl Router {
         Some(peer)
     }
 
-    fn remove_down_track(&mut self, dt: DownTrack) {
+    fn remove_down_track(&mut self, dt: DownTrack, kind: RtpCodecKind) {
         if let Some(sub) = self.peers.get_mut(&dt.subscriber) {
-            if let Err(err) = sub.pc.remove_track(dt.sender_id) {
-                tracing::debug!(%err, "remove_track");
+            match sub.pc.remove_track(dt.sender_id) {
+                Ok(()) => sub.free_senders.push((kind, dt.sender_id)),
+                Err(err) => tracing::debug!(%err, "remove_track"),
             }
             sub.subscribed.remove(&dt.sender_track_id);
             sub.negotiator.mark_changed();
@@ -376,16 +379,29 @@ impl Router {
                 ..Default::default()
             }],
         );
-        let transceiver = sub.pc.add_transceiver_from_track(
-            media_track,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![],
-                send_encodings: vec![],
-            }),
-        );
-        let transceiver = match transceiver {
-            Ok(t) => t,
+        // Reuse an m-section a departed track left free (add_track picks
+        // the first same-kind transceiver without a sender: one of ours,
+        // since the publish sections hold placeholders); otherwise add one.
+        let kind = track.kind;
+        let sender_id = if sub.free_senders.iter().any(|(k, _)| *k == kind) {
+            sub.pc.add_track(media_track).map(|id| {
+                sub.free_senders.retain(|(_, free)| *free != id);
+                id
+            })
+        } else {
+            sub.pc
+                .add_transceiver_from_track(
+                    media_track,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .map(RTCRtpSenderId::from)
+        };
+        let sender_id = match sender_id {
+            Ok(id) => id,
             Err(err) => {
                 tracing::warn!(%err, "could not add forwarded track");
                 return;
@@ -393,13 +409,7 @@ impl Router {
         };
         sub.subscribed.insert(sender_track_id.clone(), key);
         sub.negotiator.mark_changed();
-        let dt = DownTrack::new(
-            subscriber,
-            RTCRtpSenderId::from(transceiver),
-            sender_track_id,
-            ssrc,
-            track,
-        );
+        let dt = DownTrack::new(subscriber, sender_id, sender_track_id, ssrc, track);
         track.down_tracks.push(dt);
         Self::mark_dirty(&mut self.dirty, subscriber);
     }
@@ -731,7 +741,7 @@ impl Router {
         };
         if let Some(track) = self.tracks.remove(&key) {
             for dt in track.down_tracks {
-                self.remove_down_track(dt);
+                self.remove_down_track(dt, track.kind);
             }
         }
         self.update_gauges();
