@@ -384,9 +384,8 @@ impl Router {
         // since the publish sections hold placeholders); otherwise add one.
         let kind = track.kind;
         let sender_id = if sub.free_senders.iter().any(|(k, _)| *k == kind) {
-            sub.pc.add_track(media_track).map(|id| {
-                sub.free_senders.retain(|(_, free)| *free != id);
-                id
+            sub.pc.add_track(media_track).inspect(|id| {
+                sub.free_senders.retain(|(_, free)| free != id);
             })
         } else {
             sub.pc
