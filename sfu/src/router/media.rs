@@ -1,0 +1,147 @@
+//! The per-packet path: forwarding a publisher's packets to its down
+//! tracks, and the subscribers' feedback (keyframe requests, NACKs).
+
+use super::*;
+
+impl Router {
+    /// The per-packet path: one publisher packet to every subscriber.
+    pub(super) fn forward(
+        &mut self,
+        conn: ConnKey,
+        track_id: &str,
+        packet: rtp::Packet,
+        now: Instant,
+    ) {
+        let Router {
+            peers,
+            tracks,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let Some(key) = peers
+            .get(&conn)
+            .and_then(|p| p.published.get(track_id))
+            .copied()
+        else {
+            return;
+        };
+        let Some(track) = tracks.get_mut(&key) else {
+            return;
+        };
+        add(&stats.rtp_in, 1);
+        track.observe(&packet, self.keyframe_cache);
+        let (view, down_tracks) = track.split();
+        let mut want_keyframe = false;
+        for dt in down_tracks.iter_mut() {
+            let Some(sub) = peers.get_mut(&dt.subscriber) else {
+                continue;
+            };
+            if !sub.connected {
+                // No SRTP keys yet: webrtc-rs would drop the packet anyway.
+                continue;
+            }
+            let forwarded = dt.forward(&mut sub.pc, &packet, &view, now);
+            want_keyframe |= forwarded.want_keyframe;
+            if forwarded.sent > 0 {
+                add(&stats.rtp_forwarded, forwarded.sent);
+                Self::mark_dirty(dirty, dt.subscriber);
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(key, now);
+        }
+    }
+
+    pub(super) fn request_keyframe(&mut self, key: TrackKey, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        if track.keyframes.request(now) {
+            self.send_keyframe_request(key, now);
+        }
+    }
+
+    pub(super) fn send_keyframe_request(&mut self, key: TrackKey, now: Instant) {
+        let Some(track) = self.tracks.get(&key).filter(|t| !t.orphaned) else {
+            return;
+        };
+        let Some(publisher) = self.peers.get_mut(&track.publisher) else {
+            return;
+        };
+        if let Some(mut receiver) = publisher.pc.rtp_receiver(track.receiver_id) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: track.media_ssrc,
+            };
+            if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                add(&self.stats.keyframe_requests_out, 1);
+            }
+        }
+        Self::mark_dirty(&mut self.dirty, track.publisher);
+    }
+
+    /// RTCP from `conn` about the forwarded track `track_id` it receives.
+    pub(super) fn handle_feedback(
+        &mut self,
+        conn: ConnKey,
+        track_id: &str,
+        packets: Vec<Box<dyn rtcp::Packet>>,
+        now: Instant,
+    ) {
+        let Some(key) = self
+            .peers
+            .get(&conn)
+            .and_then(|p| p.subscribed.get(track_id))
+            .copied()
+        else {
+            return; // RTCP about our own receivers (sender reports): nothing to do.
+        };
+        for packet in packets {
+            let any = packet.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                add(&self.stats.keyframe_requests_in, 1);
+                self.request_keyframe(key, now);
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                add(&self.stats.nacks_in, 1);
+                self.retransmit(conn, key, nack, now);
+            }
+        }
+    }
+
+    pub(super) fn retransmit(
+        &mut self,
+        conn: ConnKey,
+        key: TrackKey,
+        nack: &TransportLayerNack,
+        now: Instant,
+    ) {
+        let Router {
+            peers,
+            tracks,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let Some(track) = tracks.get_mut(&key) else {
+            return;
+        };
+        let PublishedTrack {
+            down_tracks, cache, ..
+        } = track;
+        let (Some(dt), Some(sub)) = (
+            down_tracks.iter_mut().find(|d| d.subscriber == conn),
+            peers.get_mut(&conn),
+        ) else {
+            return;
+        };
+        for pair in &nack.nacks {
+            for seq in pair.packet_list() {
+                if dt.retransmit(&mut sub.pc, seq, cache, now) {
+                    add(&stats.retransmissions, 1);
+                }
+            }
+        }
+        Self::mark_dirty(dirty, conn);
+    }
+}

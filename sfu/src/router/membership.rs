@@ -1,0 +1,383 @@
+//! Who is in the shard: joining, leaving and restarting peers, publishing
+//! tracks and subscribing everyone else to them.
+
+use super::*;
+
+impl Router {
+    pub(super) fn join(
+        &mut self,
+        room: String,
+        participant: ParticipantId,
+        sink: Box<dyn crate::EventSink>,
+        now: Instant,
+    ) {
+        if self.by_participant.contains_key(&participant) {
+            tracing::warn!(%participant, "join for a participant already on this shard");
+            return;
+        }
+        let peer = match Peer::new(
+            participant.clone(),
+            room.clone(),
+            sink,
+            &self.announced,
+            now,
+        ) {
+            Ok(peer) => peer,
+            Err(err) => {
+                tracing::error!(%participant, %err, "could not create peer connection");
+                return;
+            }
+        };
+        let conn = self.attach(peer);
+        self.rooms.entry(room).or_default().push(conn);
+        self.subscribe_to_room(conn);
+        self.update_gauges();
+    }
+
+    /// Indexes a new peer and schedules its first offer.
+    pub(super) fn attach(&mut self, peer: Peer) -> ConnKey {
+        let conn = self.next_key;
+        self.next_key += 1;
+        self.by_ufrag.insert(peer.ufrag.clone(), conn);
+        self.by_participant.insert(peer.participant.clone(), conn);
+        self.peers.insert(conn, peer);
+        Self::mark_dirty(&mut self.dirty, conn);
+        conn
+    }
+
+    /// Forwards every track published in `conn`'s room (by others) to it.
+    pub(super) fn subscribe_to_room(&mut self, conn: ConnKey) {
+        let Some(room) = self.peers.get(&conn).map(|p| p.room.clone()) else {
+            return;
+        };
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let mut keys: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.publisher != conn && members.contains(&t.publisher))
+            .map(|(&k, _)| k)
+            .collect();
+        keys.sort_unstable(); // Publication order, for a stable SDP.
+        for key in keys {
+            self.subscribe(conn, key);
+        }
+    }
+
+    /// Replaces a participant's peer connection (the client lost its
+    /// network and starts over) without disturbing anyone else: its
+    /// published tracks stay, with the same SSRCs toward every subscriber,
+    /// until the new connection's tracks take their place; the new
+    /// connection receives everything the old one did.
+    pub(super) fn restart(
+        &mut self,
+        conn: ConnKey,
+        now: Instant,
+        send: Send<'_>,
+    ) -> Result<(), NegotiationError> {
+        let announced = self.announced.clone();
+        let Some(old) = self.peers.get(&conn) else {
+            return Err(NegotiationError::UnknownParticipant);
+        };
+        let (participant, room) = (old.participant.clone(), old.room.clone());
+        let old = self.detach(conn, send).expect("peer exists");
+        let mut peer = Peer::new(participant.clone(), room.clone(), old.sink, &announced, now)?;
+        let new_conn = self.next_key;
+        for key in old.published.values().chain(old.adoptable.iter()) {
+            if let Some(track) = self.tracks.get_mut(key) {
+                track.publisher = new_conn;
+                track.orphaned = true;
+                peer.adoptable.push(*key);
+            }
+        }
+        let conn = self.attach(peer);
+        debug_assert_eq!(conn, new_conn);
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.push(conn);
+        }
+        self.subscribe_to_room(conn);
+        tracing::info!(%participant, "media connection restarted");
+        self.update_gauges();
+        Ok(())
+    }
+
+    pub(super) fn update_gauges(&self) {
+        set(&self.stats.peers, self.peers.len() as u64);
+        set(&self.stats.rooms, self.rooms.len() as u64);
+        set(&self.stats.tracks, self.tracks.len() as u64);
+    }
+
+    pub(super) fn remove_peer(&mut self, conn: ConnKey, now: Instant, send: Send<'_>) {
+        let Some(mut peer) = self.detach(conn, send) else {
+            return;
+        };
+        let transfers = std::mem::take(&mut peer.transfers).into_iter().collect();
+        self.data_left(conn, &peer.participant, transfers, now);
+        for key in peer.published.values().chain(peer.adoptable.iter()) {
+            if let Some(track) = self.tracks.remove(key) {
+                for dt in track.down_tracks {
+                    self.remove_down_track(dt, track.kind);
+                }
+            }
+        }
+        tracing::debug!(participant = %peer.participant, "peer removed");
+        self.update_gauges();
+    }
+
+    /// Unindexes a peer, stops forwarding to it and closes its connection.
+    /// What it published is left to the caller.
+    pub(super) fn detach(&mut self, conn: ConnKey, send: Send<'_>) -> Option<Peer> {
+        let mut peer = self.peers.remove(&conn)?;
+        for key in peer.subscribed.values() {
+            if let Some(track) = self.tracks.get_mut(key) {
+                track.down_tracks.retain(|dt| dt.subscriber != conn);
+            }
+        }
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|&m| m != conn);
+            if members.is_empty() {
+                self.rooms.remove(&peer.room);
+            }
+        }
+        self.by_participant.remove(&peer.participant);
+        self.by_ufrag.remove(&peer.ufrag);
+        for route in &peer.routes {
+            self.by_addr.remove(route);
+        }
+        self.dirty.retain(|&d| d != conn);
+        if let Err(err) = peer.pc.close() {
+            tracing::debug!(%err, "close");
+        }
+        // Let the DTLS close_notify out.
+        while let Some(msg) = peer.pc.poll_write() {
+            self.send_datagram(msg, send);
+        }
+        Some(peer)
+    }
+
+    pub(super) fn remove_down_track(&mut self, dt: DownTrack, kind: RtpCodecKind) {
+        if let Some(sub) = self.peers.get_mut(&dt.subscriber) {
+            match sub.pc.remove_track(dt.sender_id) {
+                Ok(()) => sub.free_senders.push((kind, dt.sender_id)),
+                Err(err) => tracing::debug!(%err, "remove_track"),
+            }
+            sub.subscribed.remove(&dt.sender_track_id);
+            sub.negotiator.mark_changed();
+            Self::mark_dirty(&mut self.dirty, dt.subscriber);
+        }
+    }
+
+    /// Adds a sendonly m-section for `key` to `subscriber`'s connection.
+    pub(super) fn subscribe(&mut self, subscriber: ConnKey, key: TrackKey) {
+        let Some(track) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        if track.publisher == subscriber {
+            return;
+        }
+        let Some(publisher_id) = self
+            .peers
+            .get(&track.publisher)
+            .map(|p| p.participant.clone())
+        else {
+            return;
+        };
+        let Some(sub) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let codec = engine::codecs()
+            .into_iter()
+            .find(|(c, _)| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
+            .map(|(c, _)| c.rtp_codec);
+        let Some(codec) = codec else {
+            tracing::warn!(mime = %track.mime_type, "published codec not in the shared table");
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let sender_track_id = format!("t{key}");
+        let media_track = MediaStreamTrack::new(
+            publisher_id,
+            sender_track_id.clone(),
+            format!("{}-{}", track.kind, key),
+            track.kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        // Reuse an m-section a departed track left free (add_track picks
+        // the first same-kind transceiver without a sender: one of ours,
+        // since the publish sections hold placeholders); otherwise add one.
+        let kind = track.kind;
+        let sender_id = if sub.free_senders.iter().any(|(k, _)| *k == kind) {
+            sub.pc.add_track(media_track).inspect(|id| {
+                sub.free_senders.retain(|(_, free)| free != id);
+            })
+        } else {
+            sub.pc
+                .add_transceiver_from_track(
+                    media_track,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .map(RTCRtpSenderId::from)
+        };
+        let sender_id = match sender_id {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(%err, "could not add forwarded track");
+                return;
+            }
+        };
+        sub.subscribed.insert(sender_track_id.clone(), key);
+        sub.negotiator.mark_changed();
+        let dt = DownTrack::new(subscriber, sender_id, sender_track_id, ssrc, track);
+        track.down_tracks.push(dt);
+        Self::mark_dirty(&mut self.dirty, subscriber);
+    }
+
+    /// After `conn`'s negotiation changed, recomputes payload types and header
+    /// extension ids of everything forwarded to it.
+    pub(super) fn refresh_rewriters(&mut self, conn: ConnKey, _now: Instant) {
+        let Router { peers, tracks, .. } = self;
+        let Some(sub) = peers.get_mut(&conn) else {
+            return;
+        };
+        for key in sub.subscribed.values() {
+            let Some(track) = tracks.get_mut(key) else {
+                continue;
+            };
+            let Some(dt) = track.down_tracks.iter_mut().find(|d| d.subscriber == conn) else {
+                continue;
+            };
+            let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) else {
+                dt.rewriter = None;
+                continue;
+            };
+            let params = &sender.get_parameters().rtp_parameters;
+            let payload_type = params
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
+                .map(|c| c.payload_type);
+            dt.rewriter = payload_type.map(|payload_type| RtpRewriter {
+                ssrc: dt.ssrc,
+                payload_type,
+                extension_ids: RtpRewriter::map_extensions(
+                    track.extensions.iter().map(|(u, i)| (u.as_str(), *i)),
+                    params
+                        .header_extensions
+                        .iter()
+                        .map(|h| (h.uri.as_str(), h.id as u8)),
+                ),
+            });
+        }
+    }
+
+    // ----- datagrams -----
+
+    /// A track of `conn` started: forward it to everyone else in the room.
+    pub(super) fn publish(&mut self, conn: ConnKey, init: RTCTrackEventInit, _now: Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer.published.contains_key(&init.track_id) {
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
+            return;
+        };
+        let kind = receiver.track().kind();
+        let codec = receiver.track().codec(init.ssrc).cloned().or_else(|| {
+            receiver
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.rtp_codec.clone())
+        });
+        let (mime_type, clock_rate) = codec
+            .map(|c| (c.mime_type, c.clock_rate))
+            .unwrap_or_default();
+        let extensions = receiver
+            .get_parameters()
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .map(|h| (h.uri.clone(), h.id as u8))
+            .collect();
+        // A restarted publisher's new track takes the place of its old one
+        // of the same kind: subscribers keep their track and SSRC.
+        let adopted = peer
+            .adoptable
+            .iter()
+            .position(|k| self.tracks.get(k).is_some_and(|t| t.kind == kind))
+            .map(|i| peer.adoptable.remove(i));
+        if let Some(key) = adopted {
+            peer.published.insert(init.track_id.clone(), key);
+            let track = self.tracks.get_mut(&key).expect("adoptable tracks exist");
+            track.adopt(
+                init.receiver_id,
+                init.ssrc,
+                mime_type,
+                clock_rate,
+                extensions,
+            );
+            tracing::info!(participant = %peer.participant, %kind, ssrc = init.ssrc, "track resumed");
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        peer.published.insert(init.track_id.clone(), key);
+        let room = peer.room.clone();
+        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, "track published");
+        self.tracks.insert(
+            key,
+            PublishedTrack {
+                publisher: conn,
+                receiver_id: init.receiver_id,
+                media_ssrc: init.ssrc,
+                kind,
+                mime_type,
+                extensions,
+                down_tracks: Vec::new(),
+                cache: Default::default(),
+                keyframe_cache: Default::default(),
+                epoch: 0,
+                orphaned: false,
+                packets: 0,
+                bytes: 0,
+                rate: Default::default(),
+                clock_rate,
+                keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
+            },
+        );
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for member in members {
+            self.subscribe(member, key);
+        }
+        self.update_gauges();
+    }
+
+    pub(super) fn unpublish(&mut self, conn: ConnKey, track_id: &str) {
+        let Some(key) = self
+            .peers
+            .get_mut(&conn)
+            .and_then(|p| p.published.remove(track_id))
+        else {
+            return;
+        };
+        if let Some(track) = self.tracks.remove(&key) {
+            for dt in track.down_tracks {
+                self.remove_down_track(dt, track.kind);
+            }
+        }
+        self.update_gauges();
+    }
+}

@@ -1,0 +1,99 @@
+//! The operator's view of the shard, built on request.
+
+use super::*;
+
+impl Router {
+    /// Describes the shard for operators.
+    pub(super) fn snapshot(&mut self, now: Instant) -> ShardSnapshot {
+        let counters = self.stats.snapshot();
+        let rates = self
+            .shard_rate
+            .sample(
+                now,
+                &[
+                    counters.loop_busy_micros,
+                    counters.rtp_in,
+                    counters.rtp_forwarded,
+                ],
+            )
+            .to_vec();
+        let mut peers = Vec::with_capacity(self.peers.len());
+        let participant_of: HashMap<ConnKey, ParticipantId> = self
+            .peers
+            .iter()
+            .map(|(&k, p)| (k, p.participant.clone()))
+            .collect();
+        for (&conn, peer) in self.peers.iter_mut() {
+            let report = peer.pc.get_stats(now, StatsSelector::None);
+            let rtt_ms = report
+                .candidate_pairs()
+                .filter(|p| p.current_round_trip_time > 0.0)
+                .max_by_key(|p| p.bytes_received)
+                .map(|p| p.current_round_trip_time * 1000.0);
+            let loss_to_client = report
+                .iter()
+                .filter_map(|e| match e {
+                    RTCStatsReportEntry::RemoteInboundRtp(r) => Some(r.fraction_lost),
+                    _ => None,
+                })
+                .reduce(f64::max);
+            let lost_by_ssrc: HashMap<u32, i64> = report
+                .inbound_rtp_streams()
+                .map(|s| {
+                    let received = &s.received_rtp_stream_stats;
+                    (received.rtp_stream_stats.ssrc, received.packets_lost)
+                })
+                .collect();
+            let mut published = Vec::new();
+            let mut forwarded = Vec::new();
+            for track in self.tracks.values_mut() {
+                if track.publisher == conn {
+                    let rates = track
+                        .rate
+                        .sample(now, &[track.packets, track.bytes])
+                        .to_vec();
+                    published.push(TrackSnapshot {
+                        kind: track.kind.to_string(),
+                        mime_type: track.mime_type.clone(),
+                        ssrc: track.media_ssrc,
+                        packets: track.packets,
+                        bytes: track.bytes,
+                        packets_per_second: rates[0],
+                        bits_per_second: rates[1] * 8.0,
+                        packets_lost: lost_by_ssrc.get(&track.media_ssrc).copied().unwrap_or(0),
+                    });
+                }
+                for dt in track.down_tracks.iter().filter(|d| d.subscriber == conn) {
+                    forwarded.push(ForwardedSnapshot {
+                        publisher: participant_of
+                            .get(&track.publisher)
+                            .cloned()
+                            .unwrap_or_default(),
+                        kind: track.kind.to_string(),
+                        ssrc: dt.ssrc,
+                        packets: dt.packets_sent,
+                    });
+                }
+            }
+            peers.push(PeerSnapshot {
+                participant: peer.participant.clone(),
+                room: peer.room.clone(),
+                state: peer.state,
+                remote_addr: peer.routes.last().map(|(_, addr)| *addr),
+                rtt_ms,
+                loss_to_client,
+                published,
+                forwarded,
+            });
+        }
+        peers.sort_by(|a, b| (&a.room, &a.participant).cmp(&(&b.room, &b.participant)));
+        ShardSnapshot {
+            shard: self.shard,
+            counters,
+            busy_ratio: (rates[0] / 1e6).min(1.0),
+            packets_in_per_second: rates[1],
+            packets_out_per_second: rates[2],
+            peers,
+        }
+    }
+}
