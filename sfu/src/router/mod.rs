@@ -110,6 +110,20 @@ impl Router {
 
     // ----- commands -----
 
+    /// Runs a negotiation step on a participant's peer and schedules its
+    /// output; the connection it ran on.
+    fn with_peer(
+        &mut self,
+        participant: &str,
+        step: impl FnOnce(&mut Peer) -> Result<(), NegotiationError>,
+    ) -> Result<ConnKey, NegotiationError> {
+        let conn = self.conn_of(participant)?;
+        let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
+        step(peer)?;
+        Self::mark_dirty(&mut self.dirty, conn);
+        Ok(conn)
+    }
+
     pub fn handle_command(&mut self, command: Command, now: Instant, send: Send<'_>) {
         match command {
             Command::Join {
@@ -122,12 +136,7 @@ impl Router {
                 sdp,
                 reply,
             } => {
-                let result = self.conn_of(&participant).and_then(|conn| {
-                    let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
-                    peer.apply_answer(sdp, now)?;
-                    Self::mark_dirty(&mut self.dirty, conn);
-                    Ok(conn)
-                });
+                let result = self.with_peer(&participant, |peer| peer.apply_answer(sdp, now));
                 if let Ok(conn) = result {
                     self.refresh_rewriters(conn, now);
                 }
@@ -138,12 +147,7 @@ impl Router {
                 sdp,
                 reply,
             } => {
-                let result = self.conn_of(&participant).and_then(|conn| {
-                    let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
-                    peer.apply_client_offer(sdp, now)?;
-                    Self::mark_dirty(&mut self.dirty, conn);
-                    Ok(conn)
-                });
+                let result = self.with_peer(&participant, |peer| peer.apply_client_offer(sdp, now));
                 if let Ok(conn) = result {
                     self.refresh_rewriters(conn, now);
                 }
@@ -154,13 +158,8 @@ impl Router {
                 candidate,
                 reply,
             } => {
-                let result = self.conn_of(&participant).and_then(|conn| {
-                    let peer = self.peers.get_mut(&conn).expect("indexed peer exists");
-                    peer.add_candidate(candidate)?;
-                    Self::mark_dirty(&mut self.dirty, conn);
-                    Ok(())
-                });
-                reply(result);
+                let result = self.with_peer(&participant, |peer| peer.add_candidate(candidate));
+                reply(result.map(|_| ()));
             }
             Command::RestartMedia { participant, reply } => {
                 let result = self
