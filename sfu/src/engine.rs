@@ -25,11 +25,18 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
 use rtc::shared::error::Result;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Beyond the built-in slots (the sender-report interceptor is at 11,000), so
 /// the tap sees RTCP after the chain has done its own bookkeeping.
 const RTCP_TAP_SLOT: usize = 14_000;
+
+/// How often the ICE agent runs its connectivity checks while connecting
+/// (rtc-ice's default is 200 ms): a nomination waits for the next tick.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Unanswered checks before a pair is given up: four times rtc-ice's 7, so
+/// the faster ticks still allow the same 1.4 s for a slow path.
+const ICE_MAX_BINDING_REQUESTS: u16 = 28;
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     RTCPFeedback {
@@ -112,8 +119,18 @@ pub fn build_peer_connection(
     now: Instant,
 ) -> Result<(RTCPeerConnection, Vec<RTCIceCandidateInit>)> {
     let (media_engine, registry) = media_engine_and_interceptors()?;
+    // The server has host candidates only and nothing better will turn up:
+    // nominate the first working pair at once. (`None` here means
+    // rtc-ice's default wait, one second for peer-reflexive candidates,
+    // which is what a browser's first check creates when it arrives
+    // before its trickled candidate; that second was most of a join.)
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_host_acceptance_min_wait(Some(Duration::ZERO))
+        .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_relay_acceptance_min_wait(Some(Duration::ZERO))
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

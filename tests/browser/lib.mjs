@@ -104,7 +104,8 @@ function formatDigest(digest, top = 15) {
 
 // Starts the server on a free loopback port. Returns { url, port, logs(),
 // logTail(n), stop() }. Its output goes to <artifacts>/<label>-server.log too.
-export async function startServer(label, extraEnv = {}) {
+// `options.args`: extra command-line arguments (e.g. ['--config', file]).
+export async function startServer(label, extraEnv = {}, options = {}) {
   mkdirSync(artifactsDir, { recursive: true });
   const port = await freePort();
   const logPath = path.join(artifactsDir, `${label}-server.log`);
@@ -120,7 +121,7 @@ export async function startServer(label, extraEnv = {}) {
     NOOM_LOG_LEVEL: process.env.NOOM_LOG_LEVEL || 'info',
     ...extraEnv,
   };
-  const proc = spawn(noomBin, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(options.bin || noomBin, options.args || [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let exited = null;
   const exitPromise = new Promise((resolve) => {
     proc.on('exit', (code, signal) => {
@@ -189,13 +190,22 @@ export async function startServer(label, extraEnv = {}) {
   return server;
 }
 
+// Chromium arguments with `extra` appended; an extra flag replaces a default
+// flag of the same name (e.g. '--use-fake-device-for-media-stream=device-count=3').
+export function chromiumArgs(extra = []) {
+  const flagName = (a) => a.split('=')[0];
+  const overridden = new Set(extra.map(flagName));
+  return [...CHROMIUM_ARGS.filter((a) => !overridden.has(flagName(a))), ...extra];
+}
+
 // A fresh persistent context (own profile dir) per simulated person, one page.
-export async function launchPerson(label) {
+// `options.extraArgs`: more Chromium flags (see chromiumArgs).
+export async function launchPerson(label, options = {}) {
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), `noom-chromium-${label}-`));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: chromiumBin,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: chromiumArgs(options.extraArgs || []),
     viewport: { width: 1000, height: 700 },
   });
   const page = context.pages()[0] || (await context.newPage());

@@ -75,6 +75,14 @@ pub fn init_tracing() {
 
 /// Starts an in-process server bound to loopback only, on ephemeral ports.
 pub async fn start_server() -> Result<noom_signaling::Server> {
+    start_server_with(|_| {}).await
+}
+
+/// [`start_server`] with configuration changes applied on top (after the
+/// loopback-only settings).
+pub async fn start_server_with(
+    adjust: impl FnOnce(&mut noom_config::Config),
+) -> Result<noom_signaling::Server> {
     init_tracing();
     let mut cfg = noom_config::Config::embedded();
     cfg.http.listen = "127.0.0.1:0".parse()?;
@@ -83,6 +91,7 @@ pub async fn start_server() -> Result<noom_signaling::Server> {
     cfg.media.shards = 1;
     // No STUN/TURN servers: nothing may leave the machine.
     cfg.ice.servers = vec![];
+    adjust(&mut cfg);
     let server = noom_signaling::Server::start(cfg)
         .await
         .context("Server::start failed")?;
@@ -379,6 +388,32 @@ impl RemoteTrackInfo {
     }
 }
 
+/// One RTP packet as it reached a remote track (after SRTP), in arrival
+/// order; see [`TestClient::track_log`].
+#[derive(Debug, Clone, Copy)]
+pub struct PacketRecord {
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub marker: bool,
+    /// First packet of a VP8 keyframe (video tracks only).
+    pub keyframe_start: bool,
+    pub at: Instant,
+}
+
+/// At most this many packets are kept per remote track in its log
+/// (minutes of audio + video at the test clients' rates).
+const TRACK_LOG_CAP: usize = 60_000;
+
+/// A VP8 keyframe this client published: first packet's sequence number,
+/// RTP timestamp and when it was handed to the track.
+#[derive(Debug, Clone, Copy)]
+pub struct SentKeyframe {
+    pub seq: u16,
+    pub ts: u32,
+    pub at: Instant,
+}
+
 /// Everything the peer connection's callbacks and tasks record.
 struct MediaShared {
     label: String,
@@ -407,6 +442,10 @@ struct MediaShared {
     /// `MediaOptions::rtcp_to_app`).
     plis_received: AtomicU64,
     nacks_received: AtomicU64,
+    /// Keyframes our synthetic video publisher sent.
+    keyframes_sent: Mutex<Vec<SentKeyframe>>,
+    /// When the peer connection first reached `connected`.
+    connected_at: Mutex<Option<Instant>>,
 }
 
 /// What the tests need of one remote track beyond [`RemoteTrackInfo`] (kept
@@ -417,6 +456,8 @@ struct TrackExtra {
     seq_counts: HashMap<u16, u32>,
     /// The last sequence numbers that reached the track, oldest first.
     recent_seqs: VecDeque<u16>,
+    /// Every packet (up to `TRACK_LOG_CAP`), in arrival order.
+    log: Vec<PacketRecord>,
 }
 
 /// Optional test instrumentation of a participant's peer connection. The
@@ -505,6 +546,13 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(client = %self.shared.label, "peer connection state {state}");
         *self.shared.conn_state.lock().unwrap() = state;
+        if state == RTCPeerConnectionState::Connected {
+            self.shared
+                .connected_at
+                .lock()
+                .unwrap()
+                .get_or_insert_with(Instant::now);
+        }
         self.shared
             .conn_history
             .lock()
@@ -542,6 +590,7 @@ async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn TrackRemote>
             handle: Arc::clone(&track),
             seq_counts: HashMap::new(),
             recent_seqs: VecDeque::new(),
+            log: Vec::new(),
         });
         tracks.len() - 1
     };
@@ -576,6 +625,16 @@ async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn TrackRemote>
                     x.recent_seqs.push_back(pkt.header.sequence_number);
                     if x.recent_seqs.len() > 200 {
                         x.recent_seqs.pop_front();
+                    }
+                    if x.log.len() < TRACK_LOG_CAP {
+                        x.log.push(PacketRecord {
+                            seq: pkt.header.sequence_number,
+                            ts: pkt.header.timestamp,
+                            ssrc: pkt.header.ssrc,
+                            marker: pkt.header.marker,
+                            keyframe_start: t.kind == Some(MediaKind::Video) && key,
+                            at: Instant::now(),
+                        });
                     }
                 }
                 if t.kind == Some(MediaKind::Video) && key {
@@ -688,6 +747,8 @@ impl MediaPeer {
             held_answers: Mutex::new(VecDeque::new()),
             plis_received: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
+            keyframes_sent: Mutex::new(Vec::new()),
+            connected_at: Mutex::new(None),
         });
 
         let mut media_engine = MediaEngine::default();
@@ -1112,6 +1173,13 @@ async fn publish_video(shared: Arc<MediaShared>, track: Arc<TrackLocalStaticRTP>
                 }
             } else {
                 p[0] = 0x00;
+            }
+            if key && i == 0 {
+                shared.keyframes_sent.lock().unwrap().push(SentKeyframe {
+                    seq,
+                    ts,
+                    at: Instant::now(),
+                });
             }
             let pkt = rtp::Packet {
                 header: rtp::header::Header {
@@ -1879,6 +1947,85 @@ impl TestClient {
                 )
             })
             .unwrap_or((0, 0))
+    }
+}
+
+impl TestClient {
+    // ----- media restart and packet logs -----
+
+    /// `restart_media` (protocol extension): drops the current peer
+    /// connection (as a network loss would: its publishing stops), creates a
+    /// new one with new local tracks and new SSRCs, routes the server's fresh
+    /// offer to it and awaits the `ok`. Returns the reply.
+    pub async fn restart_media(&mut self, opts: MediaOptions) -> Result<Value> {
+        let peer = MediaPeer::new(&self.label, self.out.clone(), opts).await?;
+        // Route first: the fresh offer may follow the `ok` at once.
+        let old_route = self
+            .media_route
+            .lock()
+            .unwrap()
+            .replace(peer.signal_tx.clone());
+        if old_route.is_none() {
+            bail!(
+                "{}: restart_media without a joined peer connection",
+                self.label
+            );
+        }
+        if let Some(mut old) = self.media.replace(peer) {
+            old.close().await;
+        }
+        let reply = self.request(json!({"type": "restart_media"})).await?;
+        if reply["type"] != "ok" {
+            bail!(
+                "{}: expected `ok` for restart_media, got {}",
+                self.label,
+                brief(&reply)
+            );
+        }
+        Ok(reply)
+    }
+
+    /// Indices of the remote tracks from `participant`/`kind`, oldest first.
+    fn track_indices(&self, participant: &str, kind: MediaKind) -> Vec<usize> {
+        self.remote_tracks()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.stream_id == participant && t.kind == Some(kind))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Every remote track (ended ones too) from `participant`/`kind`.
+    pub fn tracks_from(&self, participant: &str, kind: MediaKind) -> Vec<RemoteTrackInfo> {
+        self.remote_tracks()
+            .into_iter()
+            .filter(|t| t.stream_id == participant && t.kind == Some(kind))
+            .collect()
+    }
+
+    /// The packets that reached the first remote track from
+    /// `participant`/`kind`, in arrival order (up to `TRACK_LOG_CAP`).
+    pub fn track_log(&self, participant: &str, kind: MediaKind) -> Vec<PacketRecord> {
+        let (Some(&idx), Some(m)) = (self.track_indices(participant, kind).first(), &self.media)
+        else {
+            return Vec::new();
+        };
+        m.shared.track_extra.lock().unwrap()[idx].log.clone()
+    }
+
+    /// The keyframes this client's current peer connection published.
+    pub fn keyframes_sent(&self) -> Vec<SentKeyframe> {
+        self.media
+            .as_ref()
+            .map(|m| m.shared.keyframes_sent.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// When the current peer connection first reached `connected`.
+    pub fn connected_at(&self) -> Option<Instant> {
+        self.media
+            .as_ref()
+            .and_then(|m| *m.shared.connected_at.lock().unwrap())
     }
 }
 

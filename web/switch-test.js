@@ -1,0 +1,618 @@
+// Noom switch test client: minimal.js's contract client (same window.noom
+// shape, so tests/browser/lib.mjs pageState works) plus hooks for the
+// switching tests and benchmark (issue 5):
+//
+//   noom.switchCamera(labelPart)  replaceTrack to the camera whose label
+//                                 contains labelPart (e.g. 'fake_device_2')
+//   noom.setResolution(w, h)      applyConstraints on the sent video track
+//   noom.screenShare()            getDisplayMedia, else a canvas captureStream
+//                                 track (noom.share says which); the #share
+//                                 button runs it with a user gesture
+//   noom.restartMedia()           restart_media: a new RTCPeerConnection,
+//                                 same local tracks
+//   noom.frames[participant]      [epoch ms, presentedFrames, width, height]
+//                                 per remote video frame (requestVideoFrameCallback)
+//   noom.joinSentAt, noom.firstFrameAt[participant], noom.ontracks
+//
+// Times are epoch milliseconds with sub-millisecond precision
+// (performance.timeOrigin + performance.now()), comparable across pages.
+// URL parameters: room, name, ice=none, publish=none (receive only).
+
+const params = new URLSearchParams(location.search);
+const room = params.get('room') || 'test';
+const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`;
+const noIce = params.get('ice') === 'none';
+const publish = params.get('publish') !== 'none';
+
+const $status = document.getElementById('status');
+const $errors = document.getElementById('errors');
+const $videos = document.getElementById('videos');
+const $unmute = document.getElementById('unmute');
+
+const clock = () => performance.timeOrigin + performance.now();
+const MAX_FRAMES = 100_000;
+
+const noom = {
+  // starting | media | connecting | joining | joined | closed | error
+  state: 'starting',
+  room,
+  name,
+  you: null,
+  participants: {},
+  participantInfo: {},
+  remoteStreams: {},
+  rooms: [],
+  connectionState: 'new',
+  iceConnectionState: 'new',
+  signalingState: 'stable',
+  offers: 0,
+  answers: 0,
+  errors: [],
+  log: [],
+  chats: [],
+  pc: null,
+  ws: null,
+  localStream: null,
+  stats,
+  send,
+  mute,
+  // ---- test hooks
+  audioTrack: null,
+  videoTrack: null, // the track the video sender currently sends
+  videoSender: null,
+  switches: [], // {what, at, settings}
+  share: null, // {source, error?, settings} after screenShare()
+  restarts: [], // {at, ok, offerAt, connectedAt}
+  joinSentAt: null,
+  joinedAt: null,
+  connectedAt: null, // first `connected` of the current peer connection
+  ontracks: [], // {at, kind, trackId, streamId}
+  frames: {}, // participant id -> [[epochMs, presentedFrames, width, height], ...]
+  firstFrameAt: {}, // participant id -> epoch ms
+  replies: {}, // req -> reply message
+  timeline: [], // [epoch ms, event] for the current and earlier connections
+  switchCamera,
+  setResolution,
+  screenShare,
+  restartMedia,
+};
+window.noom = noom;
+
+let nextReq = 1;
+let joinReq = null;
+let iceServersInUse = [];
+const attachedKinds = new Set();
+let queue = Promise.resolve();
+
+function logEvent(dir, msg) {
+  const entry = `${new Date().toISOString().slice(11, 23)} ${dir} ${msg.type}`;
+  noom.log.push(entry);
+  if (noom.log.length > 300) noom.log.shift();
+}
+
+function fail(err, where = '') {
+  const text = `${where ? `${where}: ` : ''}${err && err.message ? err.message : String(err)}`;
+  noom.errors.push(text);
+  console.error('[noom]', text, err);
+  render();
+}
+
+function setState(state) {
+  noom.state = state;
+  render();
+}
+
+function render() {
+  const others = Object.entries(noom.participants)
+    .map(([id, n]) => `${n} (${id})`)
+    .join(', ');
+  $status.textContent = [
+    `room: ${room}   name: ${name}   you: ${noom.you ?? '-'}   publish: ${publish}`,
+    `state: ${noom.state}   pc: ${noom.connectionState}   ice: ${noom.iceConnectionState}   signaling: ${noom.signalingState}`,
+    `offers received: ${noom.offers}   answers sent: ${noom.answers}   restarts: ${noom.restarts.length}`,
+    `participants: ${others || '(none)'}`,
+  ].join('\n');
+  $errors.textContent = noom.errors.join('\n');
+  document.title = `Noom: ${name} in ${room} (${noom.state})`;
+}
+
+function send(msg) {
+  const ws = noom.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    fail(new Error(`cannot send ${msg.type}: WebSocket not open`));
+    return;
+  }
+  logEvent('>', msg);
+  ws.send(JSON.stringify(msg));
+}
+
+function enqueue(what, fn) {
+  const p = queue.then(fn);
+  queue = p.catch((err) => fail(err, what));
+  return p;
+}
+
+// ---------------------------------------------------------------- video tiles
+
+// Records every frame a remote <video> presents (requestVideoFrameCallback).
+function watchFrames(id, video) {
+  if (video.dataset.watched) return;
+  video.dataset.watched = '1';
+  const onFrame = (now, meta) => {
+    const at = performance.timeOrigin + now;
+    const list = (noom.frames[id] ||= []);
+    if (list.length < MAX_FRAMES) list.push([at, meta.presentedFrames, meta.width, meta.height]);
+    if (noom.firstFrameAt[id] === undefined) noom.firstFrameAt[id] = at;
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
+function tile(id, label, stream) {
+  let fig = $videos.querySelector(`figure[data-participant="${CSS.escape(id)}"]`);
+  if (!fig) {
+    fig = document.createElement('figure');
+    fig.dataset.participant = id;
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    const cap = document.createElement('figcaption');
+    fig.append(video, cap);
+    $videos.append(fig);
+  }
+  const video = fig.querySelector('video');
+  fig.querySelector('figcaption').textContent = label;
+  if (stream && video.srcObject !== stream) {
+    video.srcObject = stream;
+    watchFrames(id, video);
+    video.play().catch((err) => {
+      if (err.name !== 'NotAllowedError') return;
+      video.muted = true;
+      $unmute.style.display = 'inline-block';
+      video.play().catch((e) => {
+        if (e.name !== 'AbortError') fail(e, 'video.play');
+      });
+    });
+  }
+  return fig;
+}
+
+function removeTile(id) {
+  const fig = $videos.querySelector(`figure[data-participant="${CSS.escape(id)}"]`);
+  if (fig) {
+    const video = fig.querySelector('video');
+    if (video) video.srcObject = null;
+    fig.remove();
+  }
+}
+
+$unmute.addEventListener('click', () => {
+  for (const video of $videos.querySelectorAll('video')) {
+    video.muted = false;
+    video.play().catch((err) => fail(err, 'unmute'));
+  }
+  $unmute.style.display = 'none';
+});
+
+// ---------------------------------------------------------------- participants
+
+function setParticipant(p) {
+  if (!p || typeof p.id !== 'string') return;
+  if (p.id === noom.you) return;
+  noom.participants[p.id] = p.name;
+  noom.participantInfo[p.id] = p;
+  if (noom.remoteStreams[p.id]) tile(p.id, labelFor(p.id));
+}
+
+function labelFor(id) {
+  const p = noom.participantInfo[id];
+  const n = noom.participants[id] ?? `(unknown ${id})`;
+  const muted = [];
+  if (p && p.audio_muted) muted.push('mic off');
+  if (p && p.video_muted) muted.push('camera off');
+  return muted.length ? `${n} [${muted.join(', ')}]` : n;
+}
+
+function removeParticipant(id) {
+  delete noom.participants[id];
+  delete noom.participantInfo[id];
+  delete noom.remoteStreams[id];
+  removeTile(id);
+}
+
+// ---------------------------------------------------------------- media
+
+function recvonlySections(sdp) {
+  const out = [];
+  for (const section of sdp.split(/\r?\n(?=m=)/).slice(1)) {
+    const m = section.match(/^m=(\S+) (\d+)/);
+    const mid = section.match(/^a=mid:(\S+)/m);
+    if (!m || !mid || m[2] === '0') continue;
+    if (/^a=recvonly\s*$/m.test(section)) out.push({ kind: m[1], mid: mid[1] });
+  }
+  return out;
+}
+
+async function attachLocalTracks(offerSdp) {
+  for (const { kind, mid } of recvonlySections(offerSdp)) {
+    if (attachedKinds.has(kind)) continue;
+    const track = kind === 'video' ? noom.videoTrack : kind === 'audio' ? noom.audioTrack : null;
+    if (!track) continue;
+    const transceiver = noom.pc.getTransceivers().find((t) => t.mid === mid);
+    if (!transceiver) {
+      fail(new Error(`no transceiver for the server's recvonly ${kind} m-section mid=${mid}`));
+      continue;
+    }
+    await transceiver.sender.replaceTrack(track);
+    transceiver.direction = 'sendonly';
+    if (kind === 'video') noom.videoSender = transceiver.sender;
+    attachedKinds.add(kind);
+  }
+}
+
+async function handleOffer(sdp) {
+  const pc = noom.pc;
+  if (!pc) throw new Error('offer before joined');
+  noom.offers += 1;
+  const last = noom.restarts[noom.restarts.length - 1];
+  if (last && last.offerAt === null) last.offerAt = clock();
+  mark(`offer ${noom.offers}`);
+  await pc.setRemoteDescription({ type: 'offer', sdp });
+  watchTransport(pc);
+  await attachLocalTracks(sdp);
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  send({ type: 'answer', sdp: pc.localDescription.sdp });
+  mark(`answer ${noom.offers}`);
+  noom.answers += 1;
+  render();
+}
+
+function mark(event) {
+  noom.timeline.push([clock(), event]);
+  if (noom.timeline.length > 2000) noom.timeline.shift();
+}
+
+// DTLS transport state changes (the transport exists once an offer is applied).
+function watchTransport(pc) {
+  for (const tr of pc.getTransceivers()) {
+    const transport = tr.sender.transport;
+    if (!transport || transport.watched) continue;
+    transport.watched = true;
+    mark(`dtls ${transport.state}`);
+    transport.addEventListener('statechange', () => mark(`dtls ${transport.state}`));
+    const ice = transport.iceTransport;
+    if (ice) ice.addEventListener('selectedcandidatepairchange', () => mark('ice selected pair'));
+  }
+}
+
+function createPeerConnection(iceServers) {
+  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  noom.pc = pc;
+  mark('pc created');
+  pc.onicegatheringstatechange = () => mark(`gathering ${pc.iceGatheringState}`);
+  noom.connectionState = pc.connectionState;
+  noom.connectedAt = null;
+  pc.onicecandidate = (ev) => {
+    if (noom.pc !== pc) return;
+    const c = ev.candidate;
+    mark(c ? `local candidate ${c.address}:${c.port} ${c.protocol}` : 'local candidates end');
+    send({
+      type: 'candidate',
+      candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null,
+    });
+  };
+  pc.onconnectionstatechange = () => {
+    if (noom.pc !== pc) return;
+    noom.connectionState = pc.connectionState;
+    mark(`connection ${pc.connectionState}`);
+    if (pc.connectionState === 'connected' && noom.connectedAt === null) {
+      noom.connectedAt = clock();
+      const last = noom.restarts[noom.restarts.length - 1];
+      if (last && last.connectedAt === null) last.connectedAt = noom.connectedAt;
+    }
+    render();
+  };
+  pc.oniceconnectionstatechange = () => {
+    if (noom.pc !== pc) return;
+    noom.iceConnectionState = pc.iceConnectionState;
+    mark(`ice ${pc.iceConnectionState}`);
+    render();
+  };
+  pc.onsignalingstatechange = () => {
+    if (noom.pc !== pc) return;
+    noom.signalingState = pc.signalingState;
+    render();
+  };
+  pc.ontrack = (ev) => {
+    if (noom.pc !== pc) return;
+    const stream = ev.streams[0];
+    noom.ontracks.push({ at: clock(), kind: ev.track.kind, trackId: ev.track.id, streamId: stream ? stream.id : null });
+    if (!stream) {
+      fail(new Error(`remote ${ev.track.kind} track ${ev.track.id} has no stream (msid missing)`));
+      return;
+    }
+    const id = stream.id;
+    noom.remoteStreams[id] = stream;
+    stream.onremovetrack = () => {
+      if (stream.getTracks().length === 0 && noom.remoteStreams[id] === stream) {
+        delete noom.remoteStreams[id];
+        removeTile(id);
+      }
+    };
+    tile(id, labelFor(id), stream);
+    render();
+  };
+  return pc;
+}
+
+// ---------------------------------------------------------------- test hooks
+
+async function replaceVideo(track, what) {
+  if (!noom.videoSender) throw new Error('no video sender yet (not negotiated)');
+  const old = noom.videoTrack;
+  const at = clock();
+  await noom.videoSender.replaceTrack(track);
+  noom.videoTrack = track;
+  if (old && old !== track) old.stop();
+  const settings = track.getSettings();
+  const entry = { what, at, done: clock(), settings: { width: settings.width, height: settings.height, frameRate: settings.frameRate, deviceId: settings.deviceId } };
+  noom.switches.push(entry);
+  return entry;
+}
+
+async function switchCamera(labelPart) {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const dev = devices.find((d) => d.kind === 'videoinput' && d.label.includes(labelPart));
+  if (!dev) throw new Error(`no camera labelled *${labelPart}*: ${devices.filter((d) => d.kind === 'videoinput').map((d) => d.label).join(', ')}`);
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: dev.deviceId } } });
+  return replaceVideo(stream.getVideoTracks()[0], `camera ${dev.label}`);
+}
+
+async function setResolution(width, height) {
+  const track = noom.videoTrack;
+  if (!track) throw new Error('no video track');
+  const at = clock();
+  await track.applyConstraints({ width, height });
+  const s = track.getSettings();
+  const entry = { what: `resolution ${width}x${height}`, at, done: clock(), settings: { width: s.width, height: s.height, frameRate: s.frameRate } };
+  noom.switches.push(entry);
+  return entry;
+}
+
+// A moving picture on a canvas, as a stand-in for a screen share.
+function canvasTrack(width, height) {
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext('2d');
+  let n = 0;
+  const draw = () => {
+    n += 1;
+    ctx.fillStyle = '#224';
+    ctx.fillRect(0, 0, width, height);
+    ctx.fillStyle = '#eee';
+    ctx.font = '48px sans-serif';
+    ctx.fillText(`screen share ${n}`, 40, 80 + (n % 60) * 8);
+    ctx.fillStyle = `hsl(${(n * 7) % 360} 70% 50%)`;
+    ctx.fillRect((n * 13) % (width - 100), height - 150, 100, 100);
+  };
+  draw();
+  const timer = setInterval(draw, 33);
+  const track = canvas.captureStream(30).getVideoTracks()[0];
+  track.addEventListener('ended', () => clearInterval(timer));
+  const stop = track.stop.bind(track);
+  track.stop = () => {
+    clearInterval(timer);
+    stop();
+  };
+  return track;
+}
+
+async function screenShare({ allowDisplay = true } = {}) {
+  let track = null;
+  let source = 'canvas';
+  let error = null;
+  if (allowDisplay && navigator.mediaDevices.getDisplayMedia) {
+    try {
+      const stream = await Promise.race([
+        navigator.mediaDevices.getDisplayMedia({ video: true, audio: false }),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('getDisplayMedia: no answer within 10 s')), 10_000)),
+      ]);
+      track = stream.getVideoTracks()[0];
+      source = 'getDisplayMedia';
+    } catch (err) {
+      error = `${err.name || 'Error'}: ${err.message}`;
+    }
+  }
+  if (!track) track = canvasTrack(1280, 720);
+  const entry = await replaceVideo(track, `screen share (${source})`);
+  noom.share = { source, error, settings: entry.settings, at: entry.at };
+  return noom.share;
+}
+
+document.getElementById('share')?.addEventListener('click', () => {
+  screenShare().catch((err) => fail(err, 'screen share'));
+});
+
+// restart_media: the old connection is gone; a new one takes over the same
+// local tracks once the server's fresh offer arrives.
+function restartMedia() {
+  return enqueue('restart_media', async () => {
+    if (!noom.pc) throw new Error('restart before joined');
+    const old = noom.pc;
+    attachedKinds.clear();
+    noom.videoSender = null;
+    const entry = { at: clock(), ok: null, offerAt: null, connectedAt: null, req: nextReq++ };
+    noom.restarts.push(entry);
+    createPeerConnection(iceServersInUse);
+    old.close();
+    send({ type: 'restart_media', req: entry.req });
+    return entry;
+  });
+}
+
+// ---------------------------------------------------------------- stats
+
+async function stats() {
+  const pc = noom.pc;
+  if (!pc) return [];
+  const trackToParticipant = new Map();
+  for (const [id, stream] of Object.entries(noom.remoteStreams)) {
+    for (const t of stream.getTracks()) trackToParticipant.set(t.id, id);
+  }
+  const out = [];
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    const id = trackToParticipant.get(s.trackIdentifier);
+    if (!id) return;
+    const codec = s.codecId ? report.get(s.codecId) : undefined;
+    out.push({
+      participant: id,
+      name: noom.participants[id] ?? null,
+      kind: s.kind,
+      trackId: s.trackIdentifier,
+      mid: s.mid ?? null,
+      ssrc: s.ssrc,
+      codec: codec ? `${codec.mimeType}/${codec.payloadType}` : null,
+      framesDecoded: s.framesDecoded ?? 0,
+      framesReceived: s.framesReceived ?? 0,
+      keyFramesDecoded: s.keyFramesDecoded ?? 0,
+      frameWidth: s.frameWidth ?? 0,
+      frameHeight: s.frameHeight ?? 0,
+      packetsReceived: s.packetsReceived ?? 0,
+      bytesReceived: s.bytesReceived ?? 0,
+      packetsLost: s.packetsLost ?? 0,
+      nackCount: s.nackCount ?? 0,
+      pliCount: s.pliCount ?? 0,
+      firCount: s.firCount ?? 0,
+      freezeCount: s.freezeCount ?? 0,
+      totalFreezesDuration: s.totalFreezesDuration ?? 0,
+    });
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- controls
+
+function mute(kind, muted) {
+  for (const t of [noom.audioTrack, noom.videoTrack]) {
+    if (t && t.kind === kind) t.enabled = !muted;
+  }
+  send({ type: 'mute', kind, muted, req: nextReq++ });
+}
+
+// ---------------------------------------------------------------- signaling
+
+function onMessage(msg) {
+  logEvent('<', msg);
+  if (msg.req !== undefined) {
+    noom.replies[msg.req] = msg;
+    const r = noom.restarts.find((e) => e.req === msg.req);
+    if (r) r.ok = msg.type === 'ok' ? clock() : msg;
+  }
+  switch (msg.type) {
+    case 'rooms':
+      noom.rooms = msg.rooms || [];
+      break;
+    case 'joined': {
+      noom.you = msg.you;
+      noom.joinedAt = clock();
+      for (const p of msg.participants || []) setParticipant(p);
+      iceServersInUse = noIce ? [] : msg.ice_servers || [];
+      createPeerConnection(iceServersInUse);
+      setState('joined');
+      break;
+    }
+    case 'participant_joined':
+    case 'participant_updated':
+      setParticipant(msg.participant);
+      break;
+    case 'participant_left':
+      removeParticipant(msg.id);
+      break;
+    case 'offer':
+      enqueue('offer', () => handleOffer(msg.sdp));
+      break;
+    case 'candidate':
+      mark(`remote candidate ${msg.candidate ? msg.candidate.candidate : 'end'}`);
+      enqueue('remote candidate', async () => {
+        if (!noom.pc) throw new Error('candidate before joined');
+        if (msg.candidate) await noom.pc.addIceCandidate(msg.candidate);
+        else await noom.pc.addIceCandidate();
+      });
+      break;
+    case 'chat':
+      noom.chats.push(msg);
+      break;
+    case 'error': {
+      const text = `server error ${msg.code}${msg.req !== undefined ? ` (req ${msg.req})` : ''}: ${msg.message}`;
+      fail(new Error(text));
+      if (joinReq !== null && msg.req === joinReq) setState('error');
+      break;
+    }
+    default:
+      break;
+  }
+  render();
+}
+
+async function main() {
+  render();
+  if (publish) {
+    try {
+      noom.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    } catch (err) {
+      fail(err, 'getUserMedia');
+      setState('error');
+      return;
+    }
+    noom.audioTrack = noom.localStream.getAudioTracks()[0] || null;
+    noom.videoTrack = noom.localStream.getVideoTracks()[0] || null;
+  }
+  setState('media');
+
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  noom.ws = ws;
+  setState('connecting');
+  ws.onopen = () => {
+    setState('joining');
+    joinReq = nextReq++;
+    noom.joinSentAt = clock();
+    mark('join sent');
+    send({ type: 'join', room, name, req: joinReq });
+  };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data !== 'string') {
+      fail(new Error('binary WebSocket message from the server'));
+      return;
+    }
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch (err) {
+      fail(err, 'bad JSON from the server');
+      return;
+    }
+    try {
+      onMessage(msg);
+    } catch (err) {
+      fail(err, `handling ${msg.type}`);
+    }
+  };
+  ws.onerror = () => fail(new Error('WebSocket error'));
+  ws.onclose = (ev) => {
+    if (noom.state !== 'error') setState('closed');
+    noom.errors.push(`WebSocket closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`);
+    if (noom.pc) noom.pc.close();
+    noom.connectionState = 'closed';
+    render();
+  };
+}
+
+main().catch((err) => {
+  fail(err, 'main');
+  setState('error');
+});
