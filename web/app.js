@@ -1,0 +1,766 @@
+// Noom web client: lobby, call, devices, chat and file transfer.
+//
+// Speaks the protocol in docs/protocol.md: WebSocket signaling on /ws (the
+// server offers, we answer), one RTCPeerConnection for everything, and the
+// server's `noom` data channel for files. Plain ES module, no framework.
+
+import { FrameKind, clientFrame, parseServerFrame, fileOfferBody, parseFileOffer, transferId } from './frames.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const NO_ICE = params.get('ice') === 'none'; // offline test runs: no STUN servers
+const CHUNK = 16 * 1024;
+const HIGH_WATER = 1 << 20;
+
+const app = {
+  ws: null,
+  pc: null,
+  dc: null,
+  you: null,
+  room: null,
+  name: null,
+  wantRoom: null, // {room, name} while we should be in a call (rejoins after a drop)
+  participants: new Map(), // id -> P (the others)
+  streams: new Map(), // participant id -> MediaStream
+  localStream: null,
+  senders: {}, // kind -> RTCRtpSender we publish on
+  audioMuted: false,
+  videoMuted: false,
+  nextReq: 1,
+  pendingChats: new Map(), // req -> list item
+  joinReq: null,
+  reconnectAttempt: 0,
+  reconnectTimer: null,
+  queue: Promise.resolve(),
+  transfers: new Map(), // `${from}/${id}` -> incoming transfer
+  nextTransfer: 1,
+  errors: [],
+};
+window.noomApp = app;
+
+// ------------------------------------------------------------------ status
+
+function status(text, { error = false } = {}) {
+  const el = app.room ? $('call-status') : $('lobby-status');
+  el.textContent = text;
+  el.classList.toggle('error', error);
+  if (error) app.errors.push(text);
+}
+
+function showView(inCall) {
+  $('lobby').hidden = inCall;
+  $('call').hidden = !inCall;
+}
+
+function announce(text) {
+  $('announcement-text').textContent = text;
+  $('announcement').hidden = false;
+}
+$('announcement-close').addEventListener('click', () => { $('announcement').hidden = true; });
+
+// ------------------------------------------------------------------ signaling
+
+function send(msg) {
+  if (app.ws && app.ws.readyState === WebSocket.OPEN) {
+    app.ws.send(JSON.stringify(msg));
+    return true;
+  }
+  return false;
+}
+
+function connect() {
+  clearTimeout(app.reconnectTimer);
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  app.ws = ws;
+  ws.onopen = () => {
+    app.reconnectAttempt = 0;
+    if (app.wantRoom) {
+      status(`Reconnected; rejoining ${app.wantRoom.room}…`);
+      join(app.wantRoom.room, app.wantRoom.name);
+    } else {
+      status('Connected. Pick a name and a room.');
+    }
+  };
+  ws.onmessage = (ev) => {
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    try {
+      onMessage(msg);
+    } catch (err) {
+      status(`Client error handling ${msg.type}: ${err.message}`, { error: true });
+    }
+  };
+  ws.onclose = (ev) => {
+    if (app.ws !== ws) return;
+    closePeer();
+    const wasInCall = Boolean(app.wantRoom);
+    if (ev.code === 4001 || app.kicked) return; // kicked: stay out
+    const delay = Math.min(10_000, 500 * 2 ** app.reconnectAttempt);
+    app.reconnectAttempt += 1;
+    if (app.reconnectAttempt > 12) {
+      status('Lost the connection to the server. Reload the page to try again.', { error: true });
+      return;
+    }
+    status(`${wasInCall ? 'Connection lost' : 'Not connected'}; reconnecting in ${(delay / 1000).toFixed(1)} s…`, { error: true });
+    app.reconnectTimer = setTimeout(connect, delay);
+  };
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case 'rooms':
+      renderRooms(msg.rooms || []);
+      break;
+    case 'joined':
+      onJoined(msg);
+      break;
+    case 'participant_joined':
+      upsertParticipant(msg.participant);
+      notice(`${msg.participant.name} joined`);
+      break;
+    case 'participant_updated':
+      if (msg.participant.id === app.you) break;
+      upsertParticipant(msg.participant);
+      break;
+    case 'participant_left': {
+      const p = app.participants.get(msg.id);
+      removeParticipant(msg.id);
+      if (p) notice(`${p.name} left`);
+      break;
+    }
+    case 'offer':
+      enqueue('answering the server', () => onOffer(msg.sdp));
+      break;
+    case 'candidate':
+      enqueue('adding a server candidate', async () => {
+        if (app.pc && msg.candidate) await app.pc.addIceCandidate(msg.candidate);
+      });
+      break;
+    case 'chat':
+      addChat({ from: msg.from, name: msg.name, text: msg.text, direct: Boolean(msg.to) });
+      break;
+    case 'ok': {
+      const li = app.pendingChats.get(msg.req);
+      if (li) {
+        li.classList.remove('pending');
+        li.dataset.state = 'sent';
+        app.pendingChats.delete(msg.req);
+      }
+      break;
+    }
+    case 'error':
+      onError(msg);
+      break;
+    case 'announcement':
+      announce(msg.text);
+      notice(`Announcement: ${msg.text}`);
+      break;
+    case 'kicked':
+      app.kicked = true;
+      leaveCall();
+      status(`You were removed from the call: ${msg.reason}`, { error: true });
+      announce(`You were removed from the call: ${msg.reason}`);
+      break;
+    case 'left':
+      leaveCall();
+      status(`You left the room: ${msg.message || msg.reason}`, { error: true });
+      break;
+    case 'shutdown':
+      status(`The server is shutting down: ${msg.message}`, { error: true });
+      break;
+    default:
+      break; // newer server messages
+  }
+}
+
+function onError(msg) {
+  const li = app.pendingChats.get(msg.req);
+  if (li) {
+    li.classList.add('failed');
+    li.textContent += ` — not sent: ${msg.message}`;
+    app.pendingChats.delete(msg.req);
+  }
+  if (msg.req !== undefined && msg.req === app.joinReq) {
+    app.wantRoom = null;
+    app.room = null;
+    showView(false);
+  }
+  status(`Server: ${msg.message} (${msg.code})`, { error: true });
+}
+
+function enqueue(what, fn) {
+  app.queue = app.queue.then(fn).catch((err) => status(`Problem ${what}: ${err.message}`, { error: true }));
+  return app.queue;
+}
+
+// ------------------------------------------------------------------ lobby
+
+function renderRooms(rooms) {
+  const list = $('room-list');
+  list.replaceChildren();
+  $('no-rooms').hidden = rooms.length > 0;
+  const names = $('room-names');
+  names.replaceChildren();
+  for (const r of rooms) {
+    const li = document.createElement('li');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.room = r.name;
+    b.setAttribute('aria-label', `Join room ${r.name}, ${r.participants} ${r.participants === 1 ? 'person' : 'people'} inside`);
+    const n = document.createElement('span');
+    n.textContent = r.name;
+    const c = document.createElement('span');
+    c.className = 'count';
+    c.textContent = `${r.participants} ${r.participants === 1 ? 'person' : 'people'}`;
+    b.append(n, c);
+    b.addEventListener('click', () => {
+      $('room').value = r.name;
+      $('join-form').requestSubmit();
+    });
+    li.append(b);
+    list.append(li);
+    names.append(new Option(r.name));
+  }
+}
+
+$('name').value = localStorage.getItem('noom-name') || '';
+$('room').value = params.get('room') || '';
+$('join-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = $('name').value.trim();
+  const room = $('room').value.trim();
+  if (!name || !room) return;
+  localStorage.setItem('noom-name', name);
+  app.kicked = false;
+  if (!(await ensureMedia())) return;
+  app.wantRoom = { room, name };
+  join(room, name);
+});
+
+async function ensureMedia() {
+  if (app.localStream) return true;
+  status('Asking for your camera and microphone…');
+  try {
+    app.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  } catch (err) {
+    status(`Camera or microphone unavailable (${err.name}): joining without them.`, { error: true });
+    app.localStream = new MediaStream();
+  }
+  await listDevices();
+  return true;
+}
+
+function join(room, name) {
+  app.joinReq = app.nextReq++;
+  if (!send({ type: 'join', room, name, req: app.joinReq })) {
+    status('Not connected to the server yet; will join when connected.', { error: true });
+  }
+}
+
+// ------------------------------------------------------------------ call
+
+function onJoined(msg) {
+  app.you = msg.you;
+  app.room = msg.room;
+  app.name = app.wantRoom ? app.wantRoom.name : msg.you;
+  $('call-title').textContent = `Room ${msg.room}`;
+  showView(true);
+  for (const id of [...app.participants.keys()]) removeParticipant(id);
+  localTile();
+  for (const p of msg.participants || []) upsertParticipant(p);
+  const iceServers = NO_ICE ? [] : msg.ice_servers || [];
+  createPeer(iceServers);
+  status(`Joined ${msg.room} as ${app.name}. Connecting media…`);
+  // Restore mute state after a rejoin.
+  if (app.audioMuted) send({ type: 'mute', kind: 'audio', muted: true });
+  if (app.videoMuted) send({ type: 'mute', kind: 'video', muted: true });
+  renderChatTargets();
+}
+
+function createPeer(iceServers) {
+  closePeer();
+  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  app.pc = pc;
+  app.senders = {};
+  pc.onicecandidate = (ev) => {
+    const c = ev.candidate;
+    send({ type: 'candidate', candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null });
+  };
+  pc.onconnectionstatechange = () => {
+    const s = pc.connectionState;
+    if (s === 'connected') status(`In ${app.room} as ${app.name}. Media connected.`);
+    else if (s === 'disconnected') status('Media connection interrupted; trying to recover…', { error: true });
+    else if (s === 'failed') status('Media connection failed. The server will remove you unless it recovers.', { error: true });
+    for (const tile of document.querySelectorAll('.tile')) tile.dataset.pc = s;
+  };
+  pc.ontrack = (ev) => {
+    const stream = ev.streams[0];
+    if (!stream) return;
+    const id = stream.id;
+    app.streams.set(id, stream);
+    attachStream(id, stream);
+    stream.onremovetrack = () => {
+      if (stream.getTracks().length === 0 && app.streams.get(id) === stream) app.streams.delete(id);
+    };
+  };
+  pc.ondatachannel = (ev) => {
+    if (ev.channel.label !== 'noom') return;
+    const dc = ev.channel;
+    dc.binaryType = 'arraybuffer';
+    dc.bufferedAmountLowThreshold = HIGH_WATER / 4;
+    dc.onopen = () => { app.dc = dc; };
+    dc.onclose = () => { if (app.dc === dc) app.dc = null; };
+    dc.onmessage = (m) => onDataFrame(m.data);
+    if (dc.readyState === 'open') app.dc = dc;
+  };
+}
+
+function closePeer() {
+  if (app.pc) app.pc.close();
+  app.pc = null;
+  app.dc = null;
+  for (const t of app.transfers.values()) failTransfer(t, 'the connection closed');
+  app.transfers.clear();
+}
+
+// The m-sections the server offers recvonly: where we publish.
+function recvonlySections(sdp) {
+  const out = [];
+  for (const section of sdp.split(/\r?\n(?=m=)/).slice(1)) {
+    const m = section.match(/^m=(\S+) (\d+)/);
+    const mid = section.match(/^a=mid:(\S+)/m);
+    if (m && mid && m[2] !== '0' && /^a=recvonly\s*$/m.test(section)) out.push({ kind: m[1], mid: mid[1] });
+  }
+  return out;
+}
+
+async function onOffer(sdp) {
+  const pc = app.pc;
+  if (!pc) return;
+  await pc.setRemoteDescription({ type: 'offer', sdp });
+  for (const { kind, mid } of recvonlySections(sdp)) {
+    if (app.senders[kind]) continue;
+    const transceiver = pc.getTransceivers().find((t) => t.mid === mid);
+    const track = app.localStream.getTracks().find((t) => t.kind === kind);
+    if (!transceiver || !track) continue;
+    await transceiver.sender.replaceTrack(track);
+    transceiver.direction = 'sendonly';
+    app.senders[kind] = transceiver.sender;
+  }
+  await pc.setLocalDescription(await pc.createAnswer());
+  send({ type: 'answer', sdp: pc.localDescription.sdp });
+}
+
+function leaveCall() {
+  if (app.room) send({ type: 'leave', req: app.nextReq++ });
+  app.wantRoom = null;
+  app.room = null;
+  app.you = null;
+  closePeer();
+  for (const id of [...app.participants.keys()]) removeParticipant(id);
+  $('tiles').replaceChildren();
+  showView(false);
+}
+
+$('leave-button').addEventListener('click', () => {
+  leaveCall();
+  status('You left the call.');
+});
+
+// ------------------------------------------------------------------ tiles
+
+function tileFor(id) {
+  return $('tiles').querySelector(`.tile[data-participant="${CSS.escape(id)}"]`);
+}
+
+function makeTile(id, { local = false } = {}) {
+  let tile = tileFor(id);
+  if (tile) return tile;
+  tile = document.createElement('figure');
+  tile.className = 'tile';
+  tile.dataset.participant = id;
+  if (local) tile.classList.add('local');
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = local;
+  const off = document.createElement('div');
+  off.className = 'camera-off';
+  off.setAttribute('aria-hidden', 'true');
+  const label = document.createElement('figcaption');
+  label.className = 'label';
+  const name = document.createElement('span');
+  name.className = 'name';
+  const mic = document.createElement('span');
+  mic.className = 'badge mic-badge';
+  mic.textContent = 'mic off';
+  mic.hidden = true;
+  const cam = document.createElement('span');
+  cam.className = 'badge cam-badge';
+  cam.textContent = 'camera off';
+  cam.hidden = true;
+  const conn = document.createElement('span');
+  conn.className = 'badge conn';
+  conn.textContent = local ? '' : 'connecting';
+  conn.hidden = local;
+  label.append(name, mic, cam, conn);
+  tile.append(video, off, label);
+  video.addEventListener('playing', () => { conn.hidden = true; });
+  $('tiles').append(tile);
+  return tile;
+}
+
+function updateTile(id, p, { local = false } = {}) {
+  const tile = makeTile(id, { local });
+  tile.querySelector('.name').textContent = local ? `${p.name} (you)` : p.name;
+  tile.querySelector('.mic-badge').hidden = !p.audio_muted;
+  tile.querySelector('.cam-badge').hidden = !p.video_muted;
+  tile.classList.toggle('video-off', Boolean(p.video_muted));
+  tile.querySelector('.camera-off').textContent = (p.name || '?').slice(0, 1).toUpperCase();
+  tile.setAttribute('aria-label', `${local ? 'You' : p.name}${p.audio_muted ? ', mic off' : ''}${p.video_muted ? ', camera off' : ''}`);
+}
+
+function localTile() {
+  updateTile('local', { name: app.name, audio_muted: app.audioMuted, video_muted: app.videoMuted }, { local: true });
+  const video = tileFor('local').querySelector('video');
+  if (video.srcObject !== app.localStream) video.srcObject = app.localStream;
+}
+
+function attachStream(id, stream) {
+  const tile = makeTile(id);
+  const video = tile.querySelector('video');
+  if (video.srcObject !== stream) {
+    video.srcObject = stream;
+    video.play().catch(() => {
+      video.muted = true; // autoplay with sound refused: show the picture at least
+      video.play().catch(() => {});
+    });
+  }
+  const p = app.participants.get(id);
+  if (p) updateTile(id, p);
+}
+
+function upsertParticipant(p) {
+  if (!p || p.id === app.you) return;
+  app.participants.set(p.id, p);
+  updateTile(p.id, p);
+  const stream = app.streams.get(p.id);
+  if (stream) attachStream(p.id, stream);
+  renderChatTargets();
+}
+
+function removeParticipant(id) {
+  app.participants.delete(id);
+  app.streams.delete(id);
+  const tile = tileFor(id);
+  if (tile) {
+    tile.querySelector('video').srcObject = null;
+    tile.remove();
+  }
+  renderChatTargets();
+}
+
+// Speaking indicator from the receivers' audio levels.
+setInterval(async () => {
+  const pc = app.pc;
+  if (!pc || pc.connectionState !== 'connected') return;
+  const trackOwner = new Map();
+  for (const [id, stream] of app.streams) for (const t of stream.getAudioTracks()) trackOwner.set(t.id, id);
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type !== 'inbound-rtp' || s.kind !== 'audio') return;
+    const id = trackOwner.get(s.trackIdentifier);
+    const tile = id && tileFor(id);
+    if (tile) tile.classList.toggle('speaking', (s.audioLevel ?? 0) > 0.05);
+  });
+}, 400);
+
+// ------------------------------------------------------------------ devices
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select] of [['videoinput', $('camera-select')], ['audioinput', $('mic-select')]]) {
+    const current = app.localStream.getTracks().find((t) => (kind === 'videoinput' ? t.kind === 'video' : t.kind === 'audio'));
+    const currentId = current && current.getSettings().deviceId;
+    select.replaceChildren();
+    devices.filter((d) => d.kind === kind).forEach((d, i) => {
+      const label = d.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`;
+      const option = new Option(label, d.deviceId);
+      option.selected = d.deviceId === currentId;
+      select.append(option);
+    });
+    select.disabled = select.options.length < 2;
+  }
+}
+
+async function switchDevice(kind, deviceId) {
+  const constraints = kind === 'video' ? { video: { deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } };
+  const fresh = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
+  const old = app.localStream.getTracks().find((t) => t.kind === kind);
+  fresh.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
+  // No renegotiation: the same sender, SSRC and m-section carry the new source.
+  if (app.senders[kind]) await app.senders[kind].replaceTrack(fresh);
+  if (old) {
+    app.localStream.removeTrack(old);
+    old.stop();
+  }
+  app.localStream.addTrack(fresh);
+  localTile();
+  status(`Switched ${kind === 'video' ? 'camera' : 'microphone'} to ${fresh.label || deviceId}.`);
+}
+
+$('camera-select').addEventListener('change', (e) => {
+  switchDevice('video', e.target.value).catch((err) => status(`Could not switch camera: ${err.message}`, { error: true }));
+});
+$('mic-select').addEventListener('change', (e) => {
+  switchDevice('audio', e.target.value).catch((err) => status(`Could not switch microphone: ${err.message}`, { error: true }));
+});
+
+function setMuted(kind, muted) {
+  if (kind === 'audio') app.audioMuted = muted;
+  else app.videoMuted = muted;
+  for (const t of app.localStream.getTracks()) if (t.kind === kind) t.enabled = !muted;
+  send({ type: 'mute', kind, muted, req: app.nextReq++ });
+  const button = kind === 'audio' ? $('mic-button') : $('cam-button');
+  button.setAttribute('aria-pressed', String(muted));
+  button.textContent = kind === 'audio' ? (muted ? 'Unmute mic' : 'Mute mic') : (muted ? 'Turn camera on' : 'Turn camera off');
+  localTile();
+}
+
+$('mic-button').addEventListener('click', () => setMuted('audio', !app.audioMuted));
+$('cam-button').addEventListener('click', () => setMuted('video', !app.videoMuted));
+
+// ------------------------------------------------------------------ chat
+
+function renderChatTargets() {
+  const select = $('chat-to');
+  const chosen = select.value;
+  select.replaceChildren(new Option('Everyone', ''));
+  for (const [id, p] of app.participants) select.append(new Option(`${p.name} (direct)`, id));
+  select.value = app.participants.has(chosen) ? chosen : '';
+}
+
+function chatItem({ who, text, mine = false, direct = false, notice: isNotice = false }) {
+  const li = document.createElement('li');
+  if (mine) li.classList.add('mine');
+  if (direct) li.classList.add('direct');
+  if (isNotice) {
+    li.classList.add('notice');
+    li.textContent = text;
+  } else {
+    const w = document.createElement('span');
+    w.className = 'who';
+    w.textContent = who;
+    const t = document.createElement('span');
+    t.className = 'text';
+    t.textContent = text;
+    li.append(w, t);
+  }
+  $('chat-log').append(li);
+  li.scrollIntoView({ block: 'nearest' });
+  return li;
+}
+
+function addChat({ from, name, text, direct }) {
+  const who = name || (app.participants.get(from) || {}).name || from;
+  chatItem({ who, text, direct });
+}
+
+function notice(text) {
+  chatItem({ text, notice: true });
+}
+
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $('chat-text').value;
+  if (!text.trim()) return;
+  const to = $('chat-to').value;
+  const req = app.nextReq++;
+  const msg = { type: 'chat', text, req };
+  if (to) msg.to = to;
+  if (!send(msg)) {
+    status('Not connected: message not sent.', { error: true });
+    return;
+  }
+  const target = to ? ` → ${(app.participants.get(to) || {}).name || to}` : '';
+  const li = chatItem({ who: `You${target}`, text, mine: true, direct: Boolean(to) });
+  li.classList.add('pending');
+  li.dataset.state = 'pending';
+  app.pendingChats.set(req, li);
+  $('chat-text').value = '';
+});
+
+// ------------------------------------------------------------------ files (data channel)
+
+function transferItem(label) {
+  const li = document.createElement('li');
+  const text = document.createElement('div');
+  text.textContent = label;
+  const bar = document.createElement('progress');
+  bar.max = 1;
+  bar.value = 0;
+  li.append(text, bar);
+  $('transfers').prepend(li);
+  return { li, text, bar };
+}
+
+function waitForRoom(dc) {
+  if (dc.bufferedAmount < HIGH_WATER) return Promise.resolve();
+  return new Promise((resolve) => {
+    dc.addEventListener('bufferedamountlow', resolve, { once: true });
+  });
+}
+
+async function sendFile(file) {
+  const dc = app.dc;
+  if (!dc || dc.readyState !== 'open') {
+    status('File transfer is not available yet (data channel not open).', { error: true });
+    return;
+  }
+  const to = $('chat-to').value || null;
+  const id = app.nextTransfer++;
+  const ui = transferItem(`Sending ${file.name} (${formatSize(file.size)})${to ? ` to ${(app.participants.get(to) || {}).name}` : ''}`);
+  ui.li.dataset.transfer = `out/${id}`;
+  dc.send(clientFrame(FrameKind.FILE_OFFER, to, fileOfferBody(id, file.size, file.name, file.type || 'application/octet-stream')));
+  let sent = 0;
+  try {
+    while (sent < file.size) {
+      await waitForRoom(dc);
+      if (dc.readyState !== 'open') throw new Error('the connection closed');
+      const chunk = new Uint8Array(await file.slice(sent, sent + CHUNK).arrayBuffer());
+      const body = new Uint8Array(4 + chunk.length);
+      new DataView(body.buffer).setUint32(0, id);
+      body.set(chunk, 4);
+      dc.send(clientFrame(FrameKind.FILE_CHUNK, to, body));
+      sent += chunk.length;
+      ui.bar.value = sent / Math.max(1, file.size);
+    }
+    const end = new Uint8Array(4);
+    new DataView(end.buffer).setUint32(0, id);
+    dc.send(clientFrame(FrameKind.FILE_END, to, end));
+    ui.bar.value = 1;
+    ui.text.textContent = `Sent ${file.name} (${formatSize(file.size)})`;
+    ui.li.dataset.state = 'sent';
+  } catch (err) {
+    ui.text.textContent = `Sending ${file.name} failed: ${err.message}`;
+    ui.li.dataset.state = 'failed';
+  }
+}
+
+function formatSize(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function failTransfer(t, reason) {
+  t.ui.text.textContent = `${t.name} from ${t.fromName}: failed (${reason})`;
+  t.ui.li.dataset.state = 'failed';
+  t.chunks = [];
+}
+
+function onDataFrame(data) {
+  const frame = parseServerFrame(new Uint8Array(data));
+  if (!frame) return;
+  const fromName = (app.participants.get(frame.from) || {}).name || frame.from;
+  switch (frame.kind) {
+    case FrameKind.CHAT:
+      addChat({ from: frame.from, name: fromName, text: new TextDecoder().decode(frame.body), direct: frame.direct });
+      break;
+    case FrameKind.FILE_OFFER: {
+      const offer = parseFileOffer(frame.body);
+      if (!offer) return;
+      const ui = transferItem(`${offer.name} (${formatSize(offer.size)}) from ${fromName}`);
+      const key = `${frame.from}/${offer.transfer}`;
+      ui.li.dataset.transfer = key;
+      app.transfers.set(key, { ...offer, fromName, ui, chunks: [], received: 0 });
+      break;
+    }
+    case FrameKind.FILE_CHUNK: {
+      const t = app.transfers.get(`${frame.from}/${transferId(frame.body)}`);
+      if (!t) return;
+      t.chunks.push(frame.body.slice(4));
+      t.received += frame.body.length - 4;
+      t.ui.bar.value = t.received / Math.max(1, t.size);
+      break;
+    }
+    case FrameKind.FILE_END: {
+      const key = `${frame.from}/${transferId(frame.body)}`;
+      const t = app.transfers.get(key);
+      if (!t) return;
+      app.transfers.delete(key);
+      const blob = new Blob(t.chunks, { type: t.type });
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = t.name;
+      a.textContent = `Download ${t.name}`;
+      t.ui.text.textContent = `${t.name} from ${t.fromName} (${formatSize(t.size)}): `;
+      t.ui.text.append(a);
+      t.ui.bar.value = 1;
+      t.ui.li.dataset.state = 'done';
+      break;
+    }
+    case FrameKind.FILE_ABORT: {
+      const key = `${frame.from}/${transferId(frame.body)}`;
+      const t = app.transfers.get(key);
+      if (!t) return;
+      app.transfers.delete(key);
+      failTransfer(t, new TextDecoder().decode(frame.body.slice(4)) || 'aborted');
+      break;
+    }
+    case FrameKind.ERROR: {
+      const code = frame.body[4] !== undefined ? new TextDecoder().decode(frame.body.slice(5, 5 + frame.body[4])) : 'error';
+      const message = new TextDecoder().decode(frame.body.slice(5 + (frame.body[4] || 0)));
+      status(`File transfer refused: ${message} (${code})`, { error: true });
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+$('file-input').addEventListener('change', (e) => {
+  for (const file of e.target.files) sendFile(file);
+  e.target.value = '';
+});
+const zone = $('file-zone');
+zone.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' || e.key === ' ') {
+    e.preventDefault();
+    $('file-input').click();
+  }
+});
+zone.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  zone.classList.add('drag');
+});
+zone.addEventListener('dragleave', () => zone.classList.remove('drag'));
+zone.addEventListener('drop', (e) => {
+  e.preventDefault();
+  zone.classList.remove('drag');
+  for (const file of e.dataTransfer.files) sendFile(file);
+});
+
+// ------------------------------------------------------------------ test hooks
+
+// Inbound video/audio stats per participant, for tests and troubleshooting.
+app.stats = async () => {
+  if (!app.pc) return [];
+  const owner = new Map();
+  for (const [id, stream] of app.streams) for (const t of stream.getTracks()) owner.set(t.id, id);
+  const out = [];
+  (await app.pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    const id = owner.get(s.trackIdentifier);
+    if (!id) return;
+    out.push({ participant: id, name: (app.participants.get(id) || {}).name, kind: s.kind, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0 });
+  });
+  return out;
+};
+
+connect();
