@@ -463,14 +463,18 @@ impl Session {
             MediaEvent::Candidate(candidate) => self.outbox.push(protocol::candidate(&candidate)),
             MediaEvent::ConnectionState(state) => match state {
                 ConnectionState::Connected => self.grace_deadline = None,
-                ConnectionState::Disconnected | ConnectionState::Failed => {
+                // Closed too: a client that closed its peer connection (DTLS
+                // close_notify) without leaving is gone just the same.
+                ConnectionState::Disconnected
+                | ConnectionState::Failed
+                | ConnectionState::Closed => {
                     if self.grace_deadline.is_none() {
                         let grace =
                             Duration::from_millis(self.state.config.session.grace_period_ms);
                         self.grace_deadline = Some(Instant::now() + grace);
                     }
                 }
-                ConnectionState::Connecting | ConnectionState::Closed => {}
+                ConnectionState::Connecting => {}
             },
         }
     }
