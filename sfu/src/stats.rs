@@ -39,10 +39,15 @@ counters! {
     data_messages_in: "data-channel messages received",
     data_bytes_relayed: "file bytes relayed over data channels",
     data_errors: "data-channel frames refused",
+    data_queue_peak_bytes: "largest number of bytes ever queued toward one data channel (bounded by back-pressure)",
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);
+}
+
+pub(crate) fn raise_to(counter: &AtomicU64, n: u64) {
+    counter.fetch_max(n, Relaxed);
 }
 
 pub(crate) fn set(counter: &AtomicU64, n: u64) {

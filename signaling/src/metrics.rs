@@ -192,12 +192,17 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Unit::Seconds,
         busy,
     );
-    let gauges: [GaugeSpec; 3] = [
+    let gauges: [GaugeSpec; 4] = [
         ("shard_peers", "Peer connections on each shard", |s| s.peers),
         ("shard_rooms", "Rooms on each shard", |s| s.rooms),
         ("shard_tracks", "Published tracks on each shard", |s| {
             s.tracks
         }),
+        (
+            "data_channel_queue_peak_bytes",
+            "Most bytes ever queued toward one data channel (back-pressure bounds it)",
+            |s| s.data_queue_peak_bytes,
+        ),
     ];
     for (name, help, get) in gauges {
         let family = ByShardGauge::default();

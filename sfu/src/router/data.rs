@@ -108,6 +108,10 @@ impl Router {
             return false;
         };
         let sent = dc.send(now, data).is_ok();
+        crate::stats::raise_to(
+            &self.stats.data_queue_peak_bytes,
+            dc.outstanding_bytes() as u64,
+        );
         Self::mark_dirty(&mut self.dirty, to);
         sent
     }

@@ -446,6 +446,14 @@ struct MediaShared {
     keyframes_sent: Mutex<Vec<SentKeyframe>>,
     /// When the peer connection first reached `connected`.
     connected_at: Mutex<Option<Instant>>,
+    /// The server's `noom` data channel, once open, and the binary frames
+    /// it delivered, in order.
+    data_channel: Mutex<Option<Arc<dyn webrtc::data_channel::DataChannel>>>,
+    data_frames: Mutex<Vec<Vec<u8>>>,
+    /// While set, the client stops reading its data channel (a slow
+    /// receiver).
+    data_paused: AtomicBool,
+    data_resume: Notify,
 }
 
 /// What the tests need of one remote track beyond [`RemoteTrackInfo`] (kept
@@ -565,6 +573,44 @@ impl PeerConnectionEventHandler for Handler {
         // Runs on the connection's driver: do the work in a task.
         let shared = Arc::clone(&self.shared);
         tokio::spawn(read_remote_track(shared, track));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn webrtc::data_channel::DataChannel>) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(read_data_channel(shared, dc));
+    }
+}
+
+async fn read_data_channel(
+    shared: Arc<MediaShared>,
+    dc: Arc<dyn webrtc::data_channel::DataChannel>,
+) {
+    use webrtc::data_channel::DataChannelEvent;
+    if dc.label().await.ok().as_deref() != Some("noom") {
+        return;
+    }
+    loop {
+        while shared.data_paused.load(Ordering::Acquire) {
+            shared.data_resume.notified().await;
+        }
+        let Some(event) = dc.poll().await else {
+            break;
+        };
+        match event {
+            DataChannelEvent::OnOpen => {
+                *shared.data_channel.lock().unwrap() = Some(Arc::clone(&dc));
+            }
+            DataChannelEvent::OnMessage(message) => {
+                shared
+                    .data_frames
+                    .lock()
+                    .unwrap()
+                    .push(message.data.to_vec());
+            }
+            DataChannelEvent::OnClose => break,
+            _ => {}
+        }
+        shared.notify.notify_waiters();
     }
 }
 
@@ -749,6 +795,10 @@ impl MediaPeer {
             nacks_received: AtomicU64::new(0),
             keyframes_sent: Mutex::new(Vec::new()),
             connected_at: Mutex::new(None),
+            data_channel: Mutex::new(None),
+            data_frames: Mutex::new(Vec::new()),
+            data_paused: AtomicBool::new(false),
+            data_resume: Notify::new(),
         });
 
         let mut media_engine = MediaEngine::default();
@@ -2026,6 +2076,97 @@ impl TestClient {
         self.media
             .as_ref()
             .and_then(|m| *m.shared.connected_at.lock().unwrap())
+    }
+
+    /// Waits until the server's `noom` data channel is open.
+    pub async fn wait_data_open(&self, timeout: Duration) -> Result<()> {
+        let shared = Arc::clone(&self.media()?.shared);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = shared.notify.notified();
+            if shared.data_channel.lock().unwrap().is_some() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("{}: data channel not open after {timeout:?}", self.label);
+            }
+        }
+    }
+
+    fn data_channel(&self) -> Result<Arc<dyn webrtc::data_channel::DataChannel>> {
+        self.media()?
+            .shared
+            .data_channel
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| anyhow!("{}: data channel not open", self.label))
+    }
+
+    /// Sends one binary frame on the data channel.
+    pub async fn send_data(&self, frame: &[u8]) -> Result<()> {
+        let dc = self.data_channel()?;
+        dc.send(bytes::BytesMut::from(frame))
+            .await
+            .map_err(|e| anyhow!("{}: data channel send: {e}", self.label))
+    }
+
+    /// Sends a text (non-binary) message on the data channel.
+    pub async fn send_data_text(&self, text: &str) -> Result<()> {
+        self.data_channel()?
+            .send_text(text)
+            .await
+            .map_err(|e| anyhow!("{}: data channel send_text: {e}", self.label))
+    }
+
+    /// Bytes queued on our data channel, not yet sent.
+    pub async fn data_outstanding(&self) -> Result<usize> {
+        self.data_channel()?
+            .outstanding_bytes()
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Every binary frame received on the data channel so far.
+    pub fn data_frames(&self) -> Vec<Vec<u8>> {
+        self.media
+            .as_ref()
+            .map(|m| m.shared.data_frames.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until some received frame satisfies `pred`; returns it.
+    pub async fn wait_data_frame<F>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: F,
+    ) -> Result<Vec<u8>>
+    where
+        F: Fn(&[u8]) -> bool,
+    {
+        let shared = Arc::clone(&self.media()?.shared);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = shared.notify.notified();
+            if let Some(f) = shared.data_frames.lock().unwrap().iter().find(|f| pred(f)) {
+                return Ok(f.clone());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("{}: no data frame {what} after {timeout:?}", self.label);
+            }
+        }
+    }
+
+    /// Stops (or resumes) reading the data channel, as a slow receiver.
+    pub fn set_data_paused(&self, paused: bool) -> Result<()> {
+        let shared = &self.media()?.shared;
+        shared.data_paused.store(paused, Ordering::Release);
+        if !paused {
+            // A stored permit: the reader may not be waiting yet.
+            shared.data_resume.notify_one();
+        }
+        Ok(())
     }
 }
 
