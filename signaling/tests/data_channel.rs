@@ -196,6 +196,8 @@ async fn a_5_mb_file_arrives_intact_while_media_flows() -> Result<()> {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let expected: [u8; 32] = Sha256::digest(&data).into();
+        b.wait_packets_above(&ids[0], MediaKind::Video, 30, Duration::from_secs(30))
+            .await?;
         let media_before = b.packets_from(&ids[0], MediaKind::Video);
         let started = Instant::now();
         send_file(a, None, 7, &data).await?;
