@@ -10,7 +10,8 @@
 # loopback (unshare -n). Exits non-zero when anything fails; the last line is
 # "N passed, N failed" over the three suites.
 #
-# Optional arguments pick parts: lint build cargo browser aiortc (default: all;
+# Optional arguments pick parts: lint build cargo browser aiortc fuzz (default:
+# all but fuzz, and fuzz too when CI=true;
 # the suites need build). Environment: NOOM_BIN, CHROMIUM_BIN, NOOM_LOG_LEVEL,
 # NOOM_SKIP_INSTALL=1 (use what is there).
 set -uo pipefail
@@ -28,7 +29,12 @@ AIORTC_DIR=$ROOT/tests/aiortc
 SUITE_TIMEOUT=${NOOM_SUITE_TIMEOUT:-1200} # seconds per end-to-end suite
 
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(lint build cargo browser aiortc)
+if [ ${#PARTS[@]} -eq 0 ]; then
+    PARTS=(lint build cargo browser aiortc)
+    # Fuzzing takes minutes (cargo-fuzz build + 60 s per target): by default
+    # only in CI; run `./scripts/test.sh fuzz` to include it locally.
+    [ "${CI:-}" = "true" ] && PARTS+=(fuzz)
+fi
 want() {
     local p
     for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done
@@ -252,6 +258,11 @@ if want aiortc; then
     fi
 else
     suite_skipped "aiortc"
+fi
+
+if want fuzz; then
+    run_suite "fuzz (cargo-fuzz, ${FUZZ_SECONDS:-60} s per target)" \
+        timeout --kill-after=30 1800 "$ROOT/scripts/fuzz.sh"
 fi
 
 # ----------------------------------------------------------------- summary

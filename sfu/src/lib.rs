@@ -14,13 +14,15 @@
 mod data_frame;
 mod demux;
 mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keyframe_cache;
 mod keyframe_request;
 mod negotiator;
 mod packet_cache;
 mod peer;
 mod rate;
-mod router;
+pub(crate) mod router;
 mod rtcp_tap;
 mod rtp_munger;
 mod rtp_rewriter;

@@ -217,6 +217,14 @@ impl Router {
         Self::mark_dirty(&mut self.dirty, conn);
     }
 
+    /// For fuzzing: route datagrams from `from` to `participant`.
+    #[doc(hidden)]
+    pub fn fuzz_learn_route(&mut self, participant: &str, socket: usize, from: SocketAddr) {
+        if let Ok(conn) = self.conn_of(participant) {
+            self.learn_route(conn, socket, from);
+        }
+    }
+
     fn learn_route(&mut self, conn: ConnKey, socket: usize, from: SocketAddr) {
         let route = (socket, from);
         if self.by_addr.get(&route) == Some(&conn) {
