@@ -1,0 +1,114 @@
+//! What one client (or a thousand) can do to everyone else: idle
+//! connections by the thousand, a thousand rooms, a client that never
+//! answers offers. Everyone else's call must continue.
+
+mod support;
+
+use anyhow::{ensure, Result};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+use support::{rooms_of, start_server_with, with_deadline, MediaKind, TestClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_stop_a_call() -> Result<()> {
+    with_deadline("idle", Duration::from_secs(120), async {
+        let server = start_server_with(|_| {}).await?;
+        let addr = server.http_addr();
+        let url = format!("ws://{addr}/ws");
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            let (ws, _) = tokio_tungstenite::connect_async(&url).await?;
+            idle.push(ws);
+        }
+        // They all got the lobby list and now say nothing.
+        for ws in idle.iter_mut().step_by(97) {
+            let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?;
+            ensure!(first
+                .is_some_and(|m| m.is_ok_and(|m| m.to_text().unwrap_or("").contains("\"rooms\""))));
+        }
+        let mut a = TestClient::connect(addr, "alice").await?;
+        let mut b = TestClient::connect(addr, "bob").await?;
+        let ja = a.join_with_media("busy", "alice").await?;
+        let jb = b.join_with_media("busy", "bob").await?;
+        b.wait_packets_above(&ja.you, MediaKind::Video, 20, Duration::from_secs(30))
+            .await?;
+        a.request_ok(json!({"type": "chat", "text": "still here", "to": jb.you}))
+            .await?;
+        let m = b.next_push("chat").await?;
+        ensure!(m["text"] == "still here");
+        drop(idle);
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rooms_then_the_room_limit() -> Result<()> {
+    with_deadline("rooms", Duration::from_secs(180), async {
+        let server = start_server_with(|c| c.limits.max_rooms = 1000).await?;
+        let addr = server.http_addr();
+        let mut members = Vec::new();
+        for i in 0..1000 {
+            let mut c = TestClient::connect(addr, "member").await?;
+            c.join(&format!("room-{i:04}"), "m").await?;
+            members.push(c);
+        }
+        let mut lobby = TestClient::connect(addr, "lobby").await?;
+        let list = lobby.request(json!({"type": "rooms"})).await?;
+        let rooms = rooms_of(&list)?;
+        ensure!(rooms.len() == 1000, "{} rooms listed", rooms.len());
+        ensure!(rooms.values().all(|&n| n == 1));
+        lobby
+            .request_err(
+                json!({"type": "join", "room": "one-too-many", "name": "x"}),
+                "room_full",
+            )
+            .await?;
+        // Joining an existing room is still fine.
+        lobby.join("room-0007", "guest").await?;
+        drop(members);
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_does_not_disturb_the_others() -> Result<()> {
+    with_deadline("silent", Duration::from_secs(90), async {
+        let server = start_server_with(|_| {}).await?;
+        let addr = server.http_addr();
+        let mut a = TestClient::connect(addr, "alice").await?;
+        let mut b = TestClient::connect(addr, "bob").await?;
+        let ja = a.join_with_media("quiet", "alice").await?;
+        let jb = b.join_with_media("quiet", "bob").await?;
+        // Mallory joins and ignores every offer.
+        let mut m = TestClient::connect(addr, "mallory").await?;
+        m.join("quiet", "mallory").await?;
+        m.next_push("offer").await?;
+        // Alice and bob keep their call, get mallory's join, and keep chatting.
+        for (c, other) in [(&a, &jb.you), (&b, &ja.you)] {
+            let before = c.packets_from(other, MediaKind::Video);
+            c.wait_packets_above(
+                other,
+                MediaKind::Video,
+                before + 40,
+                Duration::from_secs(30),
+            )
+            .await?;
+        }
+        a.request_ok(json!({"type": "chat", "text": "anyone?"}))
+            .await?;
+        ensure!(b.next_push("chat").await?["text"] == "anyone?");
+        ensure!(m.next_push("chat").await?["text"] == "anyone?");
+        // Mallory still gets exactly one outstanding offer, never two.
+        m.barrier().await?;
+        let offers = m.history_where(|x| x["type"] == "offer").len();
+        ensure!(offers == 1, "mallory has {offers} offers outstanding");
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
