@@ -28,6 +28,7 @@ counters! {
     dropped_datagrams: "datagrams dropped: unknown protocol, unknown sender or rejected by the connection",
     rtp_in: "RTP packets received from publishers",
     rtp_forwarded: "RTP packets handed to subscribers' connections",
+    rtp_lost: "RTP packets missing from publishers' streams (sequence gaps on arrival)",
     keyframe_requests_in: "PLI/FIR received from subscribers",
     keyframe_requests_out: "PLI sent to publishers",
     nacks_in: "NACK packets received from subscribers",

@@ -40,6 +40,8 @@ pub struct PublishedTrack {
     pub orphaned: bool,
     pub packets: u64,
     pub bytes: u64,
+    /// Highest publisher sequence number seen (for loss counting).
+    pub highest_seq: Option<u16>,
     pub rate: crate::rate::RateMeter,
 }
 
@@ -62,6 +64,7 @@ impl PublishedTrack {
         self.extensions = extensions;
         self.orphaned = false;
         self.epoch = self.epoch.wrapping_add(1);
+        self.highest_seq = None;
         // The old source's packets are useless to anyone now.
         self.cache = PacketCache::default();
         self.keyframe_cache = KeyframeCache::default();
@@ -73,15 +76,32 @@ impl PublishedTrack {
 
     /// Observes a packet from the publisher: caches it for NACKs and
     /// keyframe priming.
-    pub fn observe(&mut self, packet: &rtp::Packet, cache_keyframes: bool) {
+    /// Returns how many packets this one reveals as missing (a gap after the
+    /// highest sequence number seen: loss between publisher and server, as
+    /// the publisher's NACKs will try to repair).
+    pub fn observe(&mut self, packet: &rtp::Packet, cache_keyframes: bool) -> u64 {
         self.packets += 1;
         self.bytes += packet.payload.len() as u64;
+        let seq = packet.header.sequence_number;
+        let missing = match self.highest_seq {
+            Some(highest) if crate::rtp_munger::seq_newer(seq, highest) => {
+                self.highest_seq = Some(seq);
+                // A jump of half the space is a new stream, not loss.
+                (seq.wrapping_sub(highest) as u64 - 1).min(1000)
+            }
+            Some(_) => 0,
+            None => {
+                self.highest_seq = Some(seq);
+                0
+            }
+        };
         if self.is_video() {
             self.cache.insert(packet);
             if cache_keyframes {
                 self.keyframe_cache.observe(packet);
             }
         }
+        missing
     }
 
     /// Splits the track into the read-only view down tracks need and the

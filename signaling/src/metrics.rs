@@ -83,7 +83,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 14] = [
+    let counters: [CounterSpec; 15] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -149,6 +149,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Packets re-sent from the server's cache for NACKs",
             None,
             |s| s.retransmissions,
+        ),
+        (
+            "rtp_packets_lost",
+            "RTP packets missing from publishers' streams on arrival (before NACK repair)",
+            None,
+            |s| s.rtp_lost,
         ),
         (
             "data_messages_received",

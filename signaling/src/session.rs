@@ -65,7 +65,20 @@ struct Session {
 }
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+    use tracing::Instrument;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    // Every log line of this connection carries its room and participant
+    // (recorded at join) through this span.
+    let span = tracing::info_span!(
+        "session",
+        conn,
+        room = tracing::field::Empty,
+        participant = tracing::field::Empty
+    );
+    serve(socket, state, conn).instrument(span).await
+}
+
+async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
     state.metrics.ws_connections.inc();
     let (outbox, mut out_rx) = outbox();
     let (mut ws_tx, mut ws_rx) = socket.split();
@@ -415,6 +428,9 @@ impl Session {
             id: id.clone(),
             shard: joined.shard,
         });
+        let span = tracing::Span::current();
+        span.record("room", room.as_str());
+        span.record("participant", id.as_str());
         tracing::info!(conn = self.conn, %room, participant = %id, shard = joined.shard, "join");
         if self
             .to_shard(Command::Join {

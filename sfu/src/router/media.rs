@@ -30,7 +30,10 @@ impl Router {
             return;
         };
         add(&stats.rtp_in, 1);
-        track.observe(&packet, self.keyframe_cache);
+        let missing = track.observe(&packet, self.keyframe_cache);
+        if missing > 0 {
+            add(&stats.rtp_lost, missing);
+        }
         let (view, down_tracks) = track.split();
         let mut want_keyframe = false;
         for dt in down_tracks.iter_mut() {

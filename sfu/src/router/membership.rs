@@ -352,6 +352,7 @@ impl Router {
                 epoch: 0,
                 orphaned: false,
                 packets: 0,
+                highest_seq: None,
                 bytes: 0,
                 rate: Default::default(),
                 clock_rate,
