@@ -446,6 +446,7 @@ struct MediaShared {
     keyframes_sent: Mutex<Vec<SentKeyframe>>,
     /// When the peer connection first reached `connected`.
     connected_at: Mutex<Option<Instant>>,
+    candidate_rewrite: Option<(u16, u16)>,
     /// The server's `noom` data channel, once open, and the binary frames
     /// it delivered, in order.
     data_channel: Mutex<Option<Arc<dyn webrtc::data_channel::DataChannel>>>,
@@ -479,6 +480,32 @@ pub struct MediaOptions {
     /// Mark inbound RTCP `DeliverToApplication` (an interceptor like the
     /// server's `RtcpTap`) and count PLIs/NACKs about our published video.
     pub rtcp_to_app: bool,
+    /// `(server media port, relay port)`: rewrite the server's loopback
+    /// candidates (in offers and trickled) to point at a relay on
+    /// 127.0.0.1, so all media goes through it (a lossy link, say).
+    pub candidate_rewrite: Option<(u16, u16)>,
+}
+
+/// Behind a relay, our own candidates stay out of the answer.
+fn strip_candidates(sdp: &str, rewrite: Option<(u16, u16)>) -> String {
+    if rewrite.is_none() {
+        return sdp.to_owned();
+    }
+    sdp.split("\r\n")
+        .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Applies `MediaOptions::candidate_rewrite` to SDP or a candidate line.
+pub fn rewrite_candidates(text: &str, rewrite: Option<(u16, u16)>) -> String {
+    match rewrite {
+        Some((from, to)) => text.replace(
+            &format!(" 127.0.0.1 {from} typ"),
+            &format!(" 127.0.0.1 {to} typ"),
+        ),
+        None => text.to_owned(),
+    }
 }
 
 #[derive(Default)]
@@ -507,6 +534,10 @@ impl MediaShared {
     }
 
     fn local_candidate(&self, candidate: Option<String>) {
+        if self.candidate_rewrite.is_some() {
+            // Behind a relay: the server must reach us only through it.
+            return;
+        }
         let mut gate = self.cand_gate.lock().unwrap();
         if gate.answered {
             let _ = self
@@ -795,6 +826,7 @@ impl MediaPeer {
             nacks_received: AtomicU64::new(0),
             keyframes_sent: Mutex::new(Vec::new()),
             connected_at: Mutex::new(None),
+            candidate_rewrite: opts.candidate_rewrite,
             data_channel: Mutex::new(None),
             data_frames: Mutex::new(Vec::new()),
             data_paused: AtomicBool::new(false),
@@ -1024,6 +1056,8 @@ async fn add_remote_candidate(pc: &Arc<dyn PeerConnection>, shared: &MediaShared
     if candidate.is_empty() {
         return;
     }
+    let candidate = rewrite_candidates(candidate, shared.candidate_rewrite);
+    let candidate = candidate.as_str();
     let init = RTCIceCandidateInit {
         candidate: candidate.to_owned(),
         sdp_mid: c["sdpMid"].as_str().map(str::to_owned),
@@ -1043,7 +1077,8 @@ async fn apply_offer(
     audio_tr: &Arc<dyn RtpTransceiver>,
     video_tr: &Arc<dyn RtpTransceiver>,
 ) -> Result<()> {
-    let offer = RTCSessionDescription::offer(sdp.to_owned()).context("parse offer")?;
+    let rewritten = rewrite_candidates(sdp, shared.candidate_rewrite);
+    let offer = RTCSessionDescription::offer(rewritten).context("parse offer")?;
     pc.set_remote_description(offer)
         .await
         .context("set_remote_description(offer)")?;
@@ -1061,7 +1096,7 @@ async fn apply_offer(
         shared
             .ws_out
             .send(Message::text(
-                json!({"type": "answer", "sdp": answer.sdp}).to_string(),
+                json!({"type": "answer", "sdp": strip_candidates(&answer.sdp, shared.candidate_rewrite)}).to_string(),
             ))
             .map_err(|_| anyhow!("WebSocket writer is gone"))?;
     }
