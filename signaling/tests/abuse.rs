@@ -112,3 +112,49 @@ async fn a_client_that_never_answers_does_not_disturb_the_others() -> Result<()>
     })
     .await
 }
+
+/// A publisher that reuses another participant's SSRCs, in another room and
+/// in the same room: nothing of it reaches the other room, and subscribers
+/// keep the victim's track separate and intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_ssrc_never_reaches_another_participants_track() -> Result<()> {
+    with_deadline("ssrc", Duration::from_secs(90), async {
+        let server = start_server_with(|_| {}).await?;
+        let addr = server.http_addr();
+        let same = support::MediaOptions {
+            ssrcs: Some((0x1111_2222, 0x3333_4444)),
+            ..Default::default()
+        };
+        let mut alice = TestClient::connect(addr, "alice").await?;
+        let mut bob = TestClient::connect(addr, "bob").await?;
+        let mut mallory = TestClient::connect(addr, "mallory").await?;
+        let mut eve = TestClient::connect(addr, "eve").await?;
+        let ja = alice.join_with_media_opts("a", "alice", same).await?;
+        bob.join_with_media("a", "bob").await?;
+        // Mallory uses alice's SSRCs in another room, eve in alice's room.
+        let jm = mallory.join_with_media_opts("b", "mallory", same).await?;
+        let je = eve.join_with_media_opts("a", "eve", same).await?;
+        bob.wait_packets_above(&ja.you, MediaKind::Video, 50, Duration::from_secs(30)).await?;
+        bob.wait_packets_above(&je.you, MediaKind::Video, 50, Duration::from_secs(30)).await?;
+        // Bob sees exactly alice's and eve's tracks, nothing of mallory's,
+        // and alice's video is hers alone: packets keep coming at her rate.
+        let publishers: std::collections::BTreeSet<String> =
+            bob.remote_tracks().iter().map(|t| t.stream_id.clone()).collect();
+        ensure!(
+            publishers == [ja.you.clone(), je.you.clone()].into_iter().collect(),
+            "bob's tracks come from {publishers:?}"
+        );
+        ensure!(bob.packets_from(&jm.you, MediaKind::Video) == 0);
+        let from_alice = bob.packets_from(&ja.you, MediaKind::Video);
+        let from_eve = bob.packets_from(&je.you, MediaKind::Video);
+        let (_, alice_sent) = alice.sent_packets();
+        ensure!(
+            from_alice <= alice_sent,
+            "bob got {from_alice} of alice's packets but she sent {alice_sent}: another source leaked in"
+        );
+        ensure!(from_eve > 0 && from_alice > 0);
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}

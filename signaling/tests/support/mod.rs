@@ -484,6 +484,8 @@ pub struct MediaOptions {
     /// candidates (in offers and trickled) to point at a relay on
     /// 127.0.0.1, so all media goes through it (a lossy link, say).
     pub candidate_rewrite: Option<(u16, u16)>,
+    /// Publish with these (audio, video) SSRCs instead of random ones.
+    pub ssrcs: Option<(u32, u32)>,
 }
 
 /// Behind a relay, our own candidates stay out of the answer.
@@ -891,8 +893,7 @@ impl MediaPeer {
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-        let audio_ssrc = random_u32();
-        let video_ssrc = random_u32();
+        let (audio_ssrc, video_ssrc) = opts.ssrcs.unwrap_or_else(|| (random_u32(), random_u32()));
         let local_stream_id = format!("local-{label}");
         let audio = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             local_stream_id.clone(),
