@@ -10,7 +10,9 @@ use noom_sfu::{
 };
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use support::{start_server_with, with_deadline, MediaKind, TestClient};
+use support::{
+    http_get, metric_max, metric_sum, start_server_with, with_deadline, MediaKind, TestClient,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -309,21 +311,11 @@ async fn bad_transfers_are_refused_and_abandoned_ones_aborted() -> Result<()> {
 }
 
 fn relayed(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("noom_data_file_relayed_bytes_total"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    metric_sum(metrics, "noom_data_file_relayed_bytes_total")
 }
 
 async fn metrics(addr: std::net::SocketAddr) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
+    http_get(addr, "/metrics").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,11 +346,7 @@ async fn a_slow_receiver_stalls_the_relay_with_bounded_server_queue() -> Result<
             ensure!(Instant::now() < watch_until, "relay never stalled (at {now} bytes)");
         };
         let text = metrics(addr).await?;
-        let peak: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("noom_data_channel_queue_peak_bytes"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .fold(0.0, f64::max);
+        let peak = metric_max(&text, "noom_data_channel_queue_peak_bytes");
         println!(
             "relay stalled at {:.2} MB of 12 MB while the receiver read nothing (the test client's own buffers took the rest); server queue peak {:.0} KiB",
             plateau / 1e6,

@@ -8,8 +8,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{start_server_with, with_deadline, MediaKind, TestClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{http_get, metric_sum, start_server_with, with_deadline, MediaKind, TestClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_participant_is_removed_after_the_grace_period() -> Result<()> {
@@ -76,18 +75,6 @@ async fn a_long_grace_period_keeps_the_participant() -> Result<()> {
     .await
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default())
-}
-
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -96,14 +83,6 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("VmRSS")
-}
-
-fn gauge(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }
 
 /// 1,000 join/leave cycles (each builds a server-side peer connection and
@@ -158,7 +137,7 @@ async fn join_leave_cycles_leave_nothing_behind() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after_1000 = rss_kib(pid)?;
-        let metrics = get(addr, "/metrics").await?;
+        let metrics = http_get(addr, "/metrics").await?;
         println!(
             "1000 cycles in {:?}: RSS after 100 = {after_100} KiB, after 1000 = {after_1000} KiB",
             started.elapsed()
@@ -168,23 +147,23 @@ async fn join_leave_cycles_leave_nothing_behind() -> Result<()> {
             "RSS grew from {after_100} KiB to {after_1000} KiB"
         );
         ensure!(
-            gauge(&metrics, "noom_participants") == 1.0,
+            metric_sum(&metrics, "noom_participants") == 1.0,
             "participants: {metrics}"
         );
         ensure!(
-            gauge(&metrics, "noom_shard_peers") == 1.0,
+            metric_sum(&metrics, "noom_shard_peers") == 1.0,
             "peers left behind"
         );
         ensure!(
-            gauge(&metrics, "noom_shard_rooms") == 1.0,
+            metric_sum(&metrics, "noom_shard_rooms") == 1.0,
             "rooms left behind"
         );
         ensure!(
-            gauge(&metrics, "noom_shard_tracks") <= 2.0,
+            metric_sum(&metrics, "noom_shard_tracks") <= 2.0,
             "tracks left behind"
         );
         ensure!(
-            gauge(&metrics, "noom_websocket_connections") == 1.0,
+            metric_sum(&metrics, "noom_websocket_connections") == 1.0,
             "connections left behind"
         );
         // The stayer's SDP did not grow with the churn.

@@ -164,16 +164,6 @@ async fn subscribers_keep_receiving_across_a_lossy_publisher_link() -> Result<()
 
 /// (packets lost on arrival from publishers) from /metrics.
 async fn server_counters(addr: SocketAddr) -> Result<(u64,)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
-    let lost = text
-        .lines()
-        .filter(|l| l.starts_with("noom_rtp_packets_lost_total"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64;
-    Ok((lost,))
+    let text = support::http_get(addr, "/metrics").await?;
+    Ok((support::metric_sum(&text, "noom_rtp_packets_lost_total") as u64,))
 }
