@@ -15,7 +15,7 @@ fn video_packet(seq: u16) -> rtp::Packet {
         sequence_number: seq,
         timestamp: 90_000,
         ssrc: 0x1234_5678,
-        marker: seq % 4 == 0,
+        marker: seq.is_multiple_of(4),
         extension: true,
         extension_profile: 0xBEDE,
         ..Default::default()
