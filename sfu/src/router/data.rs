@@ -36,13 +36,17 @@ pub struct Transfer {
 }
 
 impl Router {
-    /// True when some member `conn` may send to has too much queued.
+    /// True when some member `conn` may send to (or `conn` itself) has too
+    /// much queued.
     fn data_blocked(&mut self, conn: ConnKey) -> bool {
         let Some(room) = self.peers.get(&conn).map(|p| p.room.clone()) else {
             return true;
         };
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
-        members.into_iter().filter(|&m| m != conn).any(|m| {
+        // The sender itself too: refused frames are answered on its own
+        // channel, so a client that floods bad frames and never reads must
+        // not grow the server's queue toward it.
+        members.into_iter().any(|m| {
             self.peers
                 .get_mut(&m)
                 .and_then(|p| {
