@@ -42,10 +42,13 @@ fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
             "the admin API is disabled: set admin.token (or NOOM_ADMIN_TOKEN)",
         ));
     }
+    // The scheme name is case-insensitive (RFC 9110).
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     // Constant-time comparison: the token is a password.
     let matches = given.is_some_and(|g| {
         g.len() == expected.len()
@@ -204,17 +207,31 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
+/// The optional `{"reason": ...}` body, read only after the token check.
+fn reason_body(bytes: &[u8]) -> Result<ReasonBody, serde_json::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ReasonBody::default());
+    }
+    serde_json::from_slice(bytes)
+}
+
 async fn kick(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((room, id)): Path<(String, String)>,
-    body: Option<Json<ReasonBody>>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(response) = refusal(&state, &headers) {
         return response;
     }
+    let Ok(body) = reason_body(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"reason\": \"...\"} or none",
+        );
+    };
     let reason = body
-        .and_then(|b| b.0.reason)
+        .reason
         .unwrap_or_else(|| "removed by the operator".to_owned());
     if state.directory.lock().unwrap().kick(&room, &id, &reason) {
         Json(json!({"kicked": id, "room": room, "reason": reason})).into_response()
@@ -227,13 +244,19 @@ async fn close_room(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(room): Path<String>,
-    body: Option<Json<ReasonBody>>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(response) = refusal(&state, &headers) {
         return response;
     }
+    let Ok(body) = reason_body(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"reason\": \"...\"} or none",
+        );
+    };
     let reason = body
-        .and_then(|b| b.0.reason)
+        .reason
         .unwrap_or_else(|| "the room was closed by the operator".to_owned());
     match state.directory.lock().unwrap().close_room(&room, &reason) {
         Some(n) => Json(json!({"closed": room, "participants": n})).into_response(),
