@@ -5,12 +5,14 @@
 # tests, a Python venv for the aiortc tests), then runs:
 #   checks: cargo fmt --check, cargo clippy -D warnings, cargo build
 #   suites: cargo test --workspace; Chromium end-to-end (tests/browser);
-#           aiortc end-to-end (tests/aiortc)
+#           aiortc end-to-end (tests/aiortc);
+#           bench (benches/ noom-load --quick: media flows through Noom and
+#           the UDP+SRTP limit; no figure is judged)
 # The two end-to-end suites run in a fresh network namespace that has only
 # loopback (unshare -n). Exits non-zero when anything fails; the last line is
 # "N passed, N failed" over the three suites.
 #
-# Optional arguments pick parts: lint build cargo browser aiortc fuzz (default:
+# Optional arguments pick parts: lint build cargo browser aiortc bench fuzz (default:
 # all but fuzz, and fuzz too when CI=true;
 # the suites need build). Environment: NOOM_BIN, CHROMIUM_BIN, NOOM_LOG_LEVEL,
 # NOOM_SKIP_INSTALL=1 (use what is there).
@@ -30,7 +32,7 @@ SUITE_TIMEOUT=${NOOM_SUITE_TIMEOUT:-1200} # seconds per end-to-end suite
 
 PARTS=("$@")
 if [ ${#PARTS[@]} -eq 0 ]; then
-    PARTS=(lint build cargo browser aiortc)
+    PARTS=(lint build cargo browser aiortc bench)
     # Fuzzing takes minutes (cargo-fuzz build + 60 s per target): by default
     # only in CI; run `./scripts/test.sh fuzz` to include it locally.
     [ "${CI:-}" = "true" ] && PARTS+=(fuzz)
@@ -210,7 +212,7 @@ if want lint && command -v cargo >/dev/null; then
 fi
 
 BUILD_OK=1
-if want build || want cargo || want browser || want aiortc; then
+if want build || want cargo || want browser || want aiortc || want bench; then
     if command -v cargo >/dev/null; then
         run_check "cargo build" cargo build --workspace --all-targets || BUILD_OK=0
     else
@@ -258,6 +260,16 @@ if want aiortc; then
     fi
 else
     suite_skipped "aiortc"
+fi
+
+if want bench; then
+    if [ $BUILD_OK -ne 1 ]; then
+        suite_not_run "bench (noom-load --quick)" "build failed"
+    else
+        run_suite "bench (noom-load --quick)" in_loopback_netns \
+            env NOOM_BIN="$NOOM_BIN" timeout --kill-after=10 120 \
+            "$TARGET_DIR/debug/noom-load" --quick
+    fi
 fi
 
 if want fuzz; then

@@ -1,11 +1,15 @@
 //! The per-packet path in pieces (issue #4, point 1): datagram demux, the
-//! per-subscriber rewrite, fan-out of one packet to N subscribers, and the
-//! caches a packet passes through. `cargo bench -p noom-benches`.
+//! per-subscriber rewrite, SRTP protect, fan-out of one packet to N
+//! subscribers, and the caches a packet passes through.
+//! `cargo bench -p noom-benches --bench per_packet`.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use noom_sfu::{classify, stun_local_ufrag, KeyframeCache, PacketCache, RtpMunger, RtpRewriter};
 use rtc::rtp;
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
 use std::time::Instant;
 
 fn video_packet(seq: u16) -> rtp::Packet {
@@ -113,6 +117,83 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
+fn srtp_context(profile: ProtectionProfile) -> Context {
+    let provider = rtc::crypto::default_provider().expect("crypto provider");
+    let key = vec![7u8; profile.key_len()];
+    let salt = vec![9u8; profile.salt_len()];
+    Context::new(&key, &salt, profile, None, None, provider.crypto()).expect("srtp context")
+}
+
+/// A 1,200-byte RTP packet on the wire before SRTP (header, extensions,
+/// payload).
+fn packet_1200(seq: u16) -> rtp::Packet {
+    let mut p = video_packet(seq);
+    let over = p.marshal_size() - 1_200;
+    p.payload = p.payload.slice(..p.payload.len() - over);
+    p
+}
+
+fn srtp(c: &mut Criterion) {
+    let packet = packet_1200(1);
+    assert_eq!(packet.marshal_size(), 1_200);
+    let plain = packet.marshal().expect("marshal");
+    c.bench_function("rtp/marshal 1200 B", |b| {
+        b.iter(|| black_box(&packet).marshal().expect("marshal"))
+    });
+    for (name, profile) in [
+        ("AES-128-GCM", ProtectionProfile::AeadAes128Gcm),
+        (
+            "AES-128-CM-HMAC-SHA1-80",
+            ProtectionProfile::Aes128CmHmacSha1_80,
+        ),
+    ] {
+        let mut ctx = srtp_context(profile);
+        let mut header = packet.header.clone();
+        c.bench_function(&format!("srtp/protect 1200 B ({name})"), |b| {
+            b.iter(|| {
+                header.sequence_number = header.sequence_number.wrapping_add(1);
+                ctx.encrypt_rtp_with_header(black_box(&plain), &header)
+                    .expect("protect")
+            })
+        });
+    }
+}
+
+/// Per subscriber, everything a forwarding SFU must do short of the
+/// system call: clone, munge, rewrite, marshal, SRTP protect.
+fn fan_out_protected(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fan-out/+ marshal + protect (AES-128-GCM)");
+    for n in [2usize, 10, 50] {
+        let packet = packet_1200(1000);
+        let rewriters: Vec<RtpRewriter> = (0..n).map(|_| rewriter()).collect();
+        let mut mungers: Vec<RtpMunger> = (0..n).map(|_| RtpMunger::new(90_000)).collect();
+        let mut contexts: Vec<Context> = (0..n)
+            .map(|_| srtp_context(ProtectionProfile::AeadAes128Gcm))
+            .collect();
+        let now = Instant::now();
+        let mut seq = 0u16;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                for ((r, m), ctx) in rewriters.iter().zip(mungers.iter_mut()).zip(&mut contexts) {
+                    let mut out = packet.clone();
+                    if let Some((s, ts)) = m.map(seq, out.header.timestamp, now) {
+                        out.header.sequence_number = s;
+                        out.header.timestamp = ts;
+                    }
+                    r.rewrite(&mut out);
+                    let plain = out.marshal().expect("marshal");
+                    black_box(
+                        ctx.encrypt_rtp_with_header(&plain, &out.header)
+                            .expect("protect"),
+                    );
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 fn caches(c: &mut Criterion) {
     let packets: Vec<rtp::Packet> = (0..1024).map(video_packet).collect();
     let mut cache = PacketCache::default();
@@ -137,5 +218,13 @@ fn caches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, demux, rewrite, fan_out, caches);
+criterion_group!(
+    benches,
+    demux,
+    rewrite,
+    srtp,
+    fan_out,
+    fan_out_protected,
+    caches
+);
 criterion_main!(benches);
