@@ -26,6 +26,7 @@ pub(crate) mod router;
 mod rtcp_tap;
 mod rtp_munger;
 mod rtp_rewriter;
+pub mod send_batch;
 mod shard;
 mod snapshot;
 mod stats;

@@ -31,6 +31,9 @@ pub struct Peer {
     /// The `noom` data channel the server created in its first offer.
     pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,
     pub data_open: bool,
+    /// A data message read while a receiver was behind, relayed first once
+    /// the room drains (see `Router::drain_data`).
+    pub held_data: Option<rtc::data_channel::RTCDataChannelMessage>,
     /// File transfers this participant is sending, by transfer id.
     pub transfers: HashMap<u32, crate::router::Transfer>,
     /// Tracks of this participant's previous connection, waiting for this
@@ -128,6 +131,7 @@ impl Peer {
             free_senders: Vec::new(),
             data_channel: Some(data_channel),
             data_open: false,
+            held_data: None,
             transfers: HashMap::new(),
             adoptable: Vec::new(),
             subscribed: HashMap::new(),

@@ -3,12 +3,14 @@
 //! timeouts to the [`Router`].
 
 use crate::router::Router;
+use crate::send_batch::SendBatch;
 use crate::stats::{add, ShardStats};
 use crate::{Command, MediaSettings};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -163,6 +165,7 @@ impl Shard {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = SendBatch::default();
         loop {
             let now = Instant::now();
             let wait = self
@@ -179,11 +182,7 @@ impl Shard {
             }
             let started = Instant::now();
             let sockets = &self.sockets;
-            let mut send = |socket: usize, to: SocketAddr, data: &[u8]| {
-                if let Err(err) = sockets[socket].socket.send_to(data, to) {
-                    tracing::trace!(%err, %to, "send_to");
-                }
-            };
+            let batch = &mut batch;
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
@@ -194,8 +193,11 @@ impl Shard {
                     match sockets[index].socket.recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let now = Instant::now();
-                            self.router.handle_datagram(index, from, &buf[..n], now);
-                            self.router.flush(now, &mut send);
+                            let router = &mut self.router;
+                            sending(sockets, batch, |send| {
+                                router.handle_datagram(index, from, &buf[..n], now);
+                                router.flush(now, send);
+                            });
                         }
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                         Err(err) => {
@@ -209,21 +211,49 @@ impl Shard {
             loop {
                 match self.rx.try_recv() {
                     Ok(Message::Command(command)) => {
-                        self.router
-                            .handle_command(command, Instant::now(), &mut send);
+                        let router = &mut self.router;
+                        sending(sockets, batch, |send| {
+                            router.handle_command(command, Instant::now(), send)
+                        });
                     }
                     Ok(Message::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        self.router.close_all(Instant::now(), &mut send);
+                        let router = &mut self.router;
+                        sending(sockets, batch, |send| {
+                            router.close_all(Instant::now(), send)
+                        });
                         return;
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 }
             }
-            self.router.handle_timeouts(Instant::now(), &mut send);
+            let router = &mut self.router;
+            sending(sockets, batch, |send| {
+                router.handle_timeouts(Instant::now(), send)
+            });
             add(
                 &self.stats.loop_busy_micros,
                 started.elapsed().as_micros() as u64,
             );
         }
     }
+}
+
+/// Runs `f` with a `Send` that queues datagrams in `batch`, then sends them
+/// all (one `sendmmsg` per socket and [`crate::send_batch::BATCH`]).
+fn sending<R>(
+    sockets: &[BoundSocket],
+    batch: &mut SendBatch,
+    f: impl FnOnce(crate::router::Send<'_>) -> R,
+) -> R {
+    let fd_of = |i: usize| sockets[i].socket.as_raw_fd();
+    let result = {
+        let mut send = |socket: usize, to: SocketAddr, data: &[u8]| {
+            batch.push(fd_of, socket, to, data);
+        };
+        f(&mut send)
+    };
+    if !batch.is_empty() {
+        batch.flush(fd_of(batch.socket()));
+    }
+    result
 }

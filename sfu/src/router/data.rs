@@ -59,23 +59,34 @@ impl Router {
 
     /// Reads and relays `conn`'s pending data-channel messages, unless a
     /// receiver is behind.
+    ///
+    /// A message is taken from the connection before the back-pressure
+    /// check (which walks the room) so that the per-packet drive of a
+    /// connection without data pays nothing; a message that finds the room
+    /// blocked is held on the peer (one at most) and relayed first later.
     pub(super) fn drain_data(&mut self, conn: ConnKey, now: Instant) {
-        if self.data_blocked(conn) {
-            return;
-        }
         for _ in 0..READ_BUDGET {
             let Some(peer) = self.peers.get_mut(&conn) else {
                 return;
             };
-            let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_data_read() else {
-                return;
+            let message = match peer.held_data.take() {
+                Some(message) => message,
+                None => match peer.pc.poll_data_read() {
+                    Some(TaggedRTCMessage {
+                        message: RTCMessage::DataChannelMessage(_, message),
+                        ..
+                    }) => message,
+                    Some(_) => continue,
+                    None => return,
+                },
             };
-            if let RTCMessage::DataChannelMessage(_, message) = message {
-                self.handle_data(conn, message, now);
-                if self.data_blocked(conn) {
-                    return;
+            if self.data_blocked(conn) {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.held_data = Some(message);
                 }
+                return;
             }
+            self.handle_data(conn, message, now);
         }
         // Budget spent with messages left: come back on the next pass.
         Self::mark_dirty(&mut self.dirty, conn);

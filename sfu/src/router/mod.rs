@@ -57,6 +57,8 @@ pub struct Router {
     rooms: HashMap<String, Vec<ConnKey>>,
     /// Peers whose connection may have output to drain.
     dirty: Vec<ConnKey>,
+    /// A drive's outgoing datagrams, kept between drives (see `drive`).
+    write_scratch: Vec<TaggedBytesMut>,
     next_key: u64,
     /// The address each socket announces (its candidate), by socket index.
     announced: Vec<SocketAddr>,
@@ -86,6 +88,7 @@ impl Router {
             tracks: HashMap::new(),
             rooms: HashMap::new(),
             dirty: Vec::new(),
+            write_scratch: Vec::new(),
             next_key: 1,
             announced,
             pli_throttle: settings.pli_throttle,
@@ -321,12 +324,13 @@ impl Router {
             return;
         };
         peer.offer_if_needed(now);
-        let mut out = Vec::new();
+        // Reused between drives: one drive per subscriber per packet.
+        let mut out = std::mem::take(&mut self.write_scratch);
         while let Some(msg) = peer.pc.poll_write() {
             out.push(msg);
         }
         peer.refresh_timeout();
-        for msg in out {
+        for msg in out.drain(..) {
             // Our binding requests (checks toward the client's candidates)
             // and success responses (to an authenticated request) name a
             // remote address that belongs to this connection: datagrams from
@@ -337,6 +341,7 @@ impl Router {
             }
             self.send_datagram(msg, send);
         }
+        self.write_scratch = out;
     }
 
     fn handle_peer_event(&mut self, conn: ConnKey, event: RTCPeerConnectionEvent, now: Instant) {
