@@ -128,8 +128,10 @@ fn srtp_context(profile: ProtectionProfile) -> Context {
 /// payload).
 fn packet_1200(seq: u16) -> rtp::Packet {
     let mut p = video_packet(seq);
-    let over = p.marshal_size() - 1_200;
-    p.payload = p.payload.slice(..p.payload.len() - over);
+    let headers = p.marshal_size() - p.payload.len();
+    let mut payload = vec![0u8; 1_200 - headers];
+    payload[0] = 0x90;
+    p.payload = Bytes::from(payload);
     p
 }
 
