@@ -189,8 +189,8 @@ pub fn chart_svg(rows: &[Value]) -> String {
         .flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y))
         .fold(1.0f64, f64::max);
     let top = nice_ceiling(max_y);
-    let (w, h) = (720.0, 420.0);
-    let (left, right, up, down) = (90.0, 140.0, 40.0, 60.0);
+    let (w, h) = (780.0, 420.0);
+    let (left, right, up, down) = (90.0, 200.0, 40.0, 60.0);
     let pw = w - left - right;
     let ph = h - up - down;
     let x_of = |i: usize| {
