@@ -455,6 +455,10 @@ struct MediaShared {
     /// receiver).
     data_paused: AtomicBool,
     data_resume: Notify,
+    /// `OnBufferedAmountLow` events seen on the data channel.
+    data_low_events: AtomicU64,
+    /// Bytes of the binary frames the application has read.
+    data_bytes_read: AtomicU64,
 }
 
 /// What the tests need of one remote track beyond [`RemoteTrackInfo`] (kept
@@ -635,10 +639,16 @@ async fn read_data_channel(
             }
             DataChannelEvent::OnMessage(message) => {
                 shared
+                    .data_bytes_read
+                    .fetch_add(message.data.len() as u64, Ordering::Relaxed);
+                shared
                     .data_frames
                     .lock()
                     .unwrap()
                     .push(message.data.to_vec());
+            }
+            DataChannelEvent::OnBufferedAmountLow => {
+                shared.data_low_events.fetch_add(1, Ordering::Relaxed);
             }
             DataChannelEvent::OnClose => break,
             _ => {}
@@ -833,6 +843,8 @@ impl MediaPeer {
             data_frames: Mutex::new(Vec::new()),
             data_paused: AtomicBool::new(false),
             data_resume: Notify::new(),
+            data_low_events: AtomicU64::new(0),
+            data_bytes_read: AtomicU64::new(0),
         });
 
         let mut media_engine = MediaEngine::default();
@@ -2163,6 +2175,63 @@ impl TestClient {
             .map_err(|e| anyhow!("{e}"))
     }
 
+    /// Sets the data channel's `bufferedAmountLowThreshold`: the queue
+    /// falling to it raises `OnBufferedAmountLow`.
+    pub async fn set_data_low_threshold(&self, bytes: u32) -> Result<()> {
+        self.data_channel()?
+            .set_buffered_amount_low_threshold(bytes)
+            .await
+            .map_err(|e| anyhow!("{}: set_buffered_amount_low_threshold: {e}", self.label))
+    }
+
+    /// `OnBufferedAmountLow` events seen so far.
+    pub fn data_low_events(&self) -> u64 {
+        self.media
+            .as_ref()
+            .map(|m| m.shared.data_low_events.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Sender-side back-pressure: returns once our channel's outstanding
+    /// bytes are at most `low` (the threshold set with
+    /// [`Self::set_data_low_threshold`]). Wakes on the channel's
+    /// `OnBufferedAmountLow` event (any channel event, in fact), with a
+    /// 50 ms re-check as a lost-wakeup backstop.
+    pub async fn wait_data_buffered_at_most(&self, low: usize, timeout: Duration) -> Result<()> {
+        let shared = Arc::clone(&self.media()?.shared);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = shared.notify.notified();
+            let queued = self.data_outstanding().await?;
+            if queued <= low {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: data channel still has {queued} bytes queued after {timeout:?}",
+                    self.label
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+
+    /// Bytes of binary frames the application has read from the channel.
+    pub fn data_bytes_read(&self) -> u64 {
+        self.media
+            .as_ref()
+            .map(|m| m.shared.data_bytes_read.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Runs `f` over the frames received so far, without copying them.
+    pub fn with_data_frames<R>(&self, f: impl FnOnce(&[Vec<u8>]) -> R) -> R {
+        match self.media.as_ref() {
+            Some(m) => f(&m.shared.data_frames.lock().unwrap()),
+            None => f(&[]),
+        }
+    }
+
     /// Every binary frame received on the data channel so far.
     pub fn data_frames(&self) -> Vec<Vec<u8>> {
         self.media
@@ -2190,6 +2259,24 @@ impl TestClient {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 bail!("{}: no data frame {what} after {timeout:?}", self.label);
+            }
+        }
+    }
+
+    /// Waits until the frames received so far, as a whole, satisfy `pred`.
+    pub async fn wait_data_frames<F>(&self, what: &str, timeout: Duration, pred: F) -> Result<()>
+    where
+        F: Fn(&[Vec<u8>]) -> bool,
+    {
+        let shared = Arc::clone(&self.media()?.shared);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = shared.notify.notified();
+            if pred(&shared.data_frames.lock().unwrap()) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("{}: data frames never {what} after {timeout:?}", self.label);
             }
         }
     }
