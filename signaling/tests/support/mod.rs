@@ -1340,8 +1340,14 @@ impl TestClient {
         let writer_label = label.to_owned();
         let writer = tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
+                // Nothing may follow a close frame; and other senders (the
+                // peer connection's callbacks) may keep the channel open.
+                let closing = matches!(msg, Message::Close(_));
                 if let Err(e) = sink.send(msg).await {
                     tracing::debug!(client = %writer_label, "ws send failed: {e}");
+                    break;
+                }
+                if closing {
                     break;
                 }
             }
@@ -2443,6 +2449,9 @@ pub struct SocketTap {
     /// Drop the next `n` RTP packets of this SSRC.
     drop_plan: Mutex<Option<(u32, usize)>>,
     dropped: Mutex<Vec<u16>>,
+    /// Once set, every datagram in either direction is dropped: the peer's
+    /// network is gone, without a DTLS close or anything else said.
+    silenced: AtomicBool,
 }
 
 impl SocketTap {
@@ -2462,6 +2471,12 @@ impl SocketTap {
         *self.drop_plan.lock().unwrap() = Some((ssrc, n));
     }
 
+    /// Cuts the peer connection's network: nothing is sent or received
+    /// any more (the WebSocket is not affected).
+    pub fn silence(&self) {
+        self.silenced.store(true, Ordering::SeqCst);
+    }
+
     /// Sequence numbers dropped since the last [`SocketTap::drop_next`].
     pub fn dropped(&self) -> Vec<u16> {
         self.dropped.lock().unwrap().clone()
@@ -2469,6 +2484,9 @@ impl SocketTap {
 
     /// Records the datagram; true when it must be dropped.
     fn inspect(&self, d: &[u8]) -> bool {
+        if self.silenced.load(Ordering::SeqCst) {
+            return true;
+        }
         // RTP (RFC 7983: first byte 128..=191), not RTCP (payload type 192..=223).
         if d.len() < 12 || !(128..=191).contains(&d[0]) || (192..=223).contains(&d[1]) {
             return false;
@@ -2584,6 +2602,9 @@ impl webrtc::runtime::AsyncUdpSocket for TapSocket {
         cx: &mut std::task::Context<'_>,
         transmit: &webrtc::runtime::Transmit<'_>,
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.tap.silenced.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(Ok(transmit.contents.len()));
+        }
         self.io
             .poll_send_to(cx, transmit.contents, transmit.destination)
     }
