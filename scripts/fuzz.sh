@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT/fuzz"
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(signaling_message data_frame datagram negotiation)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(signaling_message data_frame datagram negotiation rtp_forwarding)
 # cargo-fuzz needs unstable compiler flags (sanitizer coverage); the one
 # toolchain here is stable, which accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1

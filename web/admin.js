@@ -55,64 +55,144 @@ function trackList(items, describe) {
   return ul;
 }
 
+function setText(el, text) {
+  const s = String(text);
+  if (el.textContent !== s) el.textContent = s;
+}
+
+// Replaces a cell's track list only when its text changed.
+function setList(td, items, describe) {
+  const lines = items.map(describe);
+  const ul = td.firstElementChild;
+  if (ul && [...ul.children].map((li) => li.textContent).join('\n') === lines.join('\n')) return;
+  td.replaceChildren(trackList(lines, (line) => line));
+}
+
+// Places `child` at position `index` of `parent` without moving it when it
+// is already there (moving a node would take the keyboard focus off it).
+function placeAt(parent, child, index) {
+  const current = parent.children[index] || null;
+  if (current !== child) parent.insertBefore(child, current);
+}
+
+const ROOM_COLUMNS = ['Name', 'Remote address', 'State', 'RTT', 'Loss to client', 'Published', 'Forwarded to them', 'Action'];
+const byKind = (a, b) => String(a.kind).localeCompare(String(b.kind));
+
+function newRoomDiv(name) {
+  const div = document.createElement('div');
+  div.className = 'room';
+  div.dataset.room = name;
+  const h = document.createElement('h3');
+  const title = document.createElement('span');
+  const close = document.createElement('button');
+  close.className = 'danger';
+  close.textContent = `Close room ${name}`;
+  close.addEventListener('click', () => act(`/api/rooms/${encodeURIComponent(name)}/close`, { reason: 'The operator closed this room.' }));
+  h.append(title, close);
+  const table = document.createElement('table');
+  const headRow = table.createTHead().insertRow();
+  for (const column of ROOM_COLUMNS) {
+    const th = document.createElement('th');
+    th.scope = 'col';
+    th.textContent = column;
+    if (column === 'RTT' || column === 'Loss to client') th.className = 'num';
+    headRow.append(th);
+  }
+  table.createTBody();
+  div.append(h, table);
+  return div;
+}
+
+function newParticipantRow(room, p) {
+  const row = document.createElement('tr');
+  row.dataset.participant = p.id;
+  for (let i = 0; i < ROOM_COLUMNS.length; i++) row.insertCell();
+  const kick = document.createElement('button');
+  kick.className = 'danger';
+  kick.textContent = `Kick ${p.name}`;
+  kick.addEventListener('click', () => act(`/api/rooms/${encodeURIComponent(room)}/participants/${encodeURIComponent(p.id)}/kick`, { reason: 'The operator removed you from the call.' }));
+  row.cells[7].append(kick);
+  return row;
+}
+
+// Updates the rooms in place (rows and buttons are kept from one update to
+// the next, so a focused or half-clicked button survives the refresh).
 function renderRooms(rooms) {
   $('room-count').textContent = `(${rooms.length})`;
   const select = $('announce-room');
-  const chosen = select.value;
-  select.replaceChildren(new Option('everyone connected', ''));
-  for (const room of rooms) select.append(new Option(`room ${room.name}`, room.name));
-  select.value = rooms.some((r) => r.name === chosen) ? chosen : '';
+  const options = ['', ...rooms.map((r) => r.name)];
+  if ([...select.options].map((o) => o.value).join('\n') !== options.join('\n')) {
+    const chosen = select.value;
+    select.replaceChildren(new Option('everyone connected', ''));
+    for (const room of rooms) select.append(new Option(`room ${room.name}`, room.name));
+    select.value = rooms.some((r) => r.name === chosen) ? chosen : '';
+  }
 
   const container = $('rooms');
-  container.replaceChildren();
+  const existing = new Map([...container.querySelectorAll(':scope > .room')].map((d) => [d.dataset.room, d]));
+  let empty = container.querySelector(':scope > .empty');
   if (rooms.length === 0) {
-    container.textContent = 'No rooms right now.';
+    if (!empty) {
+      empty = document.createElement('p');
+      empty.className = 'empty';
+      empty.textContent = 'No rooms right now.';
+    }
+    container.replaceChildren(empty);
     return;
   }
+  if (empty) empty.remove();
   const names = new Map();
   for (const room of rooms) for (const p of room.participants) names.set(p.id, p.name);
-  for (const room of rooms) {
-    const div = document.createElement('div');
-    div.className = 'room';
-    div.dataset.room = room.name;
-    const h = document.createElement('h3');
-    h.textContent = `${room.name} · shard ${room.shard} · ${room.participants.length} participant(s)`;
-    const close = document.createElement('button');
-    close.className = 'danger';
-    close.textContent = `Close room ${room.name}`;
-    close.addEventListener('click', () => act(`/api/rooms/${encodeURIComponent(room.name)}/close`, { reason: 'The operator closed this room.' }));
-    h.append(close);
-    div.append(h);
-    const table = document.createElement('table');
-    table.innerHTML = '<thead><tr><th scope="col">Name</th><th scope="col">Remote address</th><th scope="col">State</th><th scope="col">RTT</th><th scope="col">Loss to client</th><th scope="col">Published</th><th scope="col">Forwarded to them</th><th scope="col">Action</th></tr></thead><tbody></tbody>';
-    for (const p of room.participants) {
+  rooms.forEach((room, index) => {
+    const div = existing.get(room.name) || newRoomDiv(room.name);
+    existing.delete(room.name);
+    placeAt(container, div, index);
+    setText(div.querySelector('h3 > span'), `${room.name} · shard ${room.shard} · ${room.participants.length} participant(s)`);
+    const tbody = div.querySelector('tbody');
+    const rows = new Map([...tbody.rows].map((r) => [r.dataset.participant, r]));
+    room.participants.forEach((p, i) => {
       const m = p.media || {};
-      const row = table.tBodies[0].insertRow();
-      row.dataset.participant = p.id;
-      cell(row, `${p.name}${p.audio_muted ? ' (mic off)' : ''}${p.video_muted ? ' (camera off)' : ''}`);
-      cell(row, m.remote_addr || '–');
-      cell(row, m.state || 'no media', `state-${m.state || 'connecting'}`);
-      cell(row, fmt.ms(m.rtt_ms), 'num');
-      cell(row, fmt.pct(m.loss_to_client), 'num');
-      row.insertCell().append(trackList(m.published || [], (t) =>
-        `${t.kind} ${t.codec} · ${t.packets} pkts · ${fmt.rate(t.packets_per_second)} pkt/s · ${fmt.kbps(t.bits_per_second)}`));
-      row.insertCell().append(trackList(m.forwarded || [], (f) =>
-        `${f.kind} from ${names.get(f.publisher) || f.publisher} · ${f.packets} pkts`));
-      const kick = document.createElement('button');
-      kick.className = 'danger';
-      kick.textContent = `Kick ${p.name}`;
-      kick.addEventListener('click', () => act(`/api/rooms/${encodeURIComponent(room.name)}/participants/${encodeURIComponent(p.id)}/kick`, { reason: 'The operator removed you from the call.' }));
-      row.insertCell().append(kick);
-    }
-    div.append(table);
-    container.append(div);
-  }
+      const row = rows.get(p.id) || newParticipantRow(room.name, p);
+      rows.delete(p.id);
+      placeAt(tbody, row, i);
+      const c = row.cells;
+      setText(c[0], `${p.name}${p.audio_muted ? ' (mic off)' : ''}${p.video_muted ? ' (camera off)' : ''}`);
+      setText(c[1], m.remote_addr || '–');
+      setText(c[2], m.state || 'no media');
+      c[2].className = `state-${m.state || 'connecting'}`;
+      setText(c[3], fmt.ms(m.rtt_ms));
+      c[3].className = 'num';
+      setText(c[4], fmt.pct(m.loss_to_client));
+      c[4].className = 'num';
+      setList(c[5], [...(m.published || [])].sort(byKind), (t) =>
+        `${t.kind} ${t.codec} · ${t.packets} pkts · ${fmt.rate(t.packets_per_second)} pkt/s · ${fmt.kbps(t.bits_per_second)}`);
+      setList(c[6], [...(m.forwarded || [])].sort(byKind), (f) =>
+        `${f.kind} from ${names.get(f.publisher) || f.publisher} · ${f.packets} pkts`);
+    });
+    for (const gone of rows.values()) gone.remove();
+  });
+  for (const gone of existing.values()) gone.remove();
 }
 
 async function act(path, body) {
-  const response = await api(path, { method: 'POST', body: JSON.stringify(body) });
+  let response;
+  try {
+    response = await api(path, { method: 'POST', body: JSON.stringify(body) });
+  } catch (e) {
+    $('result').textContent = `Failed: ${e.message}`;
+    return;
+  }
   const result = await response.json().catch(() => ({}));
-  status(response.ok ? `Done: ${JSON.stringify(result)}` : `Failed: ${result.error || response.status}`);
+  $('result').textContent = response.ok ? `Done: ${JSON.stringify(result)}` : `Failed: ${result.error || response.status}`;
+  if (response.status === 401) signedOut();
+}
+
+function signedOut() {
+  if (abort) abort.abort();
+  status('Wrong token.');
+  sessionStorage.removeItem('noom-admin-token');
+  $('login').hidden = false;
+  $('dashboard').hidden = true;
 }
 
 async function live() {
@@ -128,10 +208,7 @@ async function live() {
     return;
   }
   if (response.status === 401) {
-    status('Wrong token.');
-    sessionStorage.removeItem('noom-admin-token');
-    $('login').hidden = false;
-    $('dashboard').hidden = true;
+    signedOut();
     return;
   }
   if (!response.ok) {

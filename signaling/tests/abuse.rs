@@ -10,8 +10,29 @@ use serde_json::json;
 use std::time::Duration;
 use support::{rooms_of, start_server_with, with_deadline, MediaKind, TestClient};
 
+/// The soft limit on open files of this process (`/proc/self/limits`).
+fn open_files_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_stop_a_call() -> Result<()> {
+    // Client and server share this process: 1,000 sockets each, plus the
+    // media sockets. With the common default of 1,024, say so plainly
+    // rather than fail on EMFILE halfway (`ulimit -n 4096` first).
+    if let Some(limit) = open_files_limit() {
+        ensure!(
+            limit >= 2_500,
+            "this test opens ~2,100 files; the open-files limit is {limit}: run `ulimit -n 4096` first"
+        );
+    }
     with_deadline("idle", Duration::from_secs(120), async {
         let server = start_server_with(|_| {}).await?;
         let addr = server.http_addr();

@@ -181,6 +181,20 @@ async fn sigterm_tells_clients_and_exits_promptly() -> Result<()> {
             let m = c.next_push("shutdown").await?;
             ensure!(m["message"].is_string(), "{m}");
         }
+        // Then the server closes the WebSocket.
+        for c in [&mut a, &mut b] {
+            let end = c
+                .recv_where("the connection to close", Duration::from_secs(5), |_| false)
+                .await;
+            ensure!(end.is_err(), "after shutdown: {end:?}");
+            let reason = c.close_reason();
+            ensure!(
+                reason.is_some(),
+                "{}: WebSocket still open after shutdown",
+                c.label
+            );
+            println!("{}: WebSocket {}", c.label, reason.unwrap_or_default());
+        }
         let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
             .await
             .map_err(|_| anyhow!("noom did not exit within 5 s of SIGTERM"))??;

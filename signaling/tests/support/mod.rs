@@ -455,6 +455,10 @@ struct MediaShared {
     /// receiver).
     data_paused: AtomicBool,
     data_resume: Notify,
+    /// `OnBufferedAmountLow` events seen on the data channel.
+    data_low_events: AtomicU64,
+    /// Bytes of the binary frames the application has read.
+    data_bytes_read: AtomicU64,
 }
 
 /// What the tests need of one remote track beyond [`RemoteTrackInfo`] (kept
@@ -635,10 +639,16 @@ async fn read_data_channel(
             }
             DataChannelEvent::OnMessage(message) => {
                 shared
+                    .data_bytes_read
+                    .fetch_add(message.data.len() as u64, Ordering::Relaxed);
+                shared
                     .data_frames
                     .lock()
                     .unwrap()
                     .push(message.data.to_vec());
+            }
+            DataChannelEvent::OnBufferedAmountLow => {
+                shared.data_low_events.fetch_add(1, Ordering::Relaxed);
             }
             DataChannelEvent::OnClose => break,
             _ => {}
@@ -833,6 +843,8 @@ impl MediaPeer {
             data_frames: Mutex::new(Vec::new()),
             data_paused: AtomicBool::new(false),
             data_resume: Notify::new(),
+            data_low_events: AtomicU64::new(0),
+            data_bytes_read: AtomicU64::new(0),
         });
 
         let mut media_engine = MediaEngine::default();
@@ -1328,8 +1340,14 @@ impl TestClient {
         let writer_label = label.to_owned();
         let writer = tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
+                // Nothing may follow a close frame; and other senders (the
+                // peer connection's callbacks) may keep the channel open.
+                let closing = matches!(msg, Message::Close(_));
                 if let Err(e) = sink.send(msg).await {
                     tracing::debug!(client = %writer_label, "ws send failed: {e}");
+                    break;
+                }
+                if closing {
                     break;
                 }
             }
@@ -2163,6 +2181,63 @@ impl TestClient {
             .map_err(|e| anyhow!("{e}"))
     }
 
+    /// Sets the data channel's `bufferedAmountLowThreshold`: the queue
+    /// falling to it raises `OnBufferedAmountLow`.
+    pub async fn set_data_low_threshold(&self, bytes: u32) -> Result<()> {
+        self.data_channel()?
+            .set_buffered_amount_low_threshold(bytes)
+            .await
+            .map_err(|e| anyhow!("{}: set_buffered_amount_low_threshold: {e}", self.label))
+    }
+
+    /// `OnBufferedAmountLow` events seen so far.
+    pub fn data_low_events(&self) -> u64 {
+        self.media
+            .as_ref()
+            .map(|m| m.shared.data_low_events.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Sender-side back-pressure: returns once our channel's outstanding
+    /// bytes are at most `low` (the threshold set with
+    /// [`Self::set_data_low_threshold`]). Wakes on the channel's
+    /// `OnBufferedAmountLow` event (any channel event, in fact), with a
+    /// 50 ms re-check as a lost-wakeup backstop.
+    pub async fn wait_data_buffered_at_most(&self, low: usize, timeout: Duration) -> Result<()> {
+        let shared = Arc::clone(&self.media()?.shared);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = shared.notify.notified();
+            let queued = self.data_outstanding().await?;
+            if queued <= low {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: data channel still has {queued} bytes queued after {timeout:?}",
+                    self.label
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+
+    /// Bytes of binary frames the application has read from the channel.
+    pub fn data_bytes_read(&self) -> u64 {
+        self.media
+            .as_ref()
+            .map(|m| m.shared.data_bytes_read.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Runs `f` over the frames received so far, without copying them.
+    pub fn with_data_frames<R>(&self, f: impl FnOnce(&[Vec<u8>]) -> R) -> R {
+        match self.media.as_ref() {
+            Some(m) => f(&m.shared.data_frames.lock().unwrap()),
+            None => f(&[]),
+        }
+    }
+
     /// Every binary frame received on the data channel so far.
     pub fn data_frames(&self) -> Vec<Vec<u8>> {
         self.media
@@ -2190,6 +2265,24 @@ impl TestClient {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 bail!("{}: no data frame {what} after {timeout:?}", self.label);
+            }
+        }
+    }
+
+    /// Waits until the frames received so far, as a whole, satisfy `pred`.
+    pub async fn wait_data_frames<F>(&self, what: &str, timeout: Duration, pred: F) -> Result<()>
+    where
+        F: Fn(&[Vec<u8>]) -> bool,
+    {
+        let shared = Arc::clone(&self.media()?.shared);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = shared.notify.notified();
+            if pred(&shared.data_frames.lock().unwrap()) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("{}: data frames never {what} after {timeout:?}", self.label);
             }
         }
     }
@@ -2356,6 +2449,9 @@ pub struct SocketTap {
     /// Drop the next `n` RTP packets of this SSRC.
     drop_plan: Mutex<Option<(u32, usize)>>,
     dropped: Mutex<Vec<u16>>,
+    /// Once set, every datagram in either direction is dropped: the peer's
+    /// network is gone, without a DTLS close or anything else said.
+    silenced: AtomicBool,
 }
 
 impl SocketTap {
@@ -2375,6 +2471,12 @@ impl SocketTap {
         *self.drop_plan.lock().unwrap() = Some((ssrc, n));
     }
 
+    /// Cuts the peer connection's network: nothing is sent or received
+    /// any more (the WebSocket is not affected).
+    pub fn silence(&self) {
+        self.silenced.store(true, Ordering::SeqCst);
+    }
+
     /// Sequence numbers dropped since the last [`SocketTap::drop_next`].
     pub fn dropped(&self) -> Vec<u16> {
         self.dropped.lock().unwrap().clone()
@@ -2382,6 +2484,9 @@ impl SocketTap {
 
     /// Records the datagram; true when it must be dropped.
     fn inspect(&self, d: &[u8]) -> bool {
+        if self.silenced.load(Ordering::SeqCst) {
+            return true;
+        }
         // RTP (RFC 7983: first byte 128..=191), not RTCP (payload type 192..=223).
         if d.len() < 12 || !(128..=191).contains(&d[0]) || (192..=223).contains(&d[1]) {
             return false;
@@ -2497,6 +2602,9 @@ impl webrtc::runtime::AsyncUdpSocket for TapSocket {
         cx: &mut std::task::Context<'_>,
         transmit: &webrtc::runtime::Transmit<'_>,
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.tap.silenced.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(Ok(transmit.contents.len()));
+        }
         self.io
             .poll_send_to(cx, transmit.contents, transmit.destination)
     }
