@@ -288,6 +288,10 @@ async fn announce(
     if let Err(refusal) = crate::protocol::check_chat_text(&body.text) {
         return error(StatusCode::BAD_REQUEST, &refusal.message);
     }
+    // Everyone in the room would see a blank line from the operator.
+    if body.text.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "text must not be only whitespace");
+    }
     let ts = crate::session::unix_ms();
     match state
         .directory

@@ -259,6 +259,8 @@ impl Directory {
             .and_then(|r| r.members.iter().find(|m| m.info.id == participant));
         match member {
             Some(member) => {
+                // A full channel holds only earlier kicks, so the member
+                // leaves anyway; a closed one means it already left.
                 let _ = member.control.try_send(Control::Kick {
                     reason: reason.to_owned(),
                 });

@@ -428,6 +428,18 @@ async fn announcements_reach_exactly_who_they_address() -> Result<()> {
         let (status, _) =
             http(addr, "POST", "/api/announce", Some(TOKEN), Some(&json!({}))).await?;
         ensure!(status == 400, "announce without text: {status}");
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/announce",
+            Some(TOKEN),
+            Some(&json!({"text": " \n\t "})),
+        )
+        .await?;
+        ensure!(
+            status == 400 && body.contains("whitespace"),
+            "announce of only whitespace: {status} {body}"
+        );
         let (status, _) = http(
             addr,
             "POST",
