@@ -30,6 +30,13 @@ impl Router {
             return;
         };
         add(&stats.rtp_in, 1);
+        if track.is_video() && crate::vp8::is_keyframe_start(&packet.payload) {
+            tracing::debug!(
+                track = key,
+                seq = packet.header.sequence_number,
+                "keyframe from the publisher"
+            );
+        }
         let missing = track.observe(&packet, self.keyframe_cache);
         if missing > 0 {
             add(&stats.rtp_lost, missing);
@@ -62,6 +69,8 @@ impl Router {
         };
         if track.keyframes.request(now) {
             self.send_keyframe_request(key, now);
+        } else {
+            tracing::trace!(track = key, "keyframe request deferred (throttle)");
         }
     }
 
@@ -79,6 +88,11 @@ impl Router {
             };
             if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                 add(&self.stats.keyframe_requests_out, 1);
+                tracing::debug!(
+                    track = key,
+                    ssrc = track.media_ssrc,
+                    "keyframe request (PLI) sent to the publisher"
+                );
             }
         }
         Self::mark_dirty(&mut self.dirty, track.publisher);
