@@ -37,6 +37,14 @@ impl Router {
                 "keyframe from the publisher"
             );
         }
+        let seq = packet.header.sequence_number;
+        if track.is_video() && track.highest_seq.is_some_and(|h| !crate::seq_newer(seq, h)) {
+            tracing::debug!(
+                track = key,
+                seq,
+                "late packet from the publisher (a repair)"
+            );
+        }
         let missing = track.observe(&packet, self.keyframe_cache);
         if missing > 0 {
             add(&stats.rtp_lost, missing);
@@ -156,6 +164,10 @@ impl Router {
             for seq in pair.packet_list() {
                 if dt.retransmit(&mut sub.pc, seq, cache, now) {
                     add(&stats.retransmissions, 1);
+                } else {
+                    // Not received yet (lost upstream, its repair still
+                    // coming: it is forwarded when it arrives), or too old.
+                    tracing::debug!(track = key, out_seq = seq, "NACKed packet not in the cache");
                 }
             }
         }
