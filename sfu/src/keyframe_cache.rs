@@ -10,30 +10,61 @@ const MAX_PACKETS: usize = 1000;
 #[derive(Default)]
 pub struct KeyframeCache {
     complete: Vec<rtp::Packet>,
+    /// The keyframe being assembled, in sequence order, without duplicates.
     building: Vec<rtp::Packet>,
     building_ts: Option<u32>,
+    /// Sequence number of the keyframe's last packet (marker), once seen.
+    building_end: Option<u16>,
 }
 
 impl KeyframeCache {
-    /// Looks at every packet of the track, in arrival order.
+    /// Looks at every packet of the track, in arrival order (retransmissions
+    /// included: they fill the holes loss left in a keyframe).
+    ///
+    /// A keyframe is served only when every packet from its start to its
+    /// marker is here: a subscriber primed with a keyframe that has a hole
+    /// cannot decode it nor repair it (the hole has no outgoing sequence
+    /// number to NACK), and its jitter buffer stalls behind the hole.
     pub fn observe(&mut self, packet: &rtp::Packet) {
+        let seq = packet.header.sequence_number;
         if vp8::is_keyframe_start(&packet.payload) {
+            let repeat = self.building_ts == Some(packet.header.timestamp)
+                && self.building.first().map(|p| p.header.sequence_number) == Some(seq);
+            if repeat {
+                return;
+            }
             self.building.clear();
             self.building_ts = Some(packet.header.timestamp);
+            self.building_end = None;
         } else if self.building_ts != Some(packet.header.timestamp) {
-            self.building_ts = None;
-            self.building.clear();
+            // Another frame. A keyframe still missing packets stays: its
+            // retransmissions may follow.
             return;
         }
-        if self.building.len() >= MAX_PACKETS {
-            self.building_ts = None;
-            self.building.clear();
-            return;
+        let start = self
+            .building
+            .first()
+            .map_or(seq, |p| p.header.sequence_number);
+        let offset = seq.wrapping_sub(start);
+        if offset as usize >= MAX_PACKETS {
+            return; // Before the start (a stray), or a keyframe too large.
         }
-        self.building.push(packet.clone());
+        let place = self
+            .building
+            .binary_search_by_key(&offset, |p| p.header.sequence_number.wrapping_sub(start));
+        if let Err(at) = place {
+            self.building.insert(at, packet.clone());
+        }
         if packet.header.marker {
+            self.building_end = Some(seq);
+        }
+        let whole = self
+            .building_end
+            .is_some_and(|end| self.building.len() == end.wrapping_sub(start) as usize + 1);
+        if whole {
             self.complete = std::mem::take(&mut self.building);
             self.building_ts = None;
+            self.building_end = None;
         }
     }
 
@@ -87,5 +118,35 @@ mod tests {
         cache.observe(&packet(7, 500, true, true));
         assert_eq!(cache.packets().len(), 1);
         assert_eq!(cache.packets()[0].header.sequence_number, 7);
+    }
+
+    #[test]
+    fn a_keyframe_with_a_hole_is_served_only_once_repaired() {
+        let mut cache = KeyframeCache::default();
+        cache.observe(&packet(10, 900, true, false));
+        // 11 is lost on the way; the marker and the next frame arrive.
+        cache.observe(&packet(12, 900, false, true));
+        cache.observe(&packet(13, 1800, false, true));
+        assert!(cache.packets().is_empty(), "a keyframe with a hole");
+        // The NACKed 11 arrives (twice): the keyframe is whole, in order.
+        cache.observe(&packet(11, 900, false, false));
+        cache.observe(&packet(11, 900, false, false));
+        let seqs: Vec<u16> = cache
+            .packets()
+            .iter()
+            .map(|p| p.header.sequence_number)
+            .collect();
+        assert_eq!(seqs, [10, 11, 12]);
+    }
+
+    #[test]
+    fn a_keyframe_across_the_sequence_wrap() {
+        let mut cache = KeyframeCache::default();
+        cache.observe(&packet(65535, 7, true, false));
+        cache.observe(&packet(1, 7, false, true));
+        assert!(cache.packets().is_empty());
+        cache.observe(&packet(0, 7, false, false));
+        assert_eq!(cache.packets().len(), 3);
+        assert_eq!(cache.packets()[2].header.sequence_number, 1);
     }
 }

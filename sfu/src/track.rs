@@ -3,8 +3,8 @@
 
 use crate::keyframe_cache::KeyframeCache;
 use crate::keyframe_request::KeyframeRequestThrottle;
-use crate::packet_cache::PacketCache;
-use crate::rtp_munger::RtpMunger;
+use crate::packet_cache::{PacketCache, CACHE_SIZE};
+use crate::rtp_munger::{seq_newer, RtpMunger};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::vp8;
 use rtc::peer_connection::RTCPeerConnection;
@@ -97,6 +97,9 @@ impl PublishedTrack {
         };
         if self.is_video() {
             self.cache.insert(packet);
+            if vp8::is_keyframe_start(&packet.payload) {
+                self.keyframes.keyframe_arrived();
+            }
             if cache_keyframes {
                 self.keyframe_cache.observe(packet);
             }
@@ -112,6 +115,8 @@ impl PublishedTrack {
                 is_video: self.kind == RtpCodecKind::Video,
                 epoch: self.epoch,
                 keyframe_cache: &self.keyframe_cache,
+                cache: &self.cache,
+                highest_seq: self.highest_seq,
             },
             &mut self.down_tracks,
         )
@@ -123,6 +128,12 @@ pub struct TrackView<'a> {
     pub is_video: bool,
     pub epoch: u32,
     pub keyframe_cache: &'a KeyframeCache,
+    /// Recent packets, for sending what was withheld before a late keyframe
+    /// start.
+    pub cache: &'a PacketCache,
+    /// Highest sequence number received from the publisher (this packet
+    /// included).
+    pub highest_seq: Option<u16>,
 }
 
 /// The forwarding of one published track to one subscriber.
@@ -152,7 +163,9 @@ pub struct DownTrack {
 pub struct Forwarded {
     /// Packets handed to the subscriber's connection.
     pub sent: u64,
-    /// The down track needs a keyframe from the publisher.
+    /// The down track needs a keyframe from the publisher: set for every
+    /// packet it withholds while waiting, so a request that went unanswered
+    /// (lost, or its keyframe lost) is repeated (see `KeyframeRequestThrottle`).
     pub want_keyframe: bool,
 }
 
@@ -197,19 +210,49 @@ impl DownTrack {
             }
         }
         if self.waiting_for_keyframe {
-            if vp8::is_keyframe_start(&packet.payload) {
-                self.waiting_for_keyframe = false;
-            } else {
+            if !vp8::is_keyframe_start(&packet.payload) {
                 self.munger.drop_packet(
                     packet.header.sequence_number,
                     packet.header.timestamp,
                     now,
                 );
+                result.want_keyframe = true;
                 return result;
             }
+            self.waiting_for_keyframe = false;
+            result.sent += self.send(pc, packet, now) as u64;
+            result.sent += self.send_withheld_after(pc, packet.header.sequence_number, track, now);
+            return result;
         }
         result.sent += self.send(pc, packet, now) as u64;
         result
+    }
+
+    /// A keyframe's first packet came after later ones (reordered, or lost
+    /// and repaired by a retransmission): the rest of the keyframe arrived
+    /// while this down track still waited, and was withheld. Sends those
+    /// packets now, from the cache and in order, so the keyframe is whole
+    /// (any still missing follow as retransmissions, mapped as late
+    /// packets). Without this the subscriber got a keyframe without its
+    /// body: undecodable, and unrepairable by NACK.
+    fn send_withheld_after(
+        &mut self,
+        pc: &mut RTCPeerConnection,
+        start: u16,
+        track: &TrackView<'_>,
+        now: Instant,
+    ) -> u64 {
+        let Some(highest) = track.highest_seq.filter(|&h| seq_newer(h, start)) else {
+            return 0;
+        };
+        let count = highest.wrapping_sub(start).min(CACHE_SIZE as u16);
+        let mut sent = 0;
+        for i in 1..=count {
+            if let Some(withheld) = track.cache.get(start.wrapping_add(i)) {
+                sent += self.send(pc, withheld, now) as u64;
+            }
+        }
+        sent
     }
 
     fn send(&mut self, pc: &mut RTCPeerConnection, packet: &rtp::Packet, now: Instant) -> bool {

@@ -14,14 +14,15 @@
 #
 # Usage: tests/netem/run.sh     Environment: NOOM_BIN, NOOM_PYTHON (a Python
 # with tests/aiortc/requirements.txt), NETEM_SECONDS (measurement, default 20),
-# NOOM_ARTIFACTS_DIR (reports and the server log).
+# NETEM_LOSS_PCT (loss each way, default 10; higher to stress keyframe
+# recovery), NOOM_LOG_LEVEL, NOOM_ARTIFACTS_DIR (reports and the server log).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 NOOM_BIN=${NOOM_BIN:-$ROOT/target/debug/noom}
 PY=${NOOM_PYTHON:-$ROOT/target/py-venv/bin/python}
 MEASURE=${NETEM_SECONDS:-20}
 OUT=${NOOM_ARTIFACTS_DIR:-$ROOT/target/test-artifacts}/netem
-LOSS_PCT=10
+LOSS_PCT=${NETEM_LOSS_PCT:-10}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "SKIP netem: needs root (ip netns, veth, tc/nft); run as root or in CI"

@@ -30,6 +30,21 @@ impl Router {
             return;
         };
         add(&stats.rtp_in, 1);
+        if track.is_video() && crate::vp8::is_keyframe_start(&packet.payload) {
+            tracing::debug!(
+                track = key,
+                seq = packet.header.sequence_number,
+                "keyframe from the publisher"
+            );
+        }
+        let seq = packet.header.sequence_number;
+        if track.is_video() && track.highest_seq.is_some_and(|h| !crate::seq_newer(seq, h)) {
+            tracing::debug!(
+                track = key,
+                seq,
+                "late packet from the publisher (a repair)"
+            );
+        }
         let missing = track.observe(&packet, self.keyframe_cache);
         if missing > 0 {
             add(&stats.rtp_lost, missing);
@@ -62,6 +77,8 @@ impl Router {
         };
         if track.keyframes.request(now) {
             self.send_keyframe_request(key, now);
+        } else {
+            tracing::trace!(track = key, "keyframe request deferred (throttle)");
         }
     }
 
@@ -79,6 +96,11 @@ impl Router {
             };
             if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                 add(&self.stats.keyframe_requests_out, 1);
+                tracing::debug!(
+                    track = key,
+                    ssrc = track.media_ssrc,
+                    "keyframe request (PLI) sent to the publisher"
+                );
             }
         }
         Self::mark_dirty(&mut self.dirty, track.publisher);
@@ -142,6 +164,10 @@ impl Router {
             for seq in pair.packet_list() {
                 if dt.retransmit(&mut sub.pc, seq, cache, now) {
                     add(&stats.retransmissions, 1);
+                } else {
+                    // Not received yet (lost upstream, its repair still
+                    // coming: it is forwarded when it arrives), or too old.
+                    tracing::debug!(track = key, out_seq = seq, "NACKed packet not in the cache");
                 }
             }
         }
