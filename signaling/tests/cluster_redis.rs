@@ -338,8 +338,7 @@ async fn calls_fail_fast_while_redis_is_down_or_hung() {
         LinkSettings::default(),
     )
     .await
-    .err()
-    .expect("no Redis, no link");
+    .expect_err("no Redis, no link");
     assert!(started.elapsed() < FAIL_FAST, "{:?}", started.elapsed());
     assert!(
         matches!(err, LinkError::Redis { .. } | LinkError::Unavailable { .. }),
@@ -370,8 +369,7 @@ async fn a_password_in_the_url_works_and_never_shows() {
     let wrong = RedisUrl::parse(&format!("redis://:wrong-pw@127.0.0.1:{port}/")).unwrap();
     let err = Link::connect(wrong, LinkSettings::default())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let text = format!("{err} / {err:?}");
     assert!(!text.contains("wrong-pw"), "{text}");
     assert!(text.contains("127.0.0.1"), "{text}");
