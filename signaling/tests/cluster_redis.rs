@@ -646,3 +646,78 @@ async fn steady_state_redis_commands_per_node() {
     );
     assert!(per_minute(round_trips) <= 150.0, "{per_command:?}");
 }
+
+/// `rediss://` with a password: TLS through rustls (no system OpenSSL in
+/// the client), trusting a throw-away CA made with the openssl CLI.
+#[tokio::test]
+async fn a_tls_url_with_a_password_works() {
+    if !redis_server::available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("noom-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A throw-away CA and a server certificate it signed (webpki refuses a
+    // CA certificate presented as the server's own).
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=noom-test-ca -keyout ca.key -out ca.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr
+printf 'subjectAltName=IP:127.0.0.1\n' > ext.cnf
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem
+"#;
+    let made = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sh + openssl CLI");
+    assert!(made.success(), "openssl could not make test certificates");
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let (ca_arg, cert_arg, key_arg) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let port_arg = tls_port.to_string();
+    let _server = RedisServer::start_with(&[
+        "--requirepass",
+        "tls-pw",
+        "--tls-port",
+        &port_arg,
+        "--tls-cert-file",
+        &cert_arg,
+        "--tls-key-file",
+        &key_arg,
+        "--tls-ca-cert-file",
+        &ca_arg,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await;
+    // rustls-native-certs reads the trust store named here; only TLS links
+    // in this test binary look at it.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let url = RedisUrl::parse(&format!("rediss://:tls-pw@127.0.0.1:{tls_port}/")).unwrap();
+    assert_eq!(
+        url.to_string(),
+        format!("rediss://:***@127.0.0.1:{tls_port}/")
+    );
+    let (link_a, _) = Link::connect(url, LinkSettings::default())
+        .await
+        .expect("TLS link up");
+    let pong: String = link_a.query("PING", &redis::cmd("PING")).await.unwrap();
+    assert_eq!(pong, "PONG");
+    let registry = Registry::start(link_a, Keys::default(), identity("tls-node"), quick())
+        .await
+        .expect("registered over TLS");
+    assert_eq!(registry.live_nodes().await.unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
