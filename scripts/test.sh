@@ -133,6 +133,9 @@ install_system_packages() {
     command -v unshare >/dev/null || missing+=(util-linux)
     # tests/netem falls back to nftables where the kernel has no sch_netem.
     want netem && ! command -v nft >/dev/null && missing+=(nftables)
+    # signaling/tests/cluster_redis.rs runs a real Redis (issue #14).
+    want cargo && [ ! -x /usr/bin/redis-server ] && missing+=(redis-server)
+    want cargo && ! command -v openssl >/dev/null && missing+=(openssl)
     if want browser && ! command -v node >/dev/null; then missing+=(nodejs); fi
     if want browser && ! command -v npm >/dev/null; then missing+=(npm); fi
     if want aiortc || want netem; then

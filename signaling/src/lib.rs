@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod auth;
+pub mod cluster;
 mod directory;
 mod metrics;
 mod outbox;
