@@ -3,19 +3,47 @@
 // end-to-end tests and for debugging; the real web client is index.html.
 //
 // URL parameters: room (default "test"), name (default "guest-xxxx"),
-// ice=none (use no ICE servers, for offline / loopback-only runs).
+// ice=none (use no ICE servers, for offline / loopback-only runs),
+// publish=none (receive only: no camera or microphone),
+// test=switch (the switching test hooks below; off by default).
 //
 // Everything the tests need is on window.noom (see the object below).
+//
+// With test=switch, window.noom also has the hooks of the switching test and
+// benchmark (tests/browser/switching.test.mjs, benches/browser/switch_and_join.mjs):
+//
+//   noom.switchCamera(labelPart)  replaceTrack to the camera whose label
+//                                 contains labelPart (e.g. 'fake_device_2')
+//   noom.setResolution(w, h)      applyConstraints on the sent video track
+//   noom.screenShare()            getDisplayMedia, else a canvas captureStream
+//                                 track (noom.share says which); the #share
+//                                 button runs it with a user gesture
+//   noom.restartMedia()           restart_media: a new RTCPeerConnection,
+//                                 same local tracks
+//   noom.frames[participant]      [epoch ms, presentedFrames, width, height]
+//                                 per remote video frame (requestVideoFrameCallback)
+//   noom.joinSentAt, noom.firstFrameAt[participant], noom.ontracks, noom.timeline
+//
+// Their times are epoch milliseconds with sub-millisecond precision
+// (performance.timeOrigin + performance.now()), comparable across pages.
+// They are behind a flag because watching every frame and keeping a
+// timeline costs work a debugging session does not need.
 
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'test';
 const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`;
 const noIce = params.get('ice') === 'none';
+const publish = params.get('publish') !== 'none';
+const hooks = params.get('test') === 'switch';
 
 const $status = document.getElementById('status');
 const $errors = document.getElementById('errors');
 const $videos = document.getElementById('videos');
 const $unmute = document.getElementById('unmute');
+const $share = document.getElementById('share');
+
+const clock = () => performance.timeOrigin + performance.now();
+const MAX_FRAMES = 100_000;
 
 const noom = {
   // starting | media | connecting | joining | joined | closed | error
@@ -38,14 +66,37 @@ const noom = {
   pc: null,
   ws: null,
   localStream: null,
+  audioTrack: null, // the microphone track sent (null when receive-only)
+  videoTrack: null, // the track the video sender currently sends
   stats,
   send,
   mute,
 };
+if (hooks) {
+  Object.assign(noom, {
+    videoSender: null,
+    switches: [], // {what, at, settings}
+    share: null, // {source, error?, settings} after screenShare()
+    restarts: [], // {at, ok, offerAt, connectedAt}
+    joinSentAt: null,
+    joinedAt: null,
+    connectedAt: null, // first `connected` of the current peer connection
+    ontracks: [], // {at, kind, trackId, streamId}
+    frames: {}, // participant id -> [[epochMs, presentedFrames, width, height], ...]
+    firstFrameAt: {}, // participant id -> epoch ms
+    replies: {}, // req -> reply message
+    timeline: [], // [epoch ms, event] for the current and earlier connections
+    switchCamera,
+    setResolution,
+    screenShare,
+    restartMedia,
+  });
+}
 window.noom = noom;
 
 let nextReq = 1;
 let joinReq = null;
+let iceServersInUse = []; // kept for a media restart's new peer connection
 const attachedKinds = new Set(); // kinds whose local track is attached to a transceiver
 let queue = Promise.resolve(); // serialises everything that touches the peer connection
 
@@ -72,9 +123,9 @@ function render() {
     .map(([id, n]) => `${n} (${id})`)
     .join(', ');
   $status.textContent = [
-    `room: ${room}   name: ${name}   you: ${noom.you ?? '-'}`,
+    `room: ${room}   name: ${name}   you: ${noom.you ?? '-'}${publish ? '' : '   receive only'}`,
     `state: ${noom.state}   pc: ${noom.connectionState}   ice: ${noom.iceConnectionState}   signaling: ${noom.signalingState}`,
-    `offers received: ${noom.offers}   answers sent: ${noom.answers}`,
+    `offers received: ${noom.offers}   answers sent: ${noom.answers}${hooks ? `   restarts: ${noom.restarts.length}` : ''}`,
     `participants: ${others || '(none)'}`,
   ].join('\n');
   $errors.textContent = noom.errors.join('\n');
@@ -91,12 +142,31 @@ function send(msg) {
   ws.send(JSON.stringify(msg));
 }
 
+// Runs fn after everything queued before it. A failure is reported and does
+// not stop the queue. The result settles like fn, for callers that want it
+// (the test hooks); ignoring it does not leave an unhandled rejection.
 function enqueue(what, fn) {
-  queue = queue.then(fn).catch((err) => fail(err, what));
-  return queue;
+  const done = queue.then(fn);
+  queue = done.catch((err) => fail(err, what));
+  done.catch(() => {});
+  return done;
 }
 
 // ---------------------------------------------------------------- video tiles
+
+// Records every frame a remote <video> presents (requestVideoFrameCallback).
+function watchFrames(id, video) {
+  if (video.dataset.watched) return;
+  video.dataset.watched = '1';
+  const onFrame = (now, meta) => {
+    const at = performance.timeOrigin + now;
+    const list = (noom.frames[id] ||= []);
+    if (list.length < MAX_FRAMES) list.push([at, meta.presentedFrames, meta.width, meta.height]);
+    if (noom.firstFrameAt[id] === undefined) noom.firstFrameAt[id] = at;
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
 
 function tile(id, label, stream, { local = false } = {}) {
   let fig = $videos.querySelector(`figure[data-participant="${CSS.escape(id)}"]`);
@@ -116,6 +186,7 @@ function tile(id, label, stream, { local = false } = {}) {
   fig.querySelector('figcaption').textContent = label;
   if (stream && video.srcObject !== stream) {
     video.srcObject = stream;
+    if (hooks && !local) watchFrames(id, video);
     video.play().catch((err) => {
       if (err.name !== 'NotAllowedError') return; // e.g. AbortError: the tile went away
       // Autoplay with sound was refused: play muted, offer a button.
@@ -189,11 +260,9 @@ function recvonlySections(sdp) {
 }
 
 async function attachLocalTracks(offerSdp) {
-  const stream = noom.localStream;
-  if (!stream) return;
   for (const { kind, mid } of recvonlySections(offerSdp)) {
     if (attachedKinds.has(kind)) continue;
-    const track = stream.getTracks().find((t) => t.kind === kind);
+    const track = kind === 'video' ? noom.videoTrack : kind === 'audio' ? noom.audioTrack : null;
     if (!track) continue;
     const transceiver = noom.pc.getTransceivers().find((t) => t.mid === mid);
     if (!transceiver) {
@@ -203,6 +272,7 @@ async function attachLocalTracks(offerSdp) {
     await transceiver.sender.replaceTrack(track);
     transceiver.direction = 'sendonly';
     attachedKinds.add(kind);
+    if (hooks && kind === 'video') noom.videoSender = transceiver.sender;
   }
 }
 
@@ -210,39 +280,84 @@ async function handleOffer(sdp) {
   const pc = noom.pc;
   if (!pc) throw new Error('offer before joined');
   noom.offers += 1;
+  if (hooks) {
+    const last = noom.restarts[noom.restarts.length - 1];
+    if (last && last.offerAt === null) last.offerAt = clock();
+    mark(`offer ${noom.offers}`);
+  }
   await pc.setRemoteDescription({ type: 'offer', sdp });
+  if (hooks) watchTransport(pc);
   await attachLocalTracks(sdp);
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
   send({ type: 'answer', sdp: pc.localDescription.sdp });
+  mark(`answer ${noom.offers}`);
   noom.answers += 1;
   render();
+}
+
+// A timestamped event for the test hooks' timeline (nothing without them).
+function mark(event) {
+  if (!hooks) return;
+  noom.timeline.push([clock(), event]);
+  if (noom.timeline.length > 2000) noom.timeline.shift();
+}
+
+// DTLS transport state changes (the transport exists once an offer is applied).
+function watchTransport(pc) {
+  for (const tr of pc.getTransceivers()) {
+    const transport = tr.sender.transport;
+    if (!transport || transport.watched) continue;
+    transport.watched = true;
+    mark(`dtls ${transport.state}`);
+    transport.addEventListener('statechange', () => mark(`dtls ${transport.state}`));
+    const ice = transport.iceTransport;
+    if (ice) ice.addEventListener('selectedcandidatepairchange', () => mark('ice selected pair'));
+  }
 }
 
 function createPeerConnection(iceServers) {
   const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
   noom.pc = pc;
+  mark('pc created');
+  if (hooks) pc.onicegatheringstatechange = () => mark(`gathering ${pc.iceGatheringState}`);
+  noom.connectionState = pc.connectionState;
+  if (hooks) noom.connectedAt = null;
   pc.onicecandidate = (ev) => {
+    if (noom.pc !== pc) return;
     const c = ev.candidate;
+    mark(c ? `local candidate ${c.address}:${c.port} ${c.protocol}` : 'local candidates end');
     send({
       type: 'candidate',
       candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null,
     });
   };
   pc.onconnectionstatechange = () => {
+    if (noom.pc !== pc) return;
     noom.connectionState = pc.connectionState;
+    mark(`connection ${pc.connectionState}`);
+    if (hooks && pc.connectionState === 'connected' && noom.connectedAt === null) {
+      noom.connectedAt = clock();
+      const last = noom.restarts[noom.restarts.length - 1];
+      if (last && last.connectedAt === null) last.connectedAt = noom.connectedAt;
+    }
     render();
   };
   pc.oniceconnectionstatechange = () => {
+    if (noom.pc !== pc) return;
     noom.iceConnectionState = pc.iceConnectionState;
+    mark(`ice ${pc.iceConnectionState}`);
     render();
   };
   pc.onsignalingstatechange = () => {
+    if (noom.pc !== pc) return;
     noom.signalingState = pc.signalingState;
     render();
   };
   pc.ontrack = (ev) => {
+    if (noom.pc !== pc) return;
     const stream = ev.streams[0];
+    if (hooks) noom.ontracks.push({ at: clock(), kind: ev.track.kind, trackId: ev.track.id, streamId: stream ? stream.id : null });
     if (!stream) {
       fail(new Error(`remote ${ev.track.kind} track ${ev.track.id} has no stream (msid missing)`));
       return;
@@ -259,6 +374,115 @@ function createPeerConnection(iceServers) {
     render();
   };
   return pc;
+}
+
+// ---------------------------------------------------------------- test hooks (test=switch)
+
+async function replaceVideo(track, what) {
+  if (!noom.videoSender) throw new Error('no video sender yet (not negotiated)');
+  const old = noom.videoTrack;
+  const at = clock();
+  await noom.videoSender.replaceTrack(track);
+  noom.videoTrack = track;
+  if (old && old !== track) old.stop();
+  const settings = track.getSettings();
+  const entry = { what, at, done: clock(), settings: { width: settings.width, height: settings.height, frameRate: settings.frameRate, deviceId: settings.deviceId } };
+  noom.switches.push(entry);
+  return entry;
+}
+
+async function switchCamera(labelPart) {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const dev = devices.find((d) => d.kind === 'videoinput' && d.label.includes(labelPart));
+  if (!dev) throw new Error(`no camera labelled *${labelPart}*: ${devices.filter((d) => d.kind === 'videoinput').map((d) => d.label).join(', ')}`);
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: dev.deviceId } } });
+  return replaceVideo(stream.getVideoTracks()[0], `camera ${dev.label}`);
+}
+
+async function setResolution(width, height) {
+  const track = noom.videoTrack;
+  if (!track) throw new Error('no video track');
+  const at = clock();
+  await track.applyConstraints({ width, height });
+  const s = track.getSettings();
+  const entry = { what: `resolution ${width}x${height}`, at, done: clock(), settings: { width: s.width, height: s.height, frameRate: s.frameRate } };
+  noom.switches.push(entry);
+  return entry;
+}
+
+// A moving picture on a canvas, as a stand-in for a screen share.
+function canvasTrack(width, height) {
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext('2d');
+  let n = 0;
+  const draw = () => {
+    n += 1;
+    ctx.fillStyle = '#224';
+    ctx.fillRect(0, 0, width, height);
+    ctx.fillStyle = '#eee';
+    ctx.font = '48px sans-serif';
+    ctx.fillText(`screen share ${n}`, 40, 80 + (n % 60) * 8);
+    ctx.fillStyle = `hsl(${(n * 7) % 360} 70% 50%)`;
+    ctx.fillRect((n * 13) % (width - 100), height - 150, 100, 100);
+  };
+  draw();
+  const timer = setInterval(draw, 33);
+  const track = canvas.captureStream(30).getVideoTracks()[0];
+  track.addEventListener('ended', () => clearInterval(timer));
+  const stop = track.stop.bind(track);
+  track.stop = () => {
+    clearInterval(timer);
+    stop();
+  };
+  return track;
+}
+
+async function screenShare({ allowDisplay = true } = {}) {
+  let track = null;
+  let source = 'canvas';
+  let error = null;
+  if (allowDisplay && navigator.mediaDevices.getDisplayMedia) {
+    try {
+      const stream = await Promise.race([
+        navigator.mediaDevices.getDisplayMedia({ video: true, audio: false }),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('getDisplayMedia: no answer within 10 s')), 10_000)),
+      ]);
+      track = stream.getVideoTracks()[0];
+      source = 'getDisplayMedia';
+    } catch (err) {
+      error = `${err.name || 'Error'}: ${err.message}`;
+    }
+  }
+  if (!track) track = canvasTrack(1280, 720);
+  const entry = await replaceVideo(track, `screen share (${source})`);
+  noom.share = { source, error, settings: entry.settings, at: entry.at };
+  return noom.share;
+}
+
+if (hooks) {
+  $share.hidden = false;
+  $share.addEventListener('click', () => {
+    screenShare().catch((err) => fail(err, 'screen share'));
+  });
+}
+
+// restart_media: the old connection is gone; a new one takes over the same
+// local tracks once the server's fresh offer arrives.
+function restartMedia() {
+  return enqueue('restart_media', async () => {
+    if (!noom.pc) throw new Error('restart before joined');
+    const old = noom.pc;
+    attachedKinds.clear();
+    noom.videoSender = null;
+    const entry = { at: clock(), ok: null, offerAt: null, connectedAt: null, req: nextReq++ };
+    noom.restarts.push(entry);
+    createPeerConnection(iceServersInUse);
+    old.close();
+    send({ type: 'restart_media', req: entry.req });
+    return entry;
+  });
 }
 
 // ---------------------------------------------------------------- stats
@@ -297,6 +521,10 @@ async function stats() {
       nackCount: s.nackCount ?? 0,
       pliCount: s.pliCount ?? 0,
       firCount: s.firCount ?? 0,
+      frameWidth: s.frameWidth ?? 0,
+      frameHeight: s.frameHeight ?? 0,
+      freezeCount: s.freezeCount ?? 0,
+      totalFreezesDuration: s.totalFreezesDuration ?? 0,
     });
   });
   return out;
@@ -305,8 +533,8 @@ async function stats() {
 // ---------------------------------------------------------------- controls
 
 function mute(kind, muted) {
-  for (const t of noom.localStream ? noom.localStream.getTracks() : []) {
-    if (t.kind === kind) t.enabled = !muted;
+  for (const t of [noom.audioTrack, noom.videoTrack]) {
+    if (t && t.kind === kind) t.enabled = !muted;
   }
   send({ type: 'mute', kind, muted, req: nextReq++ });
 }
@@ -315,15 +543,21 @@ function mute(kind, muted) {
 
 function onMessage(msg) {
   logEvent('<', msg);
+  if (hooks && msg.req !== undefined) {
+    noom.replies[msg.req] = msg;
+    const r = noom.restarts.find((e) => e.req === msg.req);
+    if (r) r.ok = msg.type === 'ok' ? clock() : msg;
+  }
   switch (msg.type) {
     case 'rooms':
       noom.rooms = msg.rooms || [];
       break;
     case 'joined': {
       noom.you = msg.you;
+      if (hooks) noom.joinedAt = clock();
       for (const p of msg.participants || []) setParticipant(p);
-      const iceServers = noIce ? [] : msg.ice_servers || [];
-      createPeerConnection(iceServers);
+      iceServersInUse = noIce ? [] : msg.ice_servers || [];
+      createPeerConnection(iceServersInUse);
       setState('joined');
       break;
     }
@@ -338,6 +572,7 @@ function onMessage(msg) {
       enqueue('offer', () => handleOffer(msg.sdp));
       break;
     case 'candidate':
+      mark(`remote candidate ${msg.candidate ? msg.candidate.candidate : 'end'}`);
       enqueue('remote candidate', async () => {
         if (!noom.pc) throw new Error('candidate before joined');
         if (msg.candidate) await noom.pc.addIceCandidate(msg.candidate);
@@ -364,14 +599,20 @@ function onMessage(msg) {
 
 async function main() {
   render();
-  try {
-    noom.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-  } catch (err) {
-    fail(err, 'getUserMedia');
-    setState('error');
-    return;
+  if (publish) {
+    try {
+      noom.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    } catch (err) {
+      fail(err, 'getUserMedia');
+      setState('error');
+      return;
+    }
+    noom.audioTrack = noom.localStream.getAudioTracks()[0] || null;
+    noom.videoTrack = noom.localStream.getVideoTracks()[0] || null;
+    // No preview with the test hooks: they replace and stop the sent video
+    // track, which would leave the preview showing a stopped one.
+    if (!hooks) tile('local', `${name} (you)`, noom.localStream, { local: true });
   }
-  tile('local', `${name} (you)`, noom.localStream, { local: true });
   setState('media');
 
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
@@ -381,6 +622,8 @@ async function main() {
   ws.onopen = () => {
     setState('joining');
     joinReq = nextReq++;
+    if (hooks) noom.joinSentAt = clock();
+    mark('join sent');
     send({ type: 'join', room, name, req: joinReq });
   };
   ws.onmessage = (ev) => {

@@ -19,7 +19,7 @@
 //   unshare -n sh -c 'ip link set lo up && exec node benches/browser/switch_and_join.mjs'
 // Options: --joins N, --switches N, --restarts N, --cache on|off|both,
 //   --json FILE. Environment: NOOM_BIN (default target/release/noom, else
-//   target/debug/noom; the binary must embed web/switch-test.html),
+//   target/debug/noom; the binary must embed web/minimal.html with its test=switch hooks),
 //   CHROMIUM_BIN.
 
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -98,7 +98,7 @@ async function runVariant(cache) {
   const result = { keyframeCache: cache, joins: [], warmup: null, switches: [], restarts: [] };
   try {
     const room = randomRoom('bench');
-    const base = `${server.url}/switch-test.html?room=${encodeURIComponent(room)}&ice=none`;
+    const base = `${server.url}/minimal.html?test=switch&room=${encodeURIComponent(room)}&ice=none`;
     const pub = await launchPerson('bench-publisher', { extraArgs: PUBLISHER_ARGS });
     people.push(pub);
     await pub.page.goto(`${base}&name=publisher`);

@@ -6,8 +6,10 @@
 //! arbitrary SDP applied as an answer to a real server offer or as a client
 //! offer. Nothing may panic.
 
+use crate::command::Command;
+use crate::events::{EventSink, IceCandidate, MediaEvent};
 use crate::router::Router;
-use crate::{Command, EventSink, IceCandidate, MediaEvent, MediaSettings};
+use crate::settings::MediaSettings;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

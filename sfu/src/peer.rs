@@ -1,9 +1,10 @@
 //! One participant's server-side peer connection and its negotiation.
 
+use crate::command::NegotiationError;
 use crate::engine;
+use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
 use crate::negotiator::Negotiator;
 use crate::track::TrackKey;
-use crate::{EventSink, IceCandidate, MediaEvent, NegotiationError, ParticipantId};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -35,7 +36,7 @@ pub struct Peer {
     /// the room drains (see `Router::drain_data`).
     pub held_data: Option<rtc::data_channel::RTCDataChannelMessage>,
     /// File transfers this participant is sending, by transfer id.
-    pub transfers: HashMap<u32, crate::router::Transfer>,
+    pub transfers: HashMap<u32, crate::transfer::Transfer>,
     /// Tracks of this participant's previous connection, waiting for this
     /// connection's tracks of the same kind (see `Router::restart`).
     pub adoptable: Vec<TrackKey>,
@@ -53,7 +54,7 @@ pub struct Peer {
     untrickled_candidates: Vec<RTCIceCandidateInit>,
     /// The DTLS/ICE connection is up (forwarded media can reach the client).
     pub connected: bool,
-    pub state: crate::ConnectionState,
+    pub state: ConnectionState,
 }
 
 fn random_token(len: usize) -> String {
@@ -139,7 +140,7 @@ impl Peer {
             next_timeout: None,
             untrickled_candidates: local_candidates,
             connected: false,
-            state: crate::ConnectionState::Connecting,
+            state: ConnectionState::Connecting,
         })
     }
 

@@ -2,10 +2,11 @@
 //! shard's port), and an event loop that feeds datagrams, commands and
 //! timeouts to the [`Router`].
 
+use crate::command::Command;
 use crate::router::Router;
 use crate::send_batch::SendBatch;
+use crate::settings::MediaSettings;
 use crate::stats::{add, ShardStats};
-use crate::{Command, MediaSettings};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;

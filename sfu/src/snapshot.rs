@@ -2,8 +2,8 @@
 //! the shard thread on request (about once a second per admin viewer), never
 //! on the packet path.
 
+use crate::events::{ConnectionState, ParticipantId};
 use crate::stats::ShardStatsSnapshot;
-use crate::{ConnectionState, ParticipantId};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, PartialEq)]

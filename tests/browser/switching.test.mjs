@@ -7,7 +7,7 @@
 // figures are the benchmark's job (benches/browser/switch_and_join.mjs) and
 // are only printed here as diagnostics.
 //
-// Pages: web/switch-test.html (minimal.js's client plus test hooks).
+// Pages: web/minimal.html?test=switch (the minimal client with its test hooks on).
 // Run: node --test tests/browser/switching.test.mjs (needs target/debug/noom
 // or NOOM_BIN; scripts/test.sh runs it in a loopback-only namespace).
 
@@ -70,7 +70,7 @@ test('a subscriber keeps one decoding video track across camera switch, resoluti
     people.push(pub);
     const sub = await launchPerson('subscriber');
     people.push(sub);
-    const base = `${server.url}/switch-test.html?room=${encodeURIComponent(room)}&ice=none`;
+    const base = `${server.url}/minimal.html?test=switch&room=${encodeURIComponent(room)}&ice=none`;
     await pub.page.goto(`${base}&name=publisher`);
     await sub.page.goto(`${base}&name=subscriber&publish=none`);
 

@@ -12,6 +12,7 @@
 use super::Router;
 use crate::data_frame::{self as frame, FrameError};
 use crate::track::ConnKey;
+use crate::transfer::Transfer;
 use bytes::BytesMut;
 use rtc::data_channel::RTCDataChannelMessage;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -26,14 +27,6 @@ pub const LOW_WATER: u32 = 256 * 1024;
 const READ_BUDGET: usize = 64;
 /// Concurrent file transfers per sender.
 const MAX_TRANSFERS: usize = 8;
-
-/// One file being relayed from a sender.
-#[derive(Debug, Clone)]
-pub struct Transfer {
-    pub recipients: Vec<ConnKey>,
-    pub size: u64,
-    pub relayed: u64,
-}
 
 impl Router {
     /// True when some member `conn` may send to (or `conn` itself) has too

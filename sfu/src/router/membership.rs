@@ -8,7 +8,7 @@ impl Router {
         &mut self,
         room: String,
         participant: ParticipantId,
-        sink: Box<dyn crate::EventSink>,
+        sink: Box<dyn crate::events::EventSink>,
         now: Instant,
     ) {
         if self.by_participant.contains_key(&participant) {

@@ -10,17 +10,17 @@ mod data;
 mod media;
 mod membership;
 mod snapshot;
-pub use data::Transfer;
 
+use crate::command::{Command, NegotiationError};
 use crate::demux::{classify, stun_local_ufrag, DatagramKind};
 use crate::engine;
+use crate::events::{ConnectionState, MediaEvent, ParticipantId};
 use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::peer::Peer;
 use crate::rtp_rewriter::RtpRewriter;
 use crate::snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
 use crate::stats::{add, set, ShardStats};
 use crate::track::{ConnKey, DownTrack, PublishedTrack, TrackKey};
-use crate::{Command, ConnectionState, MediaEvent, NegotiationError, ParticipantId};
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{
@@ -75,7 +75,7 @@ impl Router {
     pub fn new(
         shard: usize,
         announced: Vec<SocketAddr>,
-        settings: &crate::MediaSettings,
+        settings: &crate::settings::MediaSettings,
         stats: Arc<ShardStats>,
     ) -> Self {
         Router {

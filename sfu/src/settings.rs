@@ -1,0 +1,25 @@
+//! The operator's configuration as the media plane sees it (the control
+//! plane maps `noom-config` onto it, so this crate does not depend on the
+//! config file format).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What the media plane needs to know of the operator's configuration.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Number of shard threads (at least one).
+    pub shards: usize,
+    /// Addresses to bind; each shard binds one socket per address.
+    pub bind_ips: Vec<IpAddr>,
+    /// First UDP port; shard n listens on `port + n`. 0 picks ephemeral ports.
+    pub port: u16,
+    /// Address announced instead of non-loopback bind addresses (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    /// At most one keyframe request per publisher track per this interval.
+    pub pli_throttle: Duration,
+    /// Prime new subscribers with the latest cached keyframe.
+    pub keyframe_cache: bool,
+    /// Largest file a participant may send over the data channel.
+    pub max_file_bytes: u64,
+}
