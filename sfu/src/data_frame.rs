@@ -19,11 +19,35 @@ pub const KIND_FILE_END: u8 = 0x12;
 pub const KIND_FILE_ABORT: u8 = 0x13;
 pub const KIND_ERROR: u8 = 0x7F;
 
-/// `flags` bit: the message was addressed to this recipient only.
+/// `flags` bit: the sender addressed the message to this recipient only
+/// (its `to`); clear when it went to the whole room. Server-made frames
+/// follow the message they are about: a file abort carries its transfer's
+/// addressing, and an error frame (a reply to its sender alone, about a
+/// frame it sent) never has it.
 pub const FLAG_DIRECT: u8 = 0x01;
 
 /// Longest participant id on the wire.
 pub const MAX_ID_LEN: usize = 64;
+
+/// Largest data-channel message the server accepts, in bytes; a larger one
+/// is refused with a `too_large` error frame. The server's SDP announces
+/// [`MAX_SERVER_FRAME_BYTES`] as `a=max-message-size` (webrtc-rs uses one
+/// setting for both directions), so a conforming client refuses a much
+/// larger `send()` itself.
+///
+/// Why this size: the largest legitimate frame is a 16 KiB file chunk or a
+/// 4,096-character chat (at most 16 KiB of UTF-8) plus a header of at most
+/// 70 bytes; 17 KiB leaves room for both. Why it matters: while a receiver
+/// is behind, the server stops reading the sender, and what it still holds
+/// of that sender is webrtc-rs's read pipeline, bounded in *messages* (256),
+/// plus the SCTP receive window (1 MiB). Capping the message size is what
+/// turns that count into bytes: 256 x 17 KiB + 1 MiB, about 5.3 MiB per
+/// sender (with the 64 KiB default it was about 17 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 17 * 1024;
+
+/// Largest frame the server sends: a relayed client frame trades its
+/// `to_len | to` for `from_len | from | flags`.
+pub const MAX_SERVER_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1 + MAX_ID_LEN;
 
 /// A client frame, borrowed from the received bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
@@ -131,6 +133,11 @@ pub fn build_peer_connection(
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_relay_acceptance_min_wait(Some(Duration::ZERO))
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        // Small data-channel messages keep what a blocked sender can make
+        // the server hold small in bytes (data_frame::MAX_MESSAGE_BYTES).
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(
+            crate::data_frame::MAX_SERVER_FRAME_BYTES as u32,
+        ))
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

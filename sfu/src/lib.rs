@@ -47,7 +47,7 @@ pub use command::{Command, NegotiationError, Reply};
 pub use data_frame::{
     client_frame, error_frame, file_offer_body, parse_client, parse_file_offer, server_frame,
     ClientFrame, FileOffer, FrameError, FLAG_DIRECT, KIND_CHAT, KIND_ERROR, KIND_FILE_ABORT,
-    KIND_FILE_CHUNK, KIND_FILE_END, KIND_FILE_OFFER,
+    KIND_FILE_CHUNK, KIND_FILE_END, KIND_FILE_OFFER, MAX_MESSAGE_BYTES, MAX_SERVER_FRAME_BYTES,
 };
 pub use demux::{classify, stun_local_ufrag, DatagramKind};
 pub use events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};

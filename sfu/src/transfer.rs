@@ -9,6 +9,8 @@ use crate::track::ConnKey;
 #[derive(Debug, Clone)]
 pub struct Transfer {
     pub recipients: Vec<ConnKey>,
+    /// Addressed to one participant: the server's abort carries the flag too.
+    pub direct: bool,
     pub size: u64,
     pub relayed: u64,
 }

@@ -1,6 +1,8 @@
 //! The `noom` data channel relay (docs/protocol.md, "Data channel [ext]"):
 //! chat routing and errors, file transfer while media flows, the file limits
-//! and aborts, and back-pressure from a slow receiver, between real WebRTC
+//! and aborts, back-pressure from a slow receiver, the direct flag on every
+//! kind of frame, and the bytes a stalled receiver can make the server hold
+//! with the largest messages from several senders, between real WebRTC
 //! clients (async `webrtc` 0.21.1) through an in-process server.
 
 mod support;
@@ -8,7 +10,7 @@ mod support;
 use anyhow::{bail, ensure, Result};
 use noom_sfu::{
     client_frame, file_offer_body, KIND_CHAT, KIND_ERROR, KIND_FILE_ABORT, KIND_FILE_CHUNK,
-    KIND_FILE_END, KIND_FILE_OFFER,
+    KIND_FILE_END, KIND_FILE_OFFER, MAX_MESSAGE_BYTES, MAX_SERVER_FRAME_BYTES,
 };
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
@@ -160,6 +162,19 @@ async fn send_file(
     progress: &AtomicU64,
     deadline: Duration,
 ) -> Result<()> {
+    send_file_in(from, to, id, data, CHUNK, progress, deadline).await
+}
+
+/// [`send_file`] in chunks of `chunk` bytes.
+async fn send_file_in(
+    from: &TestClient,
+    to: Option<&str>,
+    id: u32,
+    data: &[u8],
+    chunk: usize,
+    progress: &AtomicU64,
+    deadline: Duration,
+) -> Result<()> {
     let offer = file_offer_body(
         id,
         data.len() as u64,
@@ -168,7 +183,7 @@ async fn send_file(
     );
     from.send_data(&client_frame(KIND_FILE_OFFER, to, &offer))
         .await?;
-    for chunk in data.chunks(CHUNK) {
+    for chunk in data.chunks(chunk) {
         if from.data_outstanding().await? >= HIGH {
             from.wait_data_buffered_at_most(LOW, deadline).await?;
         }
@@ -816,6 +831,319 @@ async fn a_slow_receiver_throttles_the_sender_with_bounded_server_memory() -> Re
             got == Ok((expected, SIZE)),
             "file differs after back-pressure: {:?}",
             got.map(|(_, len)| len)
+        );
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// 5. The direct flag
+// ---------------------------------------------------------------------------
+
+/// Whether a frame of the flag test was addressed to one participant: room
+/// transfers there have even ids, direct ones odd; chats say which.
+fn addressed_directly(f: &Frame) -> bool {
+    match f.kind {
+        KIND_CHAT => f.body.starts_with(b"direct"),
+        _ => f.transfer().is_some_and(|id| id % 2 == 1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_flag_is_set_exactly_on_frames_addressed_to_one_participant() -> Result<()> {
+    with_deadline("dc direct flag", Duration::from_secs(90), async {
+        let server = start_server_with(|_| {}).await?;
+        let (c, ids) = room(
+            server.http_addr(),
+            "flags",
+            &["alice", "bob", "carol", "dave"],
+        )
+        .await?;
+        let (a, b, cc, d) = (&c[0], &c[1], &c[2], &c[3]);
+        let bob = ids[1].as_str();
+
+        // Every kind, once to the room (even transfer ids) and once to bob
+        // (odd): chat, offer, chunk, end; a client abort; an abort by the
+        // server (more bytes than announced). Chunks carry no `to`: they
+        // are routed, and flagged, by their transfer.
+        for (room_or_bob, to) in [(0u32, None), (1, Some(bob))] {
+            let chat = if to.is_some() {
+                "direct chat"
+            } else {
+                "room chat"
+            };
+            a.send_data(&client_frame(KIND_CHAT, to, chat.as_bytes()))
+                .await?;
+            let id = 10 + room_or_bob;
+            a.send_data(&client_frame(
+                KIND_FILE_OFFER,
+                to,
+                &file_offer_body(id, 3, "f", "x"),
+            ))
+            .await?;
+            a.send_data(&chunk_frame(None, id, b"abc")).await?;
+            a.send_data(&client_frame(KIND_FILE_END, to, &id.to_be_bytes()))
+                .await?;
+            let id = 20 + room_or_bob;
+            a.send_data(&client_frame(
+                KIND_FILE_OFFER,
+                to,
+                &file_offer_body(id, 3, "g", "x"),
+            ))
+            .await?;
+            let mut abort = id.to_be_bytes().to_vec();
+            abort.extend_from_slice(b"changed my mind");
+            a.send_data(&client_frame(KIND_FILE_ABORT, to, &abort))
+                .await?;
+            let id = 30 + room_or_bob;
+            a.send_data(&client_frame(
+                KIND_FILE_OFFER,
+                to,
+                &file_offer_body(id, 1, "h", "x"),
+            ))
+            .await?;
+            a.send_data(&chunk_frame(to, id, b"too many")).await?;
+        }
+        a.send_data(&client_frame(KIND_CHAT, None, b"room fence"))
+            .await?;
+        for r in [b, cc] {
+            r.wait_data_frame("fence", WAIT, |f| is_chat(f, b"room fence"))
+                .await?;
+        }
+        // Per round: chat, offer, chunk, end, offer, abort, offer, server
+        // abort (the excess chunk is not relayed).
+        let got = frames(b);
+        ensure!(got.len() == 2 * 8 + 1, "bob got {got:?}");
+        for f in &got {
+            ensure!(
+                f.from == ids[0] && f.flags == u8::from(addressed_directly(f)),
+                "bob: flags {} on {f:?}",
+                f.flags
+            );
+        }
+        ensure!(got.iter().filter(|f| f.flags == 1).count() == 8);
+        let got = frames(cc);
+        ensure!(
+            got.len() == 8 + 1 && got.iter().all(|f| f.flags == 0 && !addressed_directly(f)),
+            "carol got {got:?}"
+        );
+        // The server's abort was the one of its own for both 30 and 31.
+        for (r, id, flags) in [(b, 30, 0), (b, 31, 1), (cc, 30, 0)] {
+            let aborts: Vec<Frame> = frames(r)
+                .into_iter()
+                .filter(|f| f.is_file(KIND_FILE_ABORT, id))
+                .collect();
+            ensure!(
+                aborts.len() == 1
+                    && aborts[0].flags == flags
+                    && aborts[0].body[4..] == *b"more bytes than announced",
+                "{}: aborts of {id}: {aborts:?}",
+                r.label
+            );
+        }
+        // Alice's two overflows were answered with error frames, flags 0.
+        a.wait_data_frames("two errors", WAIT, |f| {
+            f.iter().filter(|f| f[0] == KIND_ERROR).count() >= 2
+        })
+        .await?;
+        let errors: Vec<_> = frames(a)
+            .into_iter()
+            .map(|f| (f.error(), f.flags))
+            .collect();
+        ensure!(
+            errors
+                == vec![
+                    (Some((30, "bad_request".into())), 0),
+                    (Some((31, "bad_request".into())), 0)
+                ],
+            "alice got {errors:?}"
+        );
+
+        // Dave leaves mid-transfer: the server's aborts for his room
+        // transfer (40) and his transfer to bob (41) keep their flags.
+        d.send_data(&client_frame(
+            KIND_FILE_OFFER,
+            None,
+            &file_offer_body(40, 100, "r", "x"),
+        ))
+        .await?;
+        d.send_data(&chunk_frame(None, 40, b"room")).await?;
+        d.send_data(&client_frame(
+            KIND_FILE_OFFER,
+            Some(bob),
+            &file_offer_body(41, 100, "d", "x"),
+        ))
+        .await?;
+        d.send_data(&chunk_frame(Some(bob), 41, b"bob")).await?;
+        b.wait_data_frame("chunk of 41", WAIT, |f| is_file(f, KIND_FILE_CHUNK, 41))
+            .await?;
+        cc.wait_data_frame("chunk of 40", WAIT, |f| is_file(f, KIND_FILE_CHUNK, 40))
+            .await?;
+        d.send_raw(Message::Close(None))?;
+        for (r, id) in [(b, 40), (b, 41), (cc, 40)] {
+            r.wait_data_frame("abort after leaving", WAIT, |f| {
+                is_file(f, KIND_FILE_ABORT, id)
+            })
+            .await?;
+        }
+        a.send_data(&client_frame(KIND_CHAT, None, b"after dave"))
+            .await?;
+        for r in [b, cc] {
+            r.wait_data_frame("fence", WAIT, |f| is_chat(f, b"after dave"))
+                .await?;
+            let from_dave: Vec<Frame> =
+                frames(r).into_iter().filter(|f| f.from == ids[3]).collect();
+            ensure!(
+                from_dave
+                    .iter()
+                    .all(|f| f.flags == u8::from(addressed_directly(f))),
+                "{}: from dave {from_dave:?}",
+                r.label
+            );
+            let want = if r.label == b.label { 6 } else { 3 };
+            ensure!(
+                from_dave.len() == want,
+                "{}: from dave {from_dave:?}",
+                r.label
+            );
+        }
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// 6. Large messages from several senders to a stalled receiver
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_receiver_costs_bounded_bytes_with_large_messages_from_several_senders(
+) -> Result<()> {
+    with_deadline("dc large", Duration::from_secs(180), async {
+        let server = start_server_with(|_| {}).await?;
+        let addr = server.http_addr();
+        let (c, ids) = room(addr, "large", &["bob", "alice", "carol", "dave"]).await?;
+        let (b, senders) = (&c[0], &c[1..]);
+        let bob = ids[0].as_str();
+
+        // Over the limit: refused with too_large and not relayed, whether
+        // the sender's stack lets it out (just over) or not (64 KiB).
+        let over = client_frame(KIND_CHAT, Some(bob), &vec![b'x'; MAX_MESSAGE_BYTES]);
+        ensure!(over.len() > MAX_MESSAGE_BYTES && over.len() <= MAX_SERVER_FRAME_BYTES);
+        senders[0].send_data(&over).await?;
+        senders[0]
+            .wait_data_frame("too_large", WAIT, |f| f[0] == KIND_ERROR)
+            .await?;
+        let error = frames(&senders[0])[0].error();
+        ensure!(error == Some((0, "too_large".into())), "over the limit: {error:?}");
+        let huge = client_frame(KIND_CHAT, Some(bob), &vec![b'x'; 64 * 1024]);
+        let refused = senders[0].send_data(&huge).await;
+        ensure!(refused.is_err(), "a 64 KiB message left the sender");
+        println!("64 KiB message refused by the sender's stack: {refused:?}");
+
+        // Three senders, each a file in the largest chunks allowed, all to
+        // bob, who does not read.
+        // 8 MiB each: more than the path can hold before it stalls (bob's
+        // webrtc-rs stack alone takes about 14 MB of these messages).
+        const SIZE: usize = 8 * 1024 * 1024;
+        let chunk = MAX_MESSAGE_BYTES - (2 + bob.len() + 4);
+        let files: Vec<Vec<u8>> = (0..3).map(|_| random_bytes(SIZE)).collect();
+        b.set_data_paused(true)?;
+        let progress: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
+        let sending = futures_util::future::try_join_all(senders.iter().enumerate().map(|(i, s)| {
+            send_file_in(
+                s,
+                Some(bob),
+                100 + i as u32,
+                &files[i],
+                chunk,
+                &progress[i],
+                Duration::from_secs(90),
+            )
+        }));
+        let watching = async {
+            let sample = || async {
+                let mut queued = 0;
+                for s in senders {
+                    queued += s.data_outstanding().await?;
+                }
+                Ok::<_, anyhow::Error>(Stall {
+                    sent: progress.iter().map(|p| p.load(Ordering::Relaxed)).sum(),
+                    alice_queued: queued,
+                    relayed: relayed(&metrics(addr).await?),
+                    bob_read: b.data_bytes_read(),
+                })
+            };
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut last = sample().await?;
+            let mut still_since = Instant::now();
+            let stall = loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = sample().await?;
+                if (now.sent, now.relayed) != (last.sent, last.relayed) {
+                    still_since = Instant::now();
+                } else if still_since.elapsed() >= Duration::from_secs(3) {
+                    break now;
+                }
+                last = now;
+                ensure!(
+                    Instant::now() < deadline,
+                    "the senders never stalled: {now:?}"
+                );
+            };
+            let peak = metric_max(&metrics(addr).await?, "noom_data_channel_queue_peak_bytes");
+            let header = (2 + bob.len() + 4) as f64;
+            let acked = (stall.sent as f64 - stall.alice_queued as f64)
+                * (chunk as f64 / (chunk as f64 + header));
+            let held = acked - stall.relayed;
+            // Per sender: webrtc-rs's 256-message read pipeline of messages
+            // of at most MAX_MESSAGE_BYTES, the 1 MiB SCTP window and 1 MiB
+            // for what was in flight when it closed.
+            let per_sender = 2.0 * (1 << 20) as f64 + 256.0 * MAX_MESSAGE_BYTES as f64;
+            println!(
+                "3 senders stalled after {:.2} MB of {:.2} MB; server holds ≈ {:.2} MB unread of theirs (bound {:.2} MB); queue toward bob peaked at {:.0} KiB",
+                stall.sent as f64 / 1e6,
+                3.0 * SIZE as f64 / 1e6,
+                held / 1e6,
+                3.0 * per_sender / 1e6,
+                peak / 1024.0
+            );
+            ensure!(
+                (stall.sent as usize) < 3 * SIZE - 4 * 1024 * 1024,
+                "the senders were never throttled: {stall:?}"
+            );
+            ensure!(
+                peak > 0.0 && peak <= SERVER_HIGH_WATER + MAX_SERVER_FRAME_BYTES as f64,
+                "server queue toward bob peaked at {peak} bytes"
+            );
+            ensure!(
+                held <= 3.0 * per_sender,
+                "server holds {held} unread bytes of the senders'"
+            );
+            b.set_data_paused(false)?;
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::try_join!(sending, watching)?;
+        for (i, data) in files.iter().enumerate() {
+            let id = 100 + i as u32;
+            b.wait_data_frame("file end", Duration::from_secs(45), |f| {
+                is_file(f, KIND_FILE_END, id) || is_file(f, KIND_FILE_ABORT, id)
+            })
+            .await?;
+            let expected: [u8; 32] = Sha256::digest(data).into();
+            let got = reassembled(b, id).unwrap();
+            ensure!(
+                got == Ok((expected, SIZE)),
+                "file {id} differs: {:?}",
+                got.map(|(_, len)| len)
+            );
+        }
+        ensure!(
+            count(b, |f| f[0] == KIND_CHAT) == 0,
+            "an over-long chat reached bob"
         );
         server.shutdown().await;
         Ok(())

@@ -8,6 +8,18 @@
 //! the window it advertises, so a slow receiver slows the sender, not the
 //! server's memory. When a receiver drains below [`LOW_WATER`] the room's
 //! senders are read again.
+//!
+//! What a stalled receiver can make the server hold, in bytes:
+//! - toward each receiver, its channel's queue: under [`HIGH_WATER`] when a
+//!   message is relayed, so at most 1 MiB + one message (17 KiB,
+//!   [`frame::MAX_MESSAGE_BYTES`]), the peak is `noom_data_channel_queue_peak_bytes`;
+//! - of each blocked sender, one message held here plus what webrtc-rs read
+//!   before the sender's window closed: its read pipeline (256 messages, so
+//!   at most 256 x 17 KiB because larger messages are refused) and the SCTP
+//!   receive window (1 MiB): about 5.3 MiB.
+//!
+//! No sender loses a message without knowing: a message is either relayed,
+//! held (the sender's window closes), or refused with an error frame.
 
 use super::Router;
 use crate::data_frame::{self as frame, FrameError};
@@ -131,6 +143,29 @@ impl Router {
 
     fn handle_data(&mut self, conn: ConnKey, message: RTCDataChannelMessage, now: Instant) {
         add(&self.stats.data_messages_in, 1);
+        if message.data.len() > frame::MAX_MESSAGE_BYTES {
+            // Only a client ignoring the SDP's max-message-size gets here.
+            // A chunk refused here never reaches the receivers, so its
+            // transfer ends short and is aborted at its file end.
+            let transfer = frame::parse_client(&message.data)
+                .ok()
+                .filter(|f| f.kind >= frame::KIND_FILE_OFFER)
+                .and_then(|f| frame::transfer_id(f.body).ok())
+                .unwrap_or(0);
+            return self.refuse(
+                conn,
+                FrameError::new(
+                    "too_large",
+                    format!(
+                        "a data channel message is at most {} bytes, got {}",
+                        frame::MAX_MESSAGE_BYTES,
+                        message.data.len()
+                    ),
+                )
+                .for_transfer(transfer),
+                now,
+            );
+        }
         if message.is_string {
             return self.refuse(
                 conn,
@@ -144,12 +179,18 @@ impl Router {
         }
     }
 
-    /// The members `frame` goes to: one participant or everyone else.
+    /// The members `frame` goes to: one participant or everyone else whose
+    /// channel is open. A direct message to a participant whose channel is
+    /// not open (yet) is refused rather than dropped, so its sender knows.
     fn recipients(&self, conn: ConnKey, to: Option<&str>) -> Result<Vec<ConnKey>, FrameError> {
         let peer = &self.peers[&conn];
         let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
+        let open = |m: &ConnKey| self.peers.get(m).is_some_and(|p| p.data_open);
         match to {
-            None => Ok(members.into_iter().filter(|&m| m != conn).collect()),
+            None => Ok(members
+                .into_iter()
+                .filter(|m| *m != conn && open(m))
+                .collect()),
             Some(id) if id == peer.participant => Err(FrameError::new(
                 "bad_request",
                 "a direct message cannot be sent to oneself",
@@ -157,9 +198,18 @@ impl Router {
             Some(id) => members
                 .into_iter()
                 .find(|m| self.peers.get(m).is_some_and(|p| p.participant == id))
-                .map(|m| vec![m])
                 .ok_or_else(|| {
                     FrameError::new("not_found", format!("no participant {id:?} in this room"))
+                })
+                .and_then(|m| {
+                    if open(&m) {
+                        Ok(vec![m])
+                    } else {
+                        Err(FrameError::new(
+                            "not_found",
+                            format!("participant {id:?} has no open data channel yet"),
+                        ))
+                    }
                 }),
         }
     }
@@ -217,6 +267,7 @@ impl Router {
                     offer.transfer,
                     Transfer {
                         recipients: recipients.clone(),
+                        direct,
                         size: offer.size,
                         relayed: 0,
                     },
@@ -233,6 +284,9 @@ impl Router {
                     return Err(FrameError::new("bad_request", "no such transfer").for_transfer(id));
                 };
                 let recipients = transfer.recipients.clone();
+                // The transfer's addressing, not this frame's `to`: a chunk
+                // is routed by its transfer, whatever it names.
+                let transfer_direct = transfer.direct;
                 match parsed.kind {
                     frame::KIND_FILE_CHUNK => {
                         transfer.relayed += (parsed.body.len() - 4) as u64;
@@ -242,6 +296,7 @@ impl Router {
                                 &from,
                                 id,
                                 &recipients,
+                                transfer_direct,
                                 "more bytes than announced",
                                 now,
                             );
@@ -264,6 +319,7 @@ impl Router {
                                 &from,
                                 id,
                                 &recipients,
+                                transfer_direct,
                                 "the file ended early",
                                 now,
                             );
@@ -278,7 +334,7 @@ impl Router {
                         peer.transfers.remove(&id);
                     }
                 }
-                let message = out(parsed.kind, parsed.body);
+                let message = frame::server_frame(parsed.kind, &from, transfer_direct, parsed.body);
                 for r in recipients {
                     self.send_data(r, message.clone(), now);
                 }
@@ -298,12 +354,13 @@ impl Router {
         from: &str,
         id: u32,
         recipients: &[ConnKey],
+        direct: bool,
         reason: &str,
         now: Instant,
     ) {
         let mut body = id.to_be_bytes().to_vec();
         body.extend_from_slice(reason.as_bytes());
-        let message = frame::server_frame(frame::KIND_FILE_ABORT, from, false, &body);
+        let message = frame::server_frame(frame::KIND_FILE_ABORT, from, direct, &body);
         for &r in recipients {
             self.send_data(r, message.clone(), now);
         }
@@ -323,6 +380,7 @@ impl Router {
                 participant,
                 id,
                 &transfer.recipients,
+                transfer.direct,
                 "the sender left",
                 now,
             );
