@@ -37,8 +37,8 @@ SUITE_TIMEOUT=${NOOM_SUITE_TIMEOUT:-1200} # seconds per end-to-end suite
 PARTS=("$@")
 if [ ${#PARTS[@]} -eq 0 ]; then
     PARTS=(lint build cargo browser aiortc netem bench)
-    # Fuzzing takes minutes (cargo-fuzz build + 60 s per target): by default
-    # only in CI; run `./scripts/test.sh fuzz` to include it locally.
+    # Fuzzing takes minutes (build + 20 s per target): by default only in
+    # CI; run `./scripts/test.sh fuzz` to include it locally.
     [ "${CI:-}" = "true" ] && PARTS+=(fuzz)
 fi
 want() {
@@ -303,7 +303,7 @@ else
 fi
 
 if want fuzz; then
-    run_suite "fuzz (cargo-fuzz, ${FUZZ_SECONDS:-60} s per target)" \
+    run_suite "fuzz (libFuzzer, ${FUZZ_SECONDS:-20} s per target)" \
         timeout --kill-after=30 1800 "$ROOT/scripts/fuzz.sh"
 fi
 
