@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod auth;
+mod delivery;
 mod directory;
 mod metrics;
 mod outbox;

@@ -5,19 +5,20 @@
 //! tasks and shard threads reach the client through its [`Outbox`] and the
 //! session through its media channel.
 
-use crate::directory::Control;
-use crate::outbox::{outbox, Outbox};
+use crate::delivery::{delivery, Delivery, OperatorAction};
+use crate::outbox::{outbox, Outbox, OutboxReceiver};
 use crate::protocol::{self, ErrorCode, MediaKind, ParticipantInfo, Refusal, Request};
 use crate::rate_limit::TokenBucket;
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use noom_sfu::{Command, ConnectionState, EventSink, IceCandidate, MediaEvent, NegotiationError};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Media events queued from the shard to one session; offers and state
@@ -53,8 +54,9 @@ struct Session {
     conn: u64,
     state: Arc<AppState>,
     outbox: Outbox,
+    /// This connection as the rooms reach it.
+    delivery: Delivery,
     media_tx: mpsc::Sender<(String, MediaEvent)>,
-    control_tx: mpsc::Sender<Control>,
     current: Option<InRoom>,
     rate: TokenBucket,
     joins: TokenBucket,
@@ -78,33 +80,31 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     serve(socket, state, conn).instrument(span).await
 }
 
+/// Why a session ended, which decides the last things its client hears.
+enum Ending {
+    /// The client closed or vanished: nothing more to say.
+    ClientGone,
+    /// One last message (`kicked`, `shutdown`) after everything already
+    /// queued, then the close.
+    LastWord(String),
+    /// A close frame with this status and reason.
+    Close(u16, &'static str),
+}
+
+/// How long a session's last words may take to reach a client before the
+/// connection is dropped regardless (a client that stopped reading).
+const FAREWELL_LIMIT: Duration = Duration::from_secs(2);
+
 async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
     state.metrics.ws_connections.inc();
-    let (outbox, mut out_rx) = outbox();
-    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (outbox, out_rx) = outbox();
+    let (delivery, mut operator) = delivery(outbox.clone());
+    let (ws_tx, mut ws_rx) = socket.split();
     let mut shutdown = state.shutdown.subscribe();
-
-    let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                text = out_rx.rx.recv() => match text {
-                    Some(text) => if ws_tx.send(Message::Text(text.into())).await.is_err() { break },
-                    None => break,
-                },
-                _ = out_rx.overflow_signal.notified() => {
-                    let _ = ws_tx.send(Message::Close(Some(CloseFrame {
-                        code: 1008,
-                        reason: "client is not reading its messages".into(),
-                    }))).await;
-                    break;
-                }
-            }
-        }
-        let _ = ws_tx.close().await;
-    });
+    let (farewell_tx, farewell_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(ws_tx, out_rx, farewell_rx));
 
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_QUEUE);
-    let (control_tx, mut control_rx) = mpsc::channel(4);
     let limits = &state.config.limits;
     let mut session = Session {
         conn,
@@ -112,8 +112,8 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
         joins: TokenBucket::per_minute(limits.joins_per_minute),
         state: state.clone(),
         outbox: outbox.clone(),
+        delivery: delivery.clone(),
         media_tx,
-        control_tx,
         current: None,
         grace_deadline: None,
         client_offer_req: None,
@@ -122,46 +122,120 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
         .directory
         .lock()
         .unwrap()
-        .enter_lobby(conn, outbox.clone());
+        .enter_lobby(conn, delivery.clone());
 
-    loop {
+    let ending = loop {
         let grace = session.grace_deadline;
+        // Biased: an operator action or a shutdown is seen at the next turn
+        // even while the client floods us; media events are bounded (their
+        // sinks drop when full), so they cannot starve the client's messages.
         tokio::select! {
-            message = ws_rx.next() => match message {
-                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
-                Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(err)) => {
-                    tracing::debug!(conn, %err, "websocket read failed");
-                    break;
+            biased;
+            action = operator.next() => match action {
+                OperatorAction::Kick { reason } => {
+                    if let Some(here) = &session.current {
+                        tracing::info!(conn, room = %here.room, participant = %here.id, %reason, "kick");
+                    }
+                    break Ending::LastWord(serde_json::json!({"type": "kicked", "reason": reason}).to_string());
                 }
             },
+            _ = shutdown.recv() => {
+                break Ending::LastWord(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
+            }
             Some((participant, event)) = media_rx.recv() => session.on_media(participant, event),
             _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
                 session.on_grace_expired();
             }
-            Some(Control::Kick { reason }) = control_rx.recv() => {
-                if let Some(here) = &session.current {
-                    tracing::info!(conn, room = %here.room, participant = %here.id, %reason, "kick");
+            message = ws_rx.next() => match message {
+                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
+                Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break Ending::ClientGone,
+                Some(Err(err)) if is_message_too_big(&err) => {
+                    tracing::info!(conn, %err, "frame far over the message limit: closing");
+                    break Ending::Close(1009, "message too big");
                 }
-                outbox.push(serde_json::json!({"type": "kicked", "reason": reason}).to_string());
-                break;
-            }
-            _ = shutdown.recv() => {
-                outbox.push(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
-                break;
+                Some(Err(err)) => {
+                    tracing::debug!(conn, %err, "websocket read failed");
+                    break Ending::ClientGone;
+                }
+            },
+        }
+    };
+    session.leave_room();
+    state.directory.lock().unwrap().leave_lobby(conn);
+    let _ = farewell_tx.send(ending);
+    drop(session);
+    drop(delivery);
+    drop(outbox);
+    // The writer ends once every outbox clone is gone (the directory dropped
+    // its clones above). A client that stopped reading gets a bounded wait,
+    // then the connection is dropped under it: nothing of it stays behind.
+    if tokio::time::timeout(FAREWELL_LIMIT, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            conn,
+            "client not reading its last messages: dropping the connection"
+        );
+        writer.abort();
+    }
+    drop(ws_rx);
+    state.metrics.ws_connections.dec();
+}
+
+/// Sends the outbox to the client, then the session's last words.
+async fn write_loop(
+    mut ws_tx: SplitSink<WebSocket, Message>,
+    mut out_rx: OutboxReceiver,
+    farewell: oneshot::Receiver<Ending>,
+) {
+    loop {
+        tokio::select! {
+            text = out_rx.rx.recv() => match text {
+                Some(text) => if ws_tx.send(Message::Text(text.into())).await.is_err() { return },
+                None => break,
+            },
+            _ = out_rx.overflow_signal.notified() => {
+                let _ = ws_tx.send(Message::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: "client is not reading its messages".into(),
+                }))).await;
+                let _ = ws_tx.close().await;
+                return;
             }
         }
     }
-    session.leave_room();
-    state.directory.lock().unwrap().leave_lobby(conn);
-    drop(session);
-    drop(outbox);
-    // The writer ends once every outbox clone is gone (the directory dropped
-    // its clones above); bound the wait for a client that stopped reading.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    state.metrics.ws_connections.dec();
+    match farewell.await {
+        Ok(Ending::LastWord(text)) => {
+            let _ = ws_tx.send(Message::Text(text.into())).await;
+        }
+        Ok(Ending::Close(code, reason)) => {
+            let _ = ws_tx
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+        Ok(Ending::ClientGone) | Err(_) => {}
+    }
+    let _ = ws_tx.close().await;
+}
+
+/// Whether a read failed because the client's frame (or message) exceeds
+/// the hard limit set on the upgrade: tungstenite refuses such a frame from
+/// its header, before reading (or buffering) its payload.
+fn is_message_too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        err.source()
+            .and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(
+            tungstenite::error::CapacityError::MessageTooLong { .. }
+        ))
+    )
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -241,7 +315,7 @@ impl Session {
                     .directory
                     .lock()
                     .unwrap()
-                    .enter_lobby(self.conn, self.outbox.clone());
+                    .enter_lobby(self.conn, self.delivery.clone());
             }
             Request::Name { name } => {
                 protocol::check_name("name", &name)?;
@@ -402,13 +476,7 @@ impl Session {
         let id = info.id.clone();
         let joined = {
             let mut directory = self.state.directory.lock().unwrap();
-            let joined = directory.join(
-                &room,
-                info,
-                self.conn,
-                self.outbox.clone(),
-                self.control_tx.clone(),
-            )?;
+            let joined = directory.join(&room, info, self.conn, self.delivery.clone())?;
             // Pushed under the lock so no participant_joined can overtake it.
             self.outbox.push(protocol::joined(
                 req,
@@ -509,6 +577,6 @@ impl Session {
             .directory
             .lock()
             .unwrap()
-            .enter_lobby(self.conn, self.outbox.clone());
+            .enter_lobby(self.conn, self.delivery.clone());
     }
 }
