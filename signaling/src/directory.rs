@@ -8,10 +8,8 @@
 
 use crate::delivery::{Delivery, OperatorAction};
 use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, RoomInfo};
+use crate::rooms::ConnId;
 use std::collections::{BTreeMap, HashMap};
-
-/// A WebSocket connection's identity inside the directory.
-pub type ConnId = u64;
 
 pub struct Member {
     pub info: ParticipantInfo,

@@ -30,7 +30,9 @@ impl LocalRooms {
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
-        self.directory.lock().expect("rooms directory lock poisoned")
+        self.directory
+            .lock()
+            .expect("rooms directory lock poisoned")
     }
 }
 
@@ -83,7 +85,6 @@ impl Rooms for LocalRooms {
             joined
         };
         Ok(Joined {
-            others: joined.others,
             media: Arc::new(ShardMedia {
                 media: self.media.clone(),
                 shard: joined.shard,

@@ -51,10 +51,9 @@ pub struct JoinRequest {
     pub welcome: Welcome,
 }
 
-/// A successful join.
+/// A successful join (the members already in the room went to the
+/// [`JoinRequest::welcome`]).
 pub struct Joined {
-    /// Everyone who was in the room before (also given to the welcome).
-    pub others: Vec<ParticipantInfo>,
     /// Where the session sends its participant's media commands.
     pub media: Arc<dyn RoomMedia>,
 }

@@ -3,12 +3,14 @@
 //! The session task owns the connection's state (which room, which
 //! participant id, the grace timer) and is the only one to change it; other
 //! tasks and shard threads reach the client through its [`Outbox`] and the
-//! session through its media channel.
+//! session through its media channel. Everything about rooms goes through
+//! [`Rooms`](crate::rooms::Rooms), wherever the rooms live.
 
 use crate::delivery::{delivery, Delivery, OperatorAction};
 use crate::outbox::{outbox, Outbox, OutboxReceiver};
-use crate::protocol::{self, ErrorCode, MediaKind, ParticipantInfo, Refusal, Request};
+use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, Request};
 use crate::rate_limit::TokenBucket;
+use crate::rooms::{JoinRequest, ParticipantChange, RoomMedia};
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::SplitSink;
@@ -47,7 +49,7 @@ impl EventSink for MediaSink {
 struct InRoom {
     room: String,
     id: String,
-    shard: usize,
+    media: Arc<dyn RoomMedia>,
 }
 
 struct Session {
@@ -118,11 +120,7 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
         grace_deadline: None,
         client_offer_req: None,
     };
-    state
-        .directory
-        .lock()
-        .unwrap()
-        .enter_lobby(conn, delivery.clone());
+    state.rooms.enter_lobby(conn, delivery.clone()).await;
 
     let ending = loop {
         let grace = session.grace_deadline;
@@ -144,10 +142,10 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
             }
             Some((participant, event)) = media_rx.recv() => session.on_media(participant, event),
             _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
-                session.on_grace_expired();
+                session.on_grace_expired().await;
             }
             message = ws_rx.next() => match message {
-                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
+                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
                 Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None => break Ending::ClientGone,
@@ -162,8 +160,8 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
             },
         }
     };
-    session.leave_room();
-    state.directory.lock().unwrap().leave_lobby(conn);
+    session.leave_room().await;
+    state.rooms.leave_lobby(conn).await;
     let _ = farewell_tx.send(ending);
     drop(session);
     drop(delivery);
@@ -262,7 +260,7 @@ impl Session {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    async fn on_text(&mut self, text: &str) {
         if text.len() > self.state.config.limits.max_message_bytes {
             self.refuse(
                 &None,
@@ -286,9 +284,10 @@ impl Session {
             return;
         }
         let req = incoming.req;
-        let result = incoming
-            .request
-            .and_then(|request| self.dispatch(&req, request));
+        let result = match incoming.request {
+            Ok(request) => self.dispatch(&req, request).await,
+            Err(refusal) => Err(refusal),
+        };
         if let Err(refusal) = result {
             self.refuse(&req, refusal);
         }
@@ -300,22 +299,21 @@ impl Session {
             .ok_or_else(|| Refusal::new(ErrorCode::NotInRoom, "join a room first"))
     }
 
-    fn dispatch(&mut self, req: &Option<Value>, request: Request) -> Result<(), Refusal> {
+    async fn dispatch(&mut self, req: &Option<Value>, request: Request) -> Result<(), Refusal> {
         match request {
             Request::Rooms => {
-                let list = self.state.directory.lock().unwrap().room_list();
+                let list = self.state.rooms.room_list().await;
                 self.outbox.push(protocol::rooms(req, &list));
             }
-            Request::Join { room, name, token } => self.join(req, room, name, token)?,
+            Request::Join { room, name, token } => self.join(req, room, name, token).await?,
             Request::Leave => {
                 self.in_room()?;
-                self.leave_room();
+                self.leave_room().await;
                 self.reply_ok(req);
                 self.state
-                    .directory
-                    .lock()
-                    .unwrap()
-                    .enter_lobby(self.conn, self.delivery.clone());
+                    .rooms
+                    .enter_lobby(self.conn, self.delivery.clone())
+                    .await;
             }
             Request::Name { name } => {
                 protocol::check_name("name", &name)?;
@@ -327,34 +325,30 @@ impl Session {
                 }
                 let here = self.in_room()?;
                 self.state
-                    .directory
-                    .lock()
-                    .unwrap()
-                    .update(&here.room, &here.id, |p| p.name = name);
+                    .rooms
+                    .update(&here.room, &here.id, ParticipantChange::Name(name))
+                    .await;
                 self.reply_ok(req);
             }
             Request::Mute { kind, muted } => {
                 let here = self.in_room()?;
                 self.state
-                    .directory
-                    .lock()
-                    .unwrap()
-                    .update(&here.room, &here.id, |p| match kind {
-                        MediaKind::Audio => p.audio_muted = muted,
-                        MediaKind::Video => p.video_muted = muted,
-                    });
+                    .rooms
+                    .update(
+                        &here.room,
+                        &here.id,
+                        ParticipantChange::Muted { kind, muted },
+                    )
+                    .await;
                 self.reply_ok(req);
             }
             Request::Chat { text, to } => {
                 protocol::check_chat_text(&text)?;
                 let here = self.in_room()?;
-                self.state.directory.lock().unwrap().chat(
-                    &here.room,
-                    &here.id,
-                    &text,
-                    to.as_deref(),
-                    unix_ms(),
-                )?;
+                self.state
+                    .rooms
+                    .chat(&here.room, &here.id, &text, to.as_deref(), unix_ms())
+                    .await?;
                 self.reply_ok(req);
             }
             Request::Answer { sdp } => {
@@ -435,14 +429,12 @@ impl Session {
 
     fn to_shard(&self, command: Command) -> Result<(), Refusal> {
         let here = self.in_room()?;
-        self.state
-            .media
-            .shard(here.shard)
+        here.media
             .send(command)
             .map_err(|_| Refusal::new(ErrorCode::Internal, "the media server is overloaded"))
     }
 
-    fn join(
+    async fn join(
         &mut self,
         req: &Option<Value>,
         room: String,
@@ -474,19 +466,25 @@ impl Session {
             video_muted: false,
         };
         let id = info.id.clone();
-        let joined = {
-            let mut directory = self.state.directory.lock().unwrap();
-            let joined = directory.join(&room, info, self.conn, self.delivery.clone())?;
-            // Pushed under the lock so no participant_joined can overtake it.
-            self.outbox.push(protocol::joined(
-                req,
-                &room,
-                &id,
-                &joined.others,
-                &self.state.ice_servers,
-            ));
-            joined
+        let welcome = {
+            let (req, room, id) = (req.clone(), room.clone(), id.clone());
+            let ice_servers = self.state.ice_servers.clone();
+            Box::new(move |others: &[ParticipantInfo]| {
+                protocol::joined(&req, &room, &id, others, &ice_servers)
+            })
         };
+        let joined = self
+            .state
+            .rooms
+            .join(JoinRequest {
+                room: room.clone(),
+                participant: info,
+                conn: self.conn,
+                delivery: self.delivery.clone(),
+                welcome,
+            })
+            .await?;
+        let shard = joined.media.shard();
         let sink = Box::new(MediaSink {
             participant: id.clone(),
             tx: self.media_tx.clone(),
@@ -494,12 +492,12 @@ impl Session {
         self.current = Some(InRoom {
             room: room.clone(),
             id: id.clone(),
-            shard: joined.shard,
+            media: joined.media,
         });
         let span = tracing::Span::current();
         span.record("room", room.as_str());
         span.record("participant", id.as_str());
-        tracing::info!(conn = self.conn, %room, participant = %id, shard = joined.shard, "join");
+        tracing::info!(conn = self.conn, %room, participant = %id, shard, "join");
         if self
             .to_shard(Command::Join {
                 room,
@@ -508,7 +506,7 @@ impl Session {
             })
             .is_err()
         {
-            self.leave_room();
+            self.leave_room().await;
             return Err(Refusal::new(
                 ErrorCode::Internal,
                 "the media server is overloaded",
@@ -517,18 +515,14 @@ impl Session {
         Ok(())
     }
 
-    fn leave_room(&mut self) {
+    async fn leave_room(&mut self) {
         let Some(here) = self.current.take() else {
             return;
         };
         self.grace_deadline = None;
         self.client_offer_req = None;
-        self.state
-            .directory
-            .lock()
-            .unwrap()
-            .leave(&here.room, &here.id);
-        let _ = self.state.media.shard(here.shard).send(Command::Leave {
+        self.state.rooms.leave(&here.room, &here.id).await;
+        let _ = here.media.send(Command::Leave {
             participant: here.id.clone(),
         });
         tracing::info!(conn = self.conn, room = %here.room, participant = %here.id, "leave");
@@ -563,20 +557,19 @@ impl Session {
         }
     }
 
-    fn on_grace_expired(&mut self) {
+    async fn on_grace_expired(&mut self) {
         self.grace_deadline = None;
         if let Some(here) = &self.current {
             tracing::info!(conn = self.conn, participant = %here.id, "media connection lost for longer than the grace period");
         }
-        self.leave_room();
+        self.leave_room().await;
         self.outbox.push(
             serde_json::json!({"type": "left", "reason": "media_failed", "message": "the media connection failed for longer than the grace period"})
                 .to_string(),
         );
         self.state
-            .directory
-            .lock()
-            .unwrap()
-            .enter_lobby(self.conn, self.delivery.clone());
+            .rooms
+            .enter_lobby(self.conn, self.delivery.clone())
+            .await;
     }
 }
