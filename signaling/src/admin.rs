@@ -1,7 +1,7 @@
 //! The operator API under `/api/` (bearer token from `admin.token`) and the
 //! live feed behind the admin page (`/admin`).
 //!
-//! Data comes from the rooms directory (names, mute state) joined with each
+//! Data comes from the rooms (names, mute state, through [`Rooms`](crate::rooms::Rooms)) joined with each
 //! media shard's snapshot (addresses, connection state, RTT, loss, tracks,
 //! rates), gathered on demand: nothing here runs while nobody watches.
 
@@ -133,25 +133,25 @@ pub async fn overview_json(state: &AppState) -> Value {
             );
         }
     }
-    let rooms: Vec<Value> = {
-        let directory = state.directory.lock().unwrap();
-        directory
-            .rooms()
-            .map(|(name, room)| {
-                json!({
-                    "name": name,
-                    "shard": room.shard,
-                    "participants": room.members.iter().map(|m| json!({
-                        "id": m.info.id,
-                        "name": m.info.name,
-                        "audio_muted": m.info.audio_muted,
-                        "video_muted": m.info.video_muted,
-                        "media": media.get(m.info.id.as_str()).cloned().unwrap_or(Value::Null),
-                    })).collect::<Vec<_>>(),
-                })
+    let rooms: Vec<Value> = state
+        .rooms
+        .overview()
+        .await
+        .into_iter()
+        .map(|room| {
+            json!({
+                "name": room.name,
+                "shard": room.shard,
+                "participants": room.participants.iter().map(|p| json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "audio_muted": p.audio_muted,
+                    "video_muted": p.video_muted,
+                    "media": media.get(p.id.as_str()).cloned().unwrap_or(Value::Null),
+                })).collect::<Vec<_>>(),
             })
-            .collect()
-    };
+        })
+        .collect();
     let shards: Vec<Value> = snapshots
         .iter()
         .map(|s| {
@@ -233,7 +233,7 @@ async fn kick(
     let reason = body
         .reason
         .unwrap_or_else(|| "removed by the operator".to_owned());
-    if state.directory.lock().unwrap().kick(&room, &id, &reason) {
+    if state.rooms.kick(&room, &id, &reason).await {
         Json(json!({"kicked": id, "room": room, "reason": reason})).into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no such participant in that room")
@@ -258,7 +258,7 @@ async fn close_room(
     let reason = body
         .reason
         .unwrap_or_else(|| "the room was closed by the operator".to_owned());
-    match state.directory.lock().unwrap().close_room(&room, &reason) {
+    match state.rooms.close_room(&room, &reason).await {
         Some(n) => Json(json!({"closed": room, "participants": n})).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such room"),
     }
@@ -294,10 +294,9 @@ async fn announce(
     }
     let ts = crate::session::unix_ms();
     match state
-        .directory
-        .lock()
-        .unwrap()
+        .rooms
         .announce(&body.text, body.room.as_deref(), ts)
+        .await
     {
         Some(reached) => {
             tracing::info!(room = ?body.room, reached, "announcement");

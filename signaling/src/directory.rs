@@ -6,24 +6,15 @@
 //! server limits and insert atomically, and the lobby must see one
 //! consistent room list, which per-entry locking (dashmap) cannot give.
 
-use crate::outbox::Outbox;
+use crate::delivery::{Delivery, OperatorAction};
 use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, RoomInfo};
+use crate::rooms::ConnId;
 use std::collections::{BTreeMap, HashMap};
-
-/// A WebSocket connection's identity inside the directory.
-pub type ConnId = u64;
 
 pub struct Member {
     pub info: ParticipantInfo,
-    pub outbox: Outbox,
-    /// Operator actions for the member's session (kick).
-    pub control: tokio::sync::mpsc::Sender<Control>,
-}
-
-/// An operator's instruction to one session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    Kick { reason: String },
+    /// How to reach the member's session: messages and operator actions.
+    pub delivery: Delivery,
 }
 
 pub struct Room {
@@ -38,7 +29,7 @@ pub struct Limits {
 
 pub struct Directory {
     rooms: BTreeMap<String, Room>,
-    lobby: HashMap<ConnId, Outbox>,
+    lobby: HashMap<ConnId, Delivery>,
     shard_load: Vec<usize>,
     limits: Limits,
 }
@@ -78,9 +69,9 @@ impl Directory {
     }
 
     /// A connection enters the lobby and gets the room list at once.
-    pub fn enter_lobby(&mut self, conn: ConnId, outbox: Outbox) {
-        outbox.push(protocol::rooms(&None, &self.room_list()));
-        self.lobby.insert(conn, outbox);
+    pub fn enter_lobby(&mut self, conn: ConnId, delivery: Delivery) {
+        delivery.send(protocol::rooms(&None, &self.room_list()));
+        self.lobby.insert(conn, delivery);
     }
 
     pub fn leave_lobby(&mut self, conn: ConnId) {
@@ -92,8 +83,8 @@ impl Directory {
             return;
         }
         let text = protocol::rooms(&None, &self.room_list());
-        for outbox in self.lobby.values() {
-            outbox.push(text.clone());
+        for guest in self.lobby.values() {
+            guest.send(text.clone());
         }
     }
 
@@ -104,8 +95,7 @@ impl Directory {
         room_name: &str,
         info: ParticipantInfo,
         conn: ConnId,
-        outbox: Outbox,
-        control: tokio::sync::mpsc::Sender<Control>,
+        delivery: Delivery,
     ) -> Result<Joined, Refusal> {
         let creating = !self.rooms.contains_key(room_name);
         if creating && self.rooms.len() >= self.limits.max_rooms {
@@ -144,13 +134,9 @@ impl Directory {
         let others: Vec<ParticipantInfo> = room.members.iter().map(|m| m.info.clone()).collect();
         let announcement = protocol::participant_joined(&info);
         for member in &room.members {
-            member.outbox.push(announcement.clone());
+            member.delivery.send(announcement.clone());
         }
-        room.members.push(Member {
-            info,
-            outbox,
-            control,
-        });
+        room.members.push(Member { info, delivery });
         self.shard_load[shard] += 1;
         self.lobby.remove(&conn);
         self.push_room_list();
@@ -170,7 +156,7 @@ impl Directory {
         self.shard_load[room.shard] = self.shard_load[room.shard].saturating_sub(1);
         let notice = protocol::participant_left(participant);
         for member in &room.members {
-            member.outbox.push(notice.clone());
+            member.delivery.send(notice.clone());
         }
         if room.members.is_empty() {
             self.rooms.remove(room_name);
@@ -195,7 +181,7 @@ impl Directory {
         change(&mut member.info);
         let notice = protocol::participant_updated(&member.info);
         for member in &room.members {
-            member.outbox.push(notice.clone());
+            member.delivery.send(notice.clone());
         }
     }
 
@@ -235,12 +221,12 @@ impl Directory {
                     )
                 })?;
             recipient
-                .outbox
-                .push(protocol::chat(from, &sender.info.name, text, ts, Some(to)));
+                .delivery
+                .send(protocol::chat(from, &sender.info.name, text, ts, Some(to)));
         } else {
             let message = protocol::chat(from, &sender.info.name, text, ts, None);
             for member in room.members.iter().filter(|m| m.info.id != from) {
-                member.outbox.push(message.clone());
+                member.delivery.send(message.clone());
             }
         }
         Ok(())
@@ -259,9 +245,7 @@ impl Directory {
             .and_then(|r| r.members.iter().find(|m| m.info.id == participant));
         match member {
             Some(member) => {
-                // A full channel holds only earlier kicks, so the member
-                // leaves anyway; a closed one means it already left.
-                let _ = member.control.try_send(Control::Kick {
+                member.delivery.act(OperatorAction::Kick {
                     reason: reason.to_owned(),
                 });
                 true
@@ -274,7 +258,7 @@ impl Directory {
     pub fn close_room(&self, room_name: &str, reason: &str) -> Option<usize> {
         let room = self.rooms.get(room_name)?;
         for member in &room.members {
-            let _ = member.control.try_send(Control::Kick {
+            member.delivery.act(OperatorAction::Kick {
                 reason: reason.to_owned(),
             });
         }
@@ -293,17 +277,17 @@ impl Directory {
         match room_name {
             Some(room_name) => {
                 for member in &self.rooms.get(room_name)?.members {
-                    member.outbox.push(message.clone());
+                    member.delivery.send(message.clone());
                     reached += 1;
                 }
             }
             None => {
-                for outbox in self.lobby.values().chain(
+                for delivery in self.lobby.values().chain(
                     self.rooms
                         .values()
-                        .flat_map(|r| r.members.iter().map(|m| &m.outbox)),
+                        .flat_map(|r| r.members.iter().map(|m| &m.delivery)),
                 ) {
-                    outbox.push(message.clone());
+                    delivery.send(message.clone());
                     reached += 1;
                 }
             }

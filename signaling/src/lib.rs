@@ -5,11 +5,14 @@
 mod admin;
 pub mod auth;
 pub mod cluster;
+mod delivery;
 mod directory;
+mod local_rooms;
 mod metrics;
 mod outbox;
 pub mod protocol;
 mod rate_limit;
+mod rooms;
 mod session;
 mod web;
 
@@ -19,12 +22,13 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use directory::{Directory, Limits};
+use directory::Limits;
+use local_rooms::LocalRooms;
 use noom_config::Config;
 use noom_sfu::{MediaPlane, MediaSettings};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -33,8 +37,11 @@ pub use metrics::Metrics;
 /// Everything the HTTP handlers and sessions share.
 pub struct AppState {
     pub config: Config,
-    directory: Mutex<Directory>,
-    media: MediaPlane,
+    /// Where rooms live and how their members are reached.
+    rooms: Box<dyn rooms::Rooms>,
+    /// This process's media shards (rooms reach them through `rooms`;
+    /// operators' snapshots and shutdown use them directly).
+    media: Arc<MediaPlane>,
     next_conn: AtomicU64,
     /// `ice_servers` of the `joined` message, rendered once.
     ice_servers: serde_json::Value,
@@ -69,12 +76,12 @@ impl Server {
             .with_context(|| format!("binding HTTP {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let settings = media_settings(&config);
-        let media = MediaPlane::start(&settings).context("starting media shards")?;
+        let media = Arc::new(MediaPlane::start(&settings).context("starting media shards")?);
         let ice_servers = serde_json::to_value(&config.ice.servers)?;
         let (shutdown, _) = broadcast::channel(1);
         let state = Arc::new(AppState {
-            directory: Mutex::new(Directory::new(
-                media.shards().len(),
+            rooms: Box::new(LocalRooms::new(
+                media.clone(),
                 Limits {
                     max_rooms: config.limits.max_rooms,
                     max_participants_per_room: config.limits.max_participants_per_room,

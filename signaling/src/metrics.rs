@@ -4,6 +4,7 @@
 //! atomics at scrape time, so the packet path never touches this module.
 
 use crate::protocol::ErrorCode;
+use crate::rooms::Counts;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::header;
@@ -44,10 +45,10 @@ impl Metrics {
 
 pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut registry = Registry::with_prefix("noom");
-    let (rooms, participants) = {
-        let directory = state.directory.lock().unwrap();
-        (directory.room_count(), directory.participant_count())
-    };
+    let Counts {
+        rooms,
+        participants,
+    } = state.rooms.counts().await;
     let gauge = |value: u64| {
         let g: Gauge = Gauge::default();
         g.set(value as i64);

@@ -3,21 +3,24 @@
 //! The session task owns the connection's state (which room, which
 //! participant id, the grace timer) and is the only one to change it; other
 //! tasks and shard threads reach the client through its [`Outbox`] and the
-//! session through its media channel.
+//! session through its media channel. Everything about rooms goes through
+//! [`Rooms`](crate::rooms::Rooms), wherever the rooms live.
 
-use crate::directory::Control;
-use crate::outbox::{outbox, Outbox};
-use crate::protocol::{self, ErrorCode, MediaKind, ParticipantInfo, Refusal, Request};
+use crate::delivery::{delivery, Delivery, OperatorAction};
+use crate::outbox::{outbox, Outbox, OutboxReceiver};
+use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, Request};
 use crate::rate_limit::TokenBucket;
+use crate::rooms::{JoinRequest, ParticipantChange, RoomMedia};
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use noom_sfu::{Command, ConnectionState, EventSink, IceCandidate, MediaEvent, NegotiationError};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Media events queued from the shard to one session; offers and state
@@ -46,15 +49,16 @@ impl EventSink for MediaSink {
 struct InRoom {
     room: String,
     id: String,
-    shard: usize,
+    media: Arc<dyn RoomMedia>,
 }
 
 struct Session {
     conn: u64,
     state: Arc<AppState>,
     outbox: Outbox,
+    /// This connection as the rooms reach it.
+    delivery: Delivery,
     media_tx: mpsc::Sender<(String, MediaEvent)>,
-    control_tx: mpsc::Sender<Control>,
     current: Option<InRoom>,
     rate: TokenBucket,
     joins: TokenBucket,
@@ -78,33 +82,31 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     serve(socket, state, conn).instrument(span).await
 }
 
+/// Why a session ended, which decides the last things its client hears.
+enum Ending {
+    /// The client closed or vanished: nothing more to say.
+    ClientGone,
+    /// One last message (`kicked`, `shutdown`) after everything already
+    /// queued, then the close.
+    LastWord(String),
+    /// A close frame with this status and reason.
+    Close(u16, &'static str),
+}
+
+/// How long a session's last words may take to reach a client before the
+/// connection is dropped regardless (a client that stopped reading).
+const FAREWELL_LIMIT: Duration = Duration::from_secs(2);
+
 async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
     state.metrics.ws_connections.inc();
-    let (outbox, mut out_rx) = outbox();
-    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (outbox, out_rx) = outbox();
+    let (delivery, mut operator) = delivery(outbox.clone());
+    let (ws_tx, mut ws_rx) = socket.split();
     let mut shutdown = state.shutdown.subscribe();
-
-    let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                text = out_rx.rx.recv() => match text {
-                    Some(text) => if ws_tx.send(Message::Text(text.into())).await.is_err() { break },
-                    None => break,
-                },
-                _ = out_rx.overflow_signal.notified() => {
-                    let _ = ws_tx.send(Message::Close(Some(CloseFrame {
-                        code: 1008,
-                        reason: "client is not reading its messages".into(),
-                    }))).await;
-                    break;
-                }
-            }
-        }
-        let _ = ws_tx.close().await;
-    });
+    let (farewell_tx, farewell_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(ws_tx, out_rx, farewell_rx));
 
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_QUEUE);
-    let (control_tx, mut control_rx) = mpsc::channel(4);
     let limits = &state.config.limits;
     let mut session = Session {
         conn,
@@ -112,56 +114,126 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
         joins: TokenBucket::per_minute(limits.joins_per_minute),
         state: state.clone(),
         outbox: outbox.clone(),
+        delivery: delivery.clone(),
         media_tx,
-        control_tx,
         current: None,
         grace_deadline: None,
         client_offer_req: None,
     };
-    state
-        .directory
-        .lock()
-        .unwrap()
-        .enter_lobby(conn, outbox.clone());
+    state.rooms.enter_lobby(conn, delivery.clone()).await;
 
-    loop {
+    let ending = loop {
         let grace = session.grace_deadline;
+        // Biased: an operator action or a shutdown is seen at the next turn
+        // even while the client floods us; media events are bounded (their
+        // sinks drop when full), so they cannot starve the client's messages.
         tokio::select! {
-            message = ws_rx.next() => match message {
-                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
-                Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(err)) => {
-                    tracing::debug!(conn, %err, "websocket read failed");
-                    break;
+            biased;
+            action = operator.next() => match action {
+                OperatorAction::Kick { reason } => {
+                    if let Some(here) = &session.current {
+                        tracing::info!(conn, room = %here.room, participant = %here.id, %reason, "kick");
+                    }
+                    break Ending::LastWord(serde_json::json!({"type": "kicked", "reason": reason}).to_string());
                 }
             },
+            _ = shutdown.recv() => {
+                break Ending::LastWord(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
+            }
             Some((participant, event)) = media_rx.recv() => session.on_media(participant, event),
             _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
-                session.on_grace_expired();
+                session.on_grace_expired().await;
             }
-            Some(Control::Kick { reason }) = control_rx.recv() => {
-                if let Some(here) = &session.current {
-                    tracing::info!(conn, room = %here.room, participant = %here.id, %reason, "kick");
+            message = ws_rx.next() => match message {
+                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break Ending::ClientGone,
+                Some(Err(err)) if is_message_too_big(&err) => {
+                    tracing::info!(conn, %err, "frame far over the message limit: closing");
+                    break Ending::Close(1009, "message too big");
                 }
-                outbox.push(serde_json::json!({"type": "kicked", "reason": reason}).to_string());
-                break;
-            }
-            _ = shutdown.recv() => {
-                outbox.push(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
-                break;
+                Some(Err(err)) => {
+                    tracing::debug!(conn, %err, "websocket read failed");
+                    break Ending::ClientGone;
+                }
+            },
+        }
+    };
+    session.leave_room().await;
+    state.rooms.leave_lobby(conn).await;
+    let _ = farewell_tx.send(ending);
+    drop(session);
+    drop(delivery);
+    drop(outbox);
+    // The writer ends once every outbox clone is gone (the directory dropped
+    // its clones above). A client that stopped reading gets a bounded wait,
+    // then the connection is dropped under it: nothing of it stays behind.
+    if tokio::time::timeout(FAREWELL_LIMIT, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            conn,
+            "client not reading its last messages: dropping the connection"
+        );
+        writer.abort();
+    }
+    drop(ws_rx);
+    state.metrics.ws_connections.dec();
+}
+
+/// Sends the outbox to the client, then the session's last words.
+async fn write_loop(
+    mut ws_tx: SplitSink<WebSocket, Message>,
+    mut out_rx: OutboxReceiver,
+    farewell: oneshot::Receiver<Ending>,
+) {
+    loop {
+        tokio::select! {
+            text = out_rx.rx.recv() => match text {
+                Some(text) => if ws_tx.send(Message::Text(text.into())).await.is_err() { return },
+                None => break,
+            },
+            _ = out_rx.overflow_signal.notified() => {
+                let _ = ws_tx.send(Message::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: "client is not reading its messages".into(),
+                }))).await;
+                let _ = ws_tx.close().await;
+                return;
             }
         }
     }
-    session.leave_room();
-    state.directory.lock().unwrap().leave_lobby(conn);
-    drop(session);
-    drop(outbox);
-    // The writer ends once every outbox clone is gone (the directory dropped
-    // its clones above); bound the wait for a client that stopped reading.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    state.metrics.ws_connections.dec();
+    match farewell.await {
+        Ok(Ending::LastWord(text)) => {
+            let _ = ws_tx.send(Message::Text(text.into())).await;
+        }
+        Ok(Ending::Close(code, reason)) => {
+            let _ = ws_tx
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+        Ok(Ending::ClientGone) | Err(_) => {}
+    }
+    let _ = ws_tx.close().await;
+}
+
+/// Whether a read failed because the client's frame (or message) exceeds
+/// the hard limit set on the upgrade: tungstenite refuses such a frame from
+/// its header, before reading (or buffering) its payload.
+fn is_message_too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        err.source()
+            .and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(
+            tungstenite::error::CapacityError::MessageTooLong { .. }
+        ))
+    )
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -188,7 +260,7 @@ impl Session {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    async fn on_text(&mut self, text: &str) {
         if text.len() > self.state.config.limits.max_message_bytes {
             self.refuse(
                 &None,
@@ -212,9 +284,10 @@ impl Session {
             return;
         }
         let req = incoming.req;
-        let result = incoming
-            .request
-            .and_then(|request| self.dispatch(&req, request));
+        let result = match incoming.request {
+            Ok(request) => self.dispatch(&req, request).await,
+            Err(refusal) => Err(refusal),
+        };
         if let Err(refusal) = result {
             self.refuse(&req, refusal);
         }
@@ -226,22 +299,21 @@ impl Session {
             .ok_or_else(|| Refusal::new(ErrorCode::NotInRoom, "join a room first"))
     }
 
-    fn dispatch(&mut self, req: &Option<Value>, request: Request) -> Result<(), Refusal> {
+    async fn dispatch(&mut self, req: &Option<Value>, request: Request) -> Result<(), Refusal> {
         match request {
             Request::Rooms => {
-                let list = self.state.directory.lock().unwrap().room_list();
+                let list = self.state.rooms.room_list().await;
                 self.outbox.push(protocol::rooms(req, &list));
             }
-            Request::Join { room, name, token } => self.join(req, room, name, token)?,
+            Request::Join { room, name, token } => self.join(req, room, name, token).await?,
             Request::Leave => {
                 self.in_room()?;
-                self.leave_room();
+                self.leave_room().await;
                 self.reply_ok(req);
                 self.state
-                    .directory
-                    .lock()
-                    .unwrap()
-                    .enter_lobby(self.conn, self.outbox.clone());
+                    .rooms
+                    .enter_lobby(self.conn, self.delivery.clone())
+                    .await;
             }
             Request::Name { name } => {
                 protocol::check_name("name", &name)?;
@@ -253,34 +325,30 @@ impl Session {
                 }
                 let here = self.in_room()?;
                 self.state
-                    .directory
-                    .lock()
-                    .unwrap()
-                    .update(&here.room, &here.id, |p| p.name = name);
+                    .rooms
+                    .update(&here.room, &here.id, ParticipantChange::Name(name))
+                    .await;
                 self.reply_ok(req);
             }
             Request::Mute { kind, muted } => {
                 let here = self.in_room()?;
                 self.state
-                    .directory
-                    .lock()
-                    .unwrap()
-                    .update(&here.room, &here.id, |p| match kind {
-                        MediaKind::Audio => p.audio_muted = muted,
-                        MediaKind::Video => p.video_muted = muted,
-                    });
+                    .rooms
+                    .update(
+                        &here.room,
+                        &here.id,
+                        ParticipantChange::Muted { kind, muted },
+                    )
+                    .await;
                 self.reply_ok(req);
             }
             Request::Chat { text, to } => {
                 protocol::check_chat_text(&text)?;
                 let here = self.in_room()?;
-                self.state.directory.lock().unwrap().chat(
-                    &here.room,
-                    &here.id,
-                    &text,
-                    to.as_deref(),
-                    unix_ms(),
-                )?;
+                self.state
+                    .rooms
+                    .chat(&here.room, &here.id, &text, to.as_deref(), unix_ms())
+                    .await?;
                 self.reply_ok(req);
             }
             Request::Answer { sdp } => {
@@ -361,14 +429,12 @@ impl Session {
 
     fn to_shard(&self, command: Command) -> Result<(), Refusal> {
         let here = self.in_room()?;
-        self.state
-            .media
-            .shard(here.shard)
+        here.media
             .send(command)
             .map_err(|_| Refusal::new(ErrorCode::Internal, "the media server is overloaded"))
     }
 
-    fn join(
+    async fn join(
         &mut self,
         req: &Option<Value>,
         room: String,
@@ -400,25 +466,25 @@ impl Session {
             video_muted: false,
         };
         let id = info.id.clone();
-        let joined = {
-            let mut directory = self.state.directory.lock().unwrap();
-            let joined = directory.join(
-                &room,
-                info,
-                self.conn,
-                self.outbox.clone(),
-                self.control_tx.clone(),
-            )?;
-            // Pushed under the lock so no participant_joined can overtake it.
-            self.outbox.push(protocol::joined(
-                req,
-                &room,
-                &id,
-                &joined.others,
-                &self.state.ice_servers,
-            ));
-            joined
+        let welcome = {
+            let (req, room, id) = (req.clone(), room.clone(), id.clone());
+            let ice_servers = self.state.ice_servers.clone();
+            Box::new(move |others: &[ParticipantInfo]| {
+                protocol::joined(&req, &room, &id, others, &ice_servers)
+            })
         };
+        let joined = self
+            .state
+            .rooms
+            .join(JoinRequest {
+                room: room.clone(),
+                participant: info,
+                conn: self.conn,
+                delivery: self.delivery.clone(),
+                welcome,
+            })
+            .await?;
+        let shard = joined.media.shard();
         let sink = Box::new(MediaSink {
             participant: id.clone(),
             tx: self.media_tx.clone(),
@@ -426,12 +492,12 @@ impl Session {
         self.current = Some(InRoom {
             room: room.clone(),
             id: id.clone(),
-            shard: joined.shard,
+            media: joined.media,
         });
         let span = tracing::Span::current();
         span.record("room", room.as_str());
         span.record("participant", id.as_str());
-        tracing::info!(conn = self.conn, %room, participant = %id, shard = joined.shard, "join");
+        tracing::info!(conn = self.conn, %room, participant = %id, shard, "join");
         if self
             .to_shard(Command::Join {
                 room,
@@ -440,7 +506,7 @@ impl Session {
             })
             .is_err()
         {
-            self.leave_room();
+            self.leave_room().await;
             return Err(Refusal::new(
                 ErrorCode::Internal,
                 "the media server is overloaded",
@@ -449,18 +515,14 @@ impl Session {
         Ok(())
     }
 
-    fn leave_room(&mut self) {
+    async fn leave_room(&mut self) {
         let Some(here) = self.current.take() else {
             return;
         };
         self.grace_deadline = None;
         self.client_offer_req = None;
-        self.state
-            .directory
-            .lock()
-            .unwrap()
-            .leave(&here.room, &here.id);
-        let _ = self.state.media.shard(here.shard).send(Command::Leave {
+        self.state.rooms.leave(&here.room, &here.id).await;
+        let _ = here.media.send(Command::Leave {
             participant: here.id.clone(),
         });
         tracing::info!(conn = self.conn, room = %here.room, participant = %here.id, "leave");
@@ -495,20 +557,19 @@ impl Session {
         }
     }
 
-    fn on_grace_expired(&mut self) {
+    async fn on_grace_expired(&mut self) {
         self.grace_deadline = None;
         if let Some(here) = &self.current {
             tracing::info!(conn = self.conn, participant = %here.id, "media connection lost for longer than the grace period");
         }
-        self.leave_room();
+        self.leave_room().await;
         self.outbox.push(
             serde_json::json!({"type": "left", "reason": "media_failed", "message": "the media connection failed for longer than the grace period"})
                 .to_string(),
         );
         self.state
-            .directory
-            .lock()
-            .unwrap()
-            .enter_lobby(self.conn, self.outbox.clone());
+            .rooms
+            .enter_lobby(self.conn, self.delivery.clone())
+            .await;
     }
 }

@@ -1,0 +1,155 @@
+//! [`Rooms`] for a single node: the in-process [`Directory`] and this
+//! process's media shards.
+//!
+//! Every method is one short critical section on the directory's `Mutex`
+//! and never awaits while holding it; "async" only because other
+//! implementations need the network.
+
+use crate::delivery::Delivery;
+use crate::directory::{Directory, Limits};
+use crate::protocol::{MediaKind, Refusal, RoomInfo};
+use crate::rooms::{
+    ConnId, Counts, JoinRequest, Joined, MediaUnavailable, ParticipantChange, RoomMedia,
+    RoomOverview, Rooms,
+};
+use async_trait::async_trait;
+use noom_sfu::{Command, MediaPlane};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub struct LocalRooms {
+    directory: Mutex<Directory>,
+    media: Arc<MediaPlane>,
+}
+
+impl LocalRooms {
+    pub fn new(media: Arc<MediaPlane>, limits: Limits) -> LocalRooms {
+        LocalRooms {
+            directory: Mutex::new(Directory::new(media.shards().len(), limits)),
+            media,
+        }
+    }
+
+    fn directory(&self) -> MutexGuard<'_, Directory> {
+        self.directory
+            .lock()
+            .expect("rooms directory lock poisoned")
+    }
+}
+
+/// A room's media on one of this process's shards.
+struct ShardMedia {
+    media: Arc<MediaPlane>,
+    shard: usize,
+}
+
+impl RoomMedia for ShardMedia {
+    fn send(&self, command: Command) -> Result<(), MediaUnavailable> {
+        self.media
+            .shard(self.shard)
+            .send(command)
+            .map_err(|_| MediaUnavailable)
+    }
+
+    fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+#[async_trait]
+impl Rooms for LocalRooms {
+    async fn enter_lobby(&self, conn: ConnId, delivery: Delivery) {
+        self.directory().enter_lobby(conn, delivery);
+    }
+
+    async fn leave_lobby(&self, conn: ConnId) {
+        self.directory().leave_lobby(conn);
+    }
+
+    async fn room_list(&self) -> Vec<RoomInfo> {
+        self.directory().room_list()
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<Joined, Refusal> {
+        let JoinRequest {
+            room,
+            participant,
+            conn,
+            delivery,
+            welcome,
+        } = request;
+        let joined = {
+            let mut directory = self.directory();
+            let joined = directory.join(&room, participant, conn, delivery.clone())?;
+            // Under the lock, so no later message about the room overtakes it.
+            delivery.send(welcome(&joined.others));
+            joined
+        };
+        Ok(Joined {
+            media: Arc::new(ShardMedia {
+                media: self.media.clone(),
+                shard: joined.shard,
+            }),
+        })
+    }
+
+    async fn leave(&self, room: &str, participant: &str) {
+        self.directory().leave(room, participant);
+    }
+
+    async fn update(&self, room: &str, participant: &str, change: ParticipantChange) {
+        self.directory()
+            .update(room, participant, |p| match change {
+                ParticipantChange::Name(name) => p.name = name,
+                ParticipantChange::Muted {
+                    kind: MediaKind::Audio,
+                    muted,
+                } => p.audio_muted = muted,
+                ParticipantChange::Muted {
+                    kind: MediaKind::Video,
+                    muted,
+                } => p.video_muted = muted,
+            });
+    }
+
+    async fn chat(
+        &self,
+        room: &str,
+        from: &str,
+        text: &str,
+        to: Option<&str>,
+        ts: u64,
+    ) -> Result<(), Refusal> {
+        self.directory().chat(room, from, text, to, ts)
+    }
+
+    async fn kick(&self, room: &str, participant: &str, reason: &str) -> bool {
+        self.directory().kick(room, participant, reason)
+    }
+
+    async fn close_room(&self, room: &str, reason: &str) -> Option<usize> {
+        self.directory().close_room(room, reason)
+    }
+
+    async fn announce(&self, text: &str, room: Option<&str>, ts: u64) -> Option<usize> {
+        self.directory().announce(text, room, ts)
+    }
+
+    async fn overview(&self) -> Vec<RoomOverview> {
+        self.directory()
+            .rooms()
+            .map(|(name, room)| RoomOverview {
+                name: name.clone(),
+                shard: room.shard,
+                participants: room.members.iter().map(|m| m.info.clone()).collect(),
+            })
+            .collect()
+    }
+
+    async fn counts(&self) -> Counts {
+        let directory = self.directory();
+        Counts {
+            rooms: directory.room_count(),
+            participants: directory.participant_count(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Where rooms live and how their members are reached: the one interface
+//! through which sessions and the operator API touch rooms.
+//!
+//! Today [`LocalRooms`](crate::local_rooms::LocalRooms) keeps every room in
+//! this process (the [`Directory`](crate::directory::Directory) plus the local
+//! media shards). Several nodes sharing a store will implement the same trait
+//! (the directory in the store, messages fanned out over pub/sub to the node
+//! that holds each member's connection), and the sessions will not change.
+//! Hence:
+//!
+//! - every method that would need the network in such an implementation is
+//!   `async`; implementations must not hold a lock across an `.await`;
+//! - a member is reached only through the [`Delivery`] handed over at
+//!   [`Rooms::enter_lobby`] / [`Rooms::join`], never through its session;
+//! - a room's media is reached through the [`RoomMedia`] handle returned by
+//!   [`Rooms::join`], never by shard index.
+//!
+//! Ordering guarantees every implementation gives (clients rely on them):
+//!
+//! - a joiner receives its `joined` message (rendered by
+//!   [`JoinRequest::welcome`]) before any other message about the room, so
+//!   no `participant_joined` / `participant_left` / `chat` overtakes it;
+//! - messages caused by one session's calls reach each member in the order
+//!   of those calls (a member sees `participant_updated` after the
+//!   `participant_joined` it refers to, `participant_left` last);
+//! - a lobby guest gets the room list at once on entering and again after
+//!   every change to the list, until it leaves the lobby or joins a room.
+
+use crate::delivery::Delivery;
+use crate::protocol::{MediaKind, ParticipantInfo, Refusal, RoomInfo};
+use async_trait::async_trait;
+use noom_sfu::Command;
+use std::sync::Arc;
+
+/// A WebSocket connection's identity (unique within this process).
+pub type ConnId = u64;
+
+/// Renders the joiner's `joined` message from the others already in the
+/// room; called exactly once, by the implementation, at the moment the
+/// joiner becomes a member (see the ordering guarantees above).
+pub type Welcome = Box<dyn FnOnce(&[ParticipantInfo]) -> String + Send>;
+
+/// A participant asking to become a member of `room`.
+pub struct JoinRequest {
+    pub room: String,
+    pub participant: ParticipantInfo,
+    /// The connection, which leaves the lobby on joining.
+    pub conn: ConnId,
+    /// How the room reaches the new member from now on.
+    pub delivery: Delivery,
+    pub welcome: Welcome,
+}
+
+/// A successful join (the members already in the room went to the
+/// [`JoinRequest::welcome`]).
+pub struct Joined {
+    /// Where the session sends its participant's media commands.
+    pub media: Arc<dyn RoomMedia>,
+}
+
+/// The media plane serving one room, as a member's session reaches it.
+pub trait RoomMedia: Send + Sync {
+    /// Queues a command; never blocks. Fails when the media plane is gone
+    /// or overloaded (its queue is full).
+    fn send(&self, command: Command) -> Result<(), MediaUnavailable>;
+    /// Where the room's media is handled, for logs and operators (a shard
+    /// index today).
+    fn shard(&self) -> usize;
+}
+
+/// The media plane did not take a command (shut down or overloaded).
+#[derive(Debug)]
+pub struct MediaUnavailable;
+
+/// A change to a participant that its whole room is told about
+/// (`participant_updated`).
+pub enum ParticipantChange {
+    Name(String),
+    Muted { kind: MediaKind, muted: bool },
+}
+
+/// A room as operators see it.
+pub struct RoomOverview {
+    pub name: String,
+    /// The shard handling the room's media.
+    pub shard: usize,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// Totals for `/metrics`.
+pub struct Counts {
+    pub rooms: usize,
+    pub participants: usize,
+}
+
+#[async_trait]
+pub trait Rooms: Send + Sync {
+    /// A connection waits in the lobby: it gets the room list now and after
+    /// every change. Called on connecting and after leaving a room.
+    async fn enter_lobby(&self, conn: ConnId, delivery: Delivery);
+
+    /// The connection is gone; no more room lists.
+    async fn leave_lobby(&self, conn: ConnId);
+
+    /// The current rooms with their sizes (the `rooms` request).
+    async fn room_list(&self) -> Vec<RoomInfo>;
+
+    /// Adds a participant to a room, creating it, within the server's room
+    /// and room-size limits (checked and applied atomically: two joiners
+    /// cannot both take the last seat). Delivers the welcome first, then
+    /// tells the others (`participant_joined`) and the lobby.
+    async fn join(&self, request: JoinRequest) -> Result<Joined, Refusal>;
+
+    /// Removes a participant (it left, was kicked, or its media failed):
+    /// the others get `participant_left`, an empty room disappears. Idempotent.
+    async fn leave(&self, room: &str, participant: &str);
+
+    /// Applies a change to a participant and tells its whole room.
+    async fn update(&self, room: &str, participant: &str, change: ParticipantChange);
+
+    /// Delivers a chat message from `from` to the rest of its room, or only
+    /// to `to`. Refuses a recipient that is not in the room, or the sender.
+    async fn chat(
+        &self,
+        room: &str,
+        from: &str,
+        text: &str,
+        to: Option<&str>,
+        ts: u64,
+    ) -> Result<(), Refusal>;
+
+    /// Operator: asks a member's session to leave with `reason` (it is told
+    /// `kicked`, then its connection closes). False if no such member.
+    /// The action cannot be lost (see [`Delivery::act`]).
+    async fn kick(&self, room: &str, participant: &str, reason: &str) -> bool;
+
+    /// Operator: kicks everyone in a room; how many, or None if no such room.
+    async fn close_room(&self, room: &str, reason: &str) -> Option<usize>;
+
+    /// Operator: sends an `announcement` to one room or, without `room`, to
+    /// every connection (the lobby included). How many connections it
+    /// reached, or None if no such room.
+    async fn announce(&self, text: &str, room: Option<&str>, ts: u64) -> Option<usize>;
+
+    /// Operator: every room with its members.
+    async fn overview(&self) -> Vec<RoomOverview>;
+
+    /// Operator: totals for `/metrics`.
+    async fn counts(&self) -> Counts;
+}
