@@ -1,95 +1,61 @@
-//! One WebRTC endpoint of the load generator, on the async `webrtc` crate
-//! (as Noom's own test client): it publishes synthetic VP8-like video and
-//! Opus-sized audio, receives whatever the server forwards, and stamps
-//! packets on its socket (see [`crate::media`]). Signaling is the caller's:
-//! Noom's WebSocket contract or Janus' HTTP API.
+//! The load generator's WebRTC endpoint for Janus, whose VideoRoom
+//! signaling (HTTP, one peer connection per handle, no trickle) the caller
+//! drives: create an offer or answer one, then wait for gathering. Built from
+//! `noom_client`'s pieces (the same peer connection setup, synthetic tracks
+//! and publishing loops as Noom's participants); the Noom side uses
+//! `noom_client::Client` itself (see [`crate::noom`]).
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd as _;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
-
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::ice::network_type::NetworkType;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
-};
-use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpTransceiver};
-
-use crate::media::{
-    audio_payload, random_u32, read_stamp, rtp_id, video_payload, FrameSchedule, MediaProfile,
-    Metrics, RecvStamps, SendStamps, AUDIO_INTERVAL,
+    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription,
 };
 
-/// How long a join may take to reach `connected` before it is retried.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use noom_client::peer_setup::{add_local_tracks, build_peer_connection, LocalTrack, PeerSetup};
+use noom_client::rtp_synth::{publish_audio, publish_video, random_u32, SendGate};
+use noom_client::{MediaKind, MediaObserver};
 
-pub fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
-pub fn vp8_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![],
-    }
-}
+use crate::media::{LoadObserver, MediaProfile, Metrics};
+use crate::stamp_socket::StampingUdp;
 
 /// State the peer connection's callbacks and tasks share.
 struct Shared {
     label: String,
-    metrics: Arc<Metrics>,
-    recv_stamps: Arc<RecvStamps>,
+    observer: Arc<LoadObserver>,
     notify: Notify,
     state: Mutex<RTCPeerConnectionState>,
     ice_state: Mutex<String>,
     gathering_complete: AtomicBool,
-    /// Local candidates for a trickling caller (None = end of candidates).
-    candidates: mpsc::UnboundedSender<Option<String>>,
-    /// When this participant asked to receive (join); first packet after it
-    /// is recorded once.
-    join_at: Mutex<Option<Instant>>,
-    first_seen: AtomicBool,
     audio_pt: AtomicU32,
     video_pt: AtomicU32,
-    /// Receivers each published packet should reach.
-    fanout: AtomicU64,
-    packets_received: AtomicU64,
 }
 
-impl Shared {
-    fn connected(&self) -> bool {
-        *self.state.lock().unwrap() == RTCPeerConnectionState::Connected
+impl SendGate for Shared {
+    fn payload_type(&self, kind: MediaKind) -> Option<u8> {
+        if *self.state.lock().unwrap() != RTCPeerConnectionState::Connected {
+            return None;
+        }
+        let slot = match kind {
+            MediaKind::Audio => &self.audio_pt,
+            MediaKind::Video => &self.video_pt,
+        };
+        match slot.load(Ordering::SeqCst) {
+            0 => None,
+            v => Some(v as u8),
+        }
+    }
+
+    fn on_sent(&self, kind: MediaKind, _header: &rtp::header::Header, _keyframe_start: bool) {
+        self.observer.on_sent(kind);
     }
 }
 
@@ -99,16 +65,9 @@ struct Handler {
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.shared.candidates.send(Some(init.candidate));
-        }
-    }
-
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
             self.shared.gathering_complete.store(true, Ordering::SeqCst);
-            let _ = self.shared.candidates.send(None);
             self.shared.notify.notify_waiters();
         }
     }
@@ -124,35 +83,26 @@ impl PeerConnectionEventHandler for Handler {
         *self.shared.state.lock().unwrap() = state;
         if state == RTCPeerConnectionState::Failed {
             self.shared
-                .metrics
+                .observer
+                .metrics()
                 .error(format!("{}: peer connection failed", self.shared.label));
         }
         self.shared.notify.notify_waiters();
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        tokio::spawn(read_track(Arc::clone(&self.shared), track));
+        tokio::spawn(read_track(Arc::clone(&self.shared.observer), track));
     }
 }
 
-async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
-    let video = track.kind().await == RtpCodecKind::Video;
+async fn read_track(observer: Arc<LoadObserver>, track: Arc<dyn TrackRemote>) {
+    let kind = match track.kind().await {
+        rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video => MediaKind::Video,
+        _ => MediaKind::Audio,
+    };
     while let Some(event) = track.poll().await {
         match event {
-            TrackRemoteEvent::OnRtpPacket(pkt) => {
-                shared.packets_received.fetch_add(1, Ordering::Relaxed);
-                let arrived = shared
-                    .recv_stamps
-                    .take(pkt.header.ssrc, pkt.header.sequence_number);
-                let sent =
-                    read_stamp(&pkt.payload).and_then(|(s, q)| SendStamps::global().get(s, q));
-                shared.metrics.on_received(video, sent, arrived);
-                if !shared.first_seen.swap(true, Ordering::Relaxed) {
-                    if let Some(at) = *shared.join_at.lock().unwrap() {
-                        shared.metrics.on_first_packet(at.elapsed());
-                    }
-                }
-            }
+            TrackRemoteEvent::OnRtpPacket(pkt) => observer.on_received(kind, &pkt),
             TrackRemoteEvent::OnEnded => break,
             _ => {}
         }
@@ -163,8 +113,7 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     pub label: String,
-    /// Address to bind and gather on (127.0.0.1 for Noom, the veth address
-    /// for Janus).
+    /// Address to bind and gather on (the veth address for Janus).
     pub bind_ip: IpAddr,
     /// Publish audio and video (else receive only).
     pub publish: bool,
@@ -176,155 +125,81 @@ pub struct Peer {
     pub label: String,
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
-    transceivers: Option<(Arc<dyn RtpTransceiver>, Arc<dyn RtpTransceiver>)>,
+    local: Option<[LocalTrack; 2]>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    pub audio_ssrc: u32,
-    pub video_ssrc: u32,
-    /// Local candidates (for trickle), `None` at the end.
-    candidates: Mutex<Option<mpsc::UnboundedReceiver<Option<String>>>>,
 }
 
 impl Peer {
     pub async fn new(opts: PeerOptions, metrics: Arc<Metrics>) -> Result<Peer> {
-        let (cand_tx, cand_rx) = mpsc::unbounded_channel();
-        let recv_stamps = Arc::new(RecvStamps::default());
+        let observer = LoadObserver::new(metrics);
         let shared = Arc::new(Shared {
             label: opts.label.clone(),
-            metrics,
-            recv_stamps: Arc::clone(&recv_stamps),
+            observer: Arc::clone(&observer),
             notify: Notify::new(),
             state: Mutex::new(RTCPeerConnectionState::New),
             ice_state: Mutex::new("new".to_owned()),
             gathering_complete: AtomicBool::new(false),
-            candidates: cand_tx,
-            join_at: Mutex::new(None),
-            first_seen: AtomicBool::new(false),
             audio_pt: AtomicU32::new(0),
             video_pt: AtomicU32::new(0),
-            fanout: AtomicU64::new(0),
-            packets_received: AtomicU64::new(0),
         });
-
-        let mut media_engine = MediaEngine::default();
-        media_engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: opus_codec(),
-                payload_type: 111,
-            },
-            RtpCodecKind::Audio,
-        )?;
-        media_engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: vp8_codec(),
-                payload_type: 96,
-            },
-            RtpCodecKind::Video,
-        )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
-        let setting_engine = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(vec![NetworkType::Udp4])
-            .with_include_loopback_candidate(opts.bind_ip.is_loopback())
-            .build();
-        let config = RTCConfigurationBuilder::new()
-            .with_ice_servers(vec![])
-            .build();
-        let pc = PeerConnectionBuilder::new()
-            .with_runtime(Arc::new(TapRuntime {
-                inner: webrtc::runtime::TokioRuntime,
-                recv: recv_stamps,
-            }))
-            .with_configuration(config)
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(setting_engine)
-            .with_handler(Arc::new(Handler {
+        let setup = PeerSetup {
+            bind_ip: opts.bind_ip,
+            rtcp_to_app: false,
+            udp: Some(Arc::new(StampingUdp {
+                recv: observer.recv_stamps(),
+            })),
+        };
+        let pc = build_peer_connection(
+            &setup,
+            Arc::new(Handler {
                 shared: Arc::clone(&shared),
-            }))
-            .with_udp_addrs(vec![SocketAddr::new(opts.bind_ip, 0).to_string()])
-            .build()
-            .await?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+            }),
+        )
+        .await?;
 
-        let (audio_ssrc, video_ssrc) = (random_u32(), random_u32());
         let mut tasks = Vec::new();
-        let mut transceivers = None;
+        let mut local = None;
         if opts.publish {
             let stream = format!("stream-{}", opts.label);
-            let track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec, name: &str| {
-                Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                    stream.clone(),
-                    format!("{}-{name}", opts.label),
-                    format!("{}-{name}", opts.label),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec,
-                        ..Default::default()
-                    }],
-                )))
-            };
-            let audio = track(RtpCodecKind::Audio, audio_ssrc, opus_codec(), "audio");
-            let video = track(RtpCodecKind::Video, video_ssrc, vp8_codec(), "video");
-            let init = || RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![],
-                send_encodings: vec![],
-            };
-            let audio_tr = pc
-                .add_transceiver_from_track(audio.clone(), Some(init()))
-                .await
-                .context("add audio transceiver")?;
-            let video_tr = pc
-                .add_transceiver_from_track(video.clone(), Some(init()))
-                .await
-                .context("add video transceiver")?;
-            transceivers = Some((audio_tr, video_tr));
+            let ssrcs = (random_u32(), random_u32());
+            let [audio, video] = add_local_tracks(&pc, &opts.label, &stream, ssrcs).await?;
+            let gate: Arc<dyn SendGate> = shared.clone();
             if opts.profile.audio {
                 tasks.push(tokio::spawn(publish_audio(
-                    Arc::clone(&shared),
-                    audio,
-                    audio_ssrc,
+                    Arc::clone(&gate),
+                    Arc::clone(&audio.track),
+                    audio.ssrc,
                 )));
             }
             tasks.push(tokio::spawn(publish_video(
-                Arc::clone(&shared),
-                video,
-                video_ssrc,
+                gate,
+                Arc::clone(&video.track),
+                video.ssrc,
                 opts.profile,
             )));
+            local = Some([audio, video]);
         }
         Ok(Peer {
             label: opts.label,
             pc,
             shared,
-            transceivers,
+            local,
             tasks: Mutex::new(tasks),
-            audio_ssrc,
-            video_ssrc,
-            candidates: Mutex::new(Some(cand_rx)),
         })
     }
 
     /// Receivers each published packet should reach (for loss).
     pub fn set_fanout(&self, n: u64) {
-        self.shared.fanout.store(n, Ordering::Relaxed);
+        self.shared.observer.set_fanout(n);
     }
 
     /// The moment this participant asked for media (join -> first packet).
     pub fn mark_join(&self) {
-        *self.shared.join_at.lock().unwrap() = Some(Instant::now());
+        self.shared.observer.mark_join();
     }
 
     pub fn packets_received(&self) -> u64 {
-        self.shared.packets_received.load(Ordering::Relaxed)
-    }
-
-    pub fn connected(&self) -> bool {
-        self.shared.connected()
+        self.shared.observer.packets_received()
     }
 
     /// "peer connection state / ICE state".
@@ -336,7 +211,8 @@ impl Peer {
         )
     }
 
-    /// Applies a remote offer; returns our answer (candidates trickle).
+    /// Applies a remote offer; returns our answer (without candidates: see
+    /// [`Peer::local_sdp_gathered`]).
     pub async fn answer(&self, offer_sdp: &str) -> Result<String> {
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned()).context("parse offer")?;
         self.pc
@@ -372,8 +248,8 @@ impl Peer {
         Ok(())
     }
 
-    /// Our current local description once ICE gathering is complete (for a
-    /// server that does not take trickled candidates).
+    /// Our current local description once ICE gathering is complete (Janus
+    /// is not sent trickled candidates).
     pub async fn local_sdp_gathered(&self, timeout: Duration) -> Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -392,47 +268,13 @@ impl Peer {
             .ok_or_else(|| anyhow!("{}: no local description", self.label))
     }
 
-    pub async fn add_candidate(
-        &self,
-        candidate: &str,
-        mid: Option<String>,
-        mline: Option<u16>,
-    ) -> Result<()> {
-        if candidate.is_empty() {
-            return Ok(());
-        }
-        self.pc
-            .add_ice_candidate(RTCIceCandidateInit {
-                candidate: candidate.to_owned(),
-                sdp_mid: mid,
-                sdp_mline_index: mline,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow!("add_ice_candidate: {e}"))
-    }
-
     async fn refresh_payload_types(&self) {
-        let Some((audio, video)) = &self.transceivers else {
-            return;
-        };
-        for (tr, slot, mime) in [
-            (audio, &self.shared.audio_pt, MIME_TYPE_OPUS),
-            (video, &self.shared.video_pt, MIME_TYPE_VP8),
-        ] {
-            let Ok(Some(sender)) = tr.sender().await else {
-                continue;
+        for t in self.local.iter().flatten() {
+            let slot = match t.kind {
+                MediaKind::Audio => &self.shared.audio_pt,
+                MediaKind::Video => &self.shared.video_pt,
             };
-            let Ok(params) = sender.get_parameters().await else {
-                continue;
-            };
-            if let Some(pt) = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .map(|c| c.payload_type)
-            {
+            if let Ok(pt) = t.negotiated_payload_type().await {
                 slot.store(u32::from(pt), Ordering::SeqCst);
             }
         }
@@ -460,11 +302,6 @@ impl Peer {
         }
     }
 
-    /// The local candidates (for a trickling caller), once.
-    pub fn take_candidates(&self) -> Option<mpsc::UnboundedReceiver<Option<String>>> {
-        self.candidates.lock().unwrap().take()
-    }
-
     pub async fn close(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
@@ -477,235 +314,6 @@ impl Drop for Peer {
     fn drop(&mut self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
-        }
-    }
-}
-
-fn ready(shared: &Shared, pt: &AtomicU32) -> Option<u8> {
-    if !shared.connected() {
-        return None;
-    }
-    match pt.load(Ordering::SeqCst) {
-        0 => None,
-        v => Some(v as u8),
-    }
-}
-
-async fn publish_audio(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, ssrc: u32) {
-    let mut tick = tokio::time::interval(AUDIO_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut seq = (random_u32() & 0x7fff) as u16;
-    let mut ts = random_u32();
-    loop {
-        tick.tick().await;
-        ts = ts.wrapping_add(960);
-        let Some(pt) = ready(&shared, &shared.audio_pt) else {
-            continue;
-        };
-        let pkt = rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                payload_type: pt,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc,
-                ..Default::default()
-            },
-            payload: Bytes::from(audio_payload(ssrc, seq)),
-        };
-        seq = seq.wrapping_add(1);
-        if track.write_rtp(pkt).await.is_ok() {
-            shared
-                .metrics
-                .on_sent(shared.fanout.load(Ordering::Relaxed));
-        }
-    }
-}
-
-async fn publish_video(
-    shared: Arc<Shared>,
-    track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    profile: MediaProfile,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / profile.fps.max(1) as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut seq = (random_u32() & 0x7fff) as u16;
-    let mut ts = random_u32();
-    let mut schedule = FrameSchedule::new(&profile);
-    let step = 90_000 / profile.fps.max(1);
-    let size = profile.video_payload();
-    loop {
-        tick.tick().await;
-        ts = ts.wrapping_add(step);
-        let Some(pt) = ready(&shared, &shared.video_pt) else {
-            continue;
-        };
-        let (key, count) = schedule.next_frame();
-        for i in 0..count {
-            let pkt = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    marker: i + 1 == count,
-                    payload_type: pt,
-                    sequence_number: seq,
-                    timestamp: ts,
-                    ssrc,
-                    ..Default::default()
-                },
-                payload: Bytes::from(video_payload(size, i == 0, key, ssrc, seq)),
-            };
-            seq = seq.wrapping_add(1);
-            if track.write_rtp(pkt).await.is_ok() {
-                shared
-                    .metrics
-                    .on_sent(shared.fanout.load(Ordering::Relaxed));
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A tokio runtime whose UDP sockets stamp RTP packets
-// ---------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct TapRuntime {
-    inner: webrtc::runtime::TokioRuntime,
-    recv: Arc<RecvStamps>,
-}
-
-type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-impl webrtc::runtime::Runtime for TapRuntime {
-    fn spawn(
-        &self,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn webrtc::runtime::JoinHandle> {
-        self.inner.spawn(future)
-    }
-
-    fn spawn_reactor(
-        &self,
-        reactor_pool_size: usize,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn webrtc::runtime::JoinHandle> {
-        self.inner.spawn_reactor(reactor_pool_size, future)
-    }
-
-    fn wrap_udp_socket(
-        &self,
-        socket: std::net::UdpSocket,
-    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncUdpSocket>> {
-        socket.set_nonblocking(true)?;
-        let io = tokio::net::UdpSocket::from_std(socket)?;
-        crate::stamp::enable(io.as_raw_fd())?;
-        let local_ip = io.local_addr().ok().map(|a| a.ip());
-        Ok(Arc::new(TapSocket {
-            io,
-            recv: Arc::clone(&self.recv),
-            local_ip,
-        }))
-    }
-
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> BoxFut<'a, std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpStream>>> {
-        self.inner.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFut<'a, std::io::Result<Vec<SocketAddr>>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn sleep(&self, duration: Duration) -> BoxFut<'static, ()> {
-        self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn webrtc::runtime::AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future)
-    }
-
-    fn name(&self) -> &'static str {
-        "tokio-stamps"
-    }
-}
-
-#[derive(Debug)]
-struct TapSocket {
-    io: tokio::net::UdpSocket,
-    recv: Arc<RecvStamps>,
-    local_ip: Option<IpAddr>,
-}
-
-impl webrtc::runtime::AsyncUdpSocket for TapSocket {
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.io.local_addr()
-    }
-
-    fn poll_send(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        transmit: &webrtc::runtime::Transmit<'_>,
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        // Stamped before the system call: a receiver in this process may
-        // look the stamp up before `send_to` has even returned.
-        if let Some((ssrc, seq)) = rtp_id(transmit.contents) {
-            SendStamps::global().record(ssrc, seq, crate::stamp::now_ns());
-        }
-        self.io
-            .poll_send_to(cx, transmit.contents, transmit.destination)
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        bufs: &mut [std::io::IoSliceMut<'_>],
-        meta: &mut [webrtc::runtime::RecvMeta],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        if bufs.is_empty() || meta.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        loop {
-            match self.io.poll_recv_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let fd = self.io.as_raw_fd();
-            let buf = &mut bufs[0];
-            match self.io.try_io(tokio::io::Interest::READABLE, || {
-                crate::stamp::recv(fd, buf)
-            }) {
-                Ok((n, from, stamp)) => {
-                    if let Some((ssrc, seq)) = rtp_id(&bufs[0][..n]) {
-                        let at = stamp.unwrap_or_else(crate::stamp::now_ns);
-                        self.recv.record(ssrc, seq, at);
-                    }
-                    let mut m = webrtc::runtime::RecvMeta::default();
-                    m.addr = from;
-                    m.len = n;
-                    m.stride = n.max(1);
-                    m.dst_ip = self.local_ip;
-                    meta[0] = m;
-                    return Poll::Ready(Ok(1));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
         }
     }
 }
