@@ -6,7 +6,7 @@
 //! `noom_client::Client` itself (see [`crate::noom`]).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use webrtc::peer_connection::{
 };
 
 use noom_client::peer_setup::{add_local_tracks, build_peer_connection, LocalTrack, PeerSetup};
-use noom_client::rtp_synth::{publish_audio, publish_video, random_u32, SendGate};
+use noom_client::rtp_synth::{publish_audio, publish_video, random_u32, PayloadTypes, SendGate};
 use noom_client::{MediaKind, MediaObserver};
 
 use crate::media::{LoadObserver, MediaProfile, Metrics};
@@ -35,23 +35,13 @@ struct Shared {
     state: Mutex<RTCPeerConnectionState>,
     ice_state: Mutex<String>,
     gathering_complete: AtomicBool,
-    audio_pt: AtomicU32,
-    video_pt: AtomicU32,
+    payload_types: PayloadTypes,
 }
 
 impl SendGate for Shared {
     fn payload_type(&self, kind: MediaKind) -> Option<u8> {
-        if *self.state.lock().unwrap() != RTCPeerConnectionState::Connected {
-            return None;
-        }
-        let slot = match kind {
-            MediaKind::Audio => &self.audio_pt,
-            MediaKind::Video => &self.video_pt,
-        };
-        match slot.load(Ordering::SeqCst) {
-            0 => None,
-            v => Some(v as u8),
-        }
+        let connected = *self.state.lock().unwrap() == RTCPeerConnectionState::Connected;
+        self.payload_types.to_send(connected, kind)
     }
 
     fn on_sent(&self, kind: MediaKind, _header: &rtp::header::Header, _keyframe_start: bool) {
@@ -139,8 +129,7 @@ impl Peer {
             state: Mutex::new(RTCPeerConnectionState::New),
             ice_state: Mutex::new("new".to_owned()),
             gathering_complete: AtomicBool::new(false),
-            audio_pt: AtomicU32::new(0),
-            video_pt: AtomicU32::new(0),
+            payload_types: PayloadTypes::default(),
         });
         let setup = PeerSetup {
             bind_ip: opts.bind_ip,
@@ -270,12 +259,8 @@ impl Peer {
 
     async fn refresh_payload_types(&self) {
         for t in self.local.iter().flatten() {
-            let slot = match t.kind {
-                MediaKind::Audio => &self.shared.audio_pt,
-                MediaKind::Video => &self.shared.video_pt,
-            };
             if let Ok(pt) = t.negotiated_payload_type().await {
-                slot.store(u32::from(pt), Ordering::SeqCst);
+                self.shared.payload_types.set(t.kind, pt);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 
-use noom_client::socket_tap::UdpWrap;
+use noom_client::socket_tap::{poll_recv_one, UdpWrap};
 
 use crate::media::{rtp_id, RecvStamps, SendStamps};
 
@@ -64,37 +64,16 @@ impl webrtc::runtime::AsyncUdpSocket for StampingSocket {
         bufs: &mut [std::io::IoSliceMut<'_>],
         meta: &mut [webrtc::runtime::RecvMeta],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        if bufs.is_empty() || meta.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        loop {
-            match self.io.poll_recv_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let fd = self.io.as_raw_fd();
-            let buf = &mut bufs[0];
-            match self.io.try_io(tokio::io::Interest::READABLE, || {
+        let fd = self.io.as_raw_fd();
+        poll_recv_one(&self.io, cx, bufs, meta, self.local_ip, |buf| {
+            let (n, from, stamp) = self.io.try_io(tokio::io::Interest::READABLE, || {
                 crate::stamp::recv(fd, buf)
-            }) {
-                Ok((n, from, stamp)) => {
-                    if let Some((ssrc, seq)) = rtp_id(&bufs[0][..n]) {
-                        let at = stamp.unwrap_or_else(crate::stamp::now_ns);
-                        self.recv.record(ssrc, seq, at);
-                    }
-                    let mut m = webrtc::runtime::RecvMeta::default();
-                    m.addr = from;
-                    m.len = n;
-                    m.stride = n.max(1);
-                    m.dst_ip = self.local_ip;
-                    meta[0] = m;
-                    return Poll::Ready(Ok(1));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+            })?;
+            if let Some((ssrc, seq)) = rtp_id(&buf[..n]) {
+                let at = stamp.unwrap_or_else(crate::stamp::now_ns);
+                self.recv.record(ssrc, seq, at);
             }
-        }
+            Ok(Some((n, from)))
+        })
     }
 }

@@ -27,7 +27,6 @@ use crate::rtcp_feedback::count_local_rtcp;
 use crate::rtp_synth::{publish_audio, publish_video, random_u32, MediaProfile, SendGate};
 use crate::sdp::{parse_sections, rewrite_candidates, strip_candidates};
 use crate::socket_tap::{SocketTap, UdpWrap};
-use crate::MediaKind;
 
 struct Handler {
     shared: Arc<MediaShared>,
@@ -347,11 +346,7 @@ async fn apply_offer(
             .negotiated_payload_type()
             .await
             .with_context(|| format!("offer #{n}"))?;
-        let slot = match t.kind {
-            MediaKind::Audio => &shared.audio_pt,
-            MediaKind::Video => &shared.video_pt,
-        };
-        slot.store(u32::from(pt), Ordering::SeqCst);
+        shared.payload_types.set(t.kind, pt);
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rtc::rtp;
@@ -16,7 +16,7 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::rtcp_feedback::FeedbackCounts;
-use crate::rtp_synth::{MediaProfile, SendGate};
+use crate::rtp_synth::{MediaProfile, PayloadTypes, SendGate};
 use crate::socket_tap::UdpWrap;
 use crate::MediaKind;
 
@@ -166,9 +166,7 @@ pub(crate) struct MediaShared {
     pub(crate) errors: Mutex<Vec<String>>,
     pub(crate) cand_gate: Mutex<CandidateGate>,
     pub(crate) ws_out: mpsc::UnboundedSender<Message>,
-    /// Negotiated payload types (0 = not known yet).
-    pub(crate) audio_pt: AtomicU32,
-    pub(crate) video_pt: AtomicU32,
+    pub(crate) payload_types: PayloadTypes,
     pub(crate) offers_applied: AtomicU64,
     pub(crate) last_offer: Mutex<Option<String>>,
     pub(crate) last_answer: Mutex<Option<String>>,
@@ -218,8 +216,7 @@ impl MediaShared {
             errors: Mutex::new(Vec::new()),
             cand_gate: Mutex::new(CandidateGate::default()),
             ws_out,
-            audio_pt: AtomicU32::new(0),
-            video_pt: AtomicU32::new(0),
+            payload_types: PayloadTypes::default(),
             offers_applied: AtomicU64::new(0),
             last_offer: Mutex::new(None),
             last_answer: Mutex::new(None),
@@ -293,17 +290,7 @@ impl MediaShared {
 
 impl SendGate for MediaShared {
     fn payload_type(&self, kind: MediaKind) -> Option<u8> {
-        if !self.is_connected() {
-            return None;
-        }
-        let slot = match kind {
-            MediaKind::Audio => &self.audio_pt,
-            MediaKind::Video => &self.video_pt,
-        };
-        match slot.load(Ordering::SeqCst) {
-            0 => None,
-            v => Some(v as u8),
-        }
+        self.payload_types.to_send(self.is_connected(), kind)
     }
 
     fn on_sent(&self, kind: MediaKind, header: &rtp::header::Header, keyframe_start: bool) {

@@ -7,7 +7,7 @@
 //! after the server rewrote SSRC and sequence numbers; the load generator
 //! pairs it with wire timestamps to measure the server's added latency.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -300,6 +300,35 @@ pub fn random_u32() -> u32 {
             .unwrap_or(0),
     );
     (h.finish() >> 16) as u32 | 1
+}
+
+/// The payload types negotiated for our audio and video (0: not yet).
+#[derive(Debug, Default)]
+pub struct PayloadTypes {
+    audio: AtomicU32,
+    video: AtomicU32,
+}
+
+impl PayloadTypes {
+    fn slot(&self, kind: MediaKind) -> &AtomicU32 {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+
+    pub fn set(&self, kind: MediaKind, pt: u8) {
+        self.slot(kind).store(u32::from(pt), Ordering::SeqCst);
+    }
+
+    /// The payload type to send `kind` with, if `connected` and negotiated:
+    /// what [`SendGate::payload_type`] answers.
+    pub fn to_send(&self, connected: bool, kind: MediaKind) -> Option<u8> {
+        match self.slot(kind).load(Ordering::SeqCst) {
+            v if connected && v != 0 => Some(v as u8),
+            _ => None,
+        }
+    }
 }
 
 /// What a publishing loop asks of the endpoint it publishes for.

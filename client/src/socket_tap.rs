@@ -218,32 +218,49 @@ impl webrtc::runtime::AsyncUdpSocket for TapSocket {
         bufs: &mut [std::io::IoSliceMut<'_>],
         meta: &mut [webrtc::runtime::RecvMeta],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        if bufs.is_empty() || meta.is_empty() {
-            return Poll::Ready(Ok(0));
+        let local_ip = self.io.local_addr().ok().map(|a| a.ip());
+        poll_recv_one(&self.io, cx, bufs, meta, local_ip, |buf| {
+            let (n, from) = self.io.try_recv_from(buf)?;
+            Ok((!self.tap.inspect(&buf[..n])).then_some((n, from)))
+        })
+    }
+}
+
+/// `poll_recv` for a wrapped socket, one datagram per call (no GSO/GRO):
+/// waits until `io` is readable, then `recv` reads into the first buffer and
+/// says how much from whom, or `None` to drop the datagram and read on.
+/// `local_ip` is the socket's (passed in: callers may cache it).
+pub fn poll_recv_one(
+    io: &tokio::net::UdpSocket,
+    cx: &mut std::task::Context<'_>,
+    bufs: &mut [std::io::IoSliceMut<'_>],
+    meta: &mut [webrtc::runtime::RecvMeta],
+    local_ip: Option<std::net::IpAddr>,
+    mut recv: impl FnMut(&mut [u8]) -> std::io::Result<Option<(usize, SocketAddr)>>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    use std::task::Poll;
+    if bufs.is_empty() || meta.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
+    loop {
+        match io.poll_recv_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
         }
-        loop {
-            match self.io.poll_recv_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
+        match recv(&mut bufs[0]) {
+            Ok(None) => continue,
+            Ok(Some((n, from))) => {
+                let mut m = webrtc::runtime::RecvMeta::default();
+                m.addr = from;
+                m.len = n;
+                m.stride = n.max(1);
+                m.dst_ip = local_ip;
+                meta[0] = m;
+                return Poll::Ready(Ok(1));
             }
-            match self.io.try_recv_from(&mut bufs[0]) {
-                Ok((n, from)) => {
-                    if self.tap.inspect(&bufs[0][..n]) {
-                        continue;
-                    }
-                    let mut m = webrtc::runtime::RecvMeta::default();
-                    m.addr = from;
-                    m.len = n;
-                    m.stride = n.max(1);
-                    m.dst_ip = self.io.local_addr().ok().map(|a| a.ip());
-                    meta[0] = m;
-                    return Poll::Ready(Ok(1));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
