@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::client::{Peer, PeerOptions};
+use crate::janus_peer::{Peer, PeerOptions};
 use crate::media::{MediaProfile, Metrics};
 
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -299,7 +299,7 @@ impl JanusPublisher {
         session.trickle_completed(handle).await?;
         peer.apply_answer(answer).await?;
         // Janus lists the feed for subscribers once its media is up.
-        if let Err(e) = peer.wait_connected(crate::client::CONNECT_TIMEOUT).await {
+        if let Err(e) = peer.wait_connected(crate::media::CONNECT_TIMEOUT).await {
             let state = peer.state();
             peer.close().await;
             session.destroy().await;
@@ -387,7 +387,7 @@ impl JanusSubscriber {
             )
             .await?;
         session.trickle_completed(handle).await?;
-        if let Err(e) = peer.wait_connected(crate::client::CONNECT_TIMEOUT).await {
+        if let Err(e) = peer.wait_connected(crate::media::CONNECT_TIMEOUT).await {
             let state = peer.state();
             peer.close().await;
             session.destroy().await;

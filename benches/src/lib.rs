@@ -1,10 +1,11 @@
 //! Noom's load generator (`noom-load`) and its pieces: WebRTC clients on the
-//! async `webrtc` crate that talk to Noom (WebSocket contract) or Janus
-//! (VideoRoom over HTTP), the UDP + SRTP "limit" fan-out, scenarios, and the
-//! report (tables and an SVG chart). See RESULTS.md and compare.sh.
+//! async `webrtc` crate that talk to Noom (`noom_client`, the WebSocket
+//! contract) or Janus (VideoRoom over HTTP), the UDP + SRTP "limit"
+//! fan-out, scenarios, and the report (tables and an SVG chart). See
+//! RESULTS.md and compare.sh.
 
-pub mod client;
 pub mod janus;
+pub mod janus_peer;
 pub mod limit;
 pub mod media;
 pub mod noom;
@@ -12,3 +13,4 @@ pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod stamp;
+pub mod stamp_socket;

@@ -1,6 +1,8 @@
 //! What every load-generator client shares, whichever server it talks to:
-//! the synthetic media (VP8-like video, Opus-sized audio), the stamps that
-//! measure the server's added latency, and the run's counters.
+//! the stamps that measure the server's added latency and the run's
+//! counters. The synthetic media itself (VP8-like video, Opus-sized audio,
+//! the `(ssrc, seq)` stamp in each payload) is `noom_client::rtp_synth`,
+//! re-exported here.
 //!
 //! Latency is measured on the wire, not in the client stacks: a publisher's
 //! socket records when each RTP packet `(ssrc, seq)` left it (RTP headers are
@@ -13,164 +15,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Marks a payload that carries a stamp ("NOOM").
-pub const MAGIC: u32 = 0x4E4F_4F4D;
-/// Where the stamp sits in a video payload (after the VP8 descriptor, the
-/// frame tag and a keyframe's start code).
-pub const VIDEO_STAMP_AT: usize = 16;
-/// Where the stamp sits in an audio payload (after the Opus TOC byte).
-pub const AUDIO_STAMP_AT: usize = 4;
-/// Opus at about 32 kbit/s: 80 bytes every 20 ms.
-pub const AUDIO_PAYLOAD: usize = 80;
-pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
-/// Bytes of a video packet that are not payload: RTP header (12), the
-/// extensions a WebRTC stack adds (about 12) and the SRTP tag (16).
-pub const VIDEO_OVERHEAD: usize = 40;
+use noom_client::{MediaKind, MediaObserver};
+use rtc::rtp::Packet;
 
-/// The synthetic publisher's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct MediaProfile {
-    /// Video bits per second (payload and headers).
-    pub video_bitrate: u64,
-    /// Bytes per video packet on the wire.
-    pub packet_size: usize,
-    pub fps: u32,
-    pub keyframe_interval: Duration,
-    pub audio: bool,
-}
+pub use noom_client::rtp_synth::{
+    audio_payload, random_u32, read_stamp, rtp_id, video_payload, FrameSchedule, MediaProfile,
+    AUDIO_INTERVAL,
+};
 
-impl Default for MediaProfile {
-    fn default() -> Self {
-        MediaProfile {
-            video_bitrate: 1_500_000,
-            packet_size: 1_200,
-            fps: 30,
-            keyframe_interval: Duration::from_secs(2),
-            audio: true,
-        }
-    }
-}
-
-impl MediaProfile {
-    pub fn video_packets_per_second(&self) -> f64 {
-        self.video_bitrate as f64 / 8.0 / self.packet_size as f64
-    }
-
-    pub fn packets_per_second(&self) -> f64 {
-        self.video_packets_per_second() + if self.audio { 50.0 } else { 0.0 }
-    }
-
-    pub fn video_payload(&self) -> usize {
-        self.packet_size.saturating_sub(VIDEO_OVERHEAD).max(64)
-    }
-}
-
-/// Decides how many packets each video frame has: a keyframe every
-/// `keyframe_interval` three times the size of an average frame, the deltas
-/// sharing the rest of the group's budget (fractions carried over).
-pub struct FrameSchedule {
-    frames_per_gop: u64,
-    key_packets: u32,
-    delta_packets: f64,
-    carry: f64,
-    frame: u64,
-}
-
-impl FrameSchedule {
-    pub fn new(p: &MediaProfile) -> Self {
-        let fps = p.fps.max(1) as f64;
-        let frames_per_gop = (p.keyframe_interval.as_secs_f64() * fps).round().max(1.0) as u64;
-        let gop_packets = p.video_packets_per_second() * frames_per_gop as f64 / fps;
-        let avg = gop_packets / frames_per_gop as f64;
-        let key_packets = (avg * 3.0).round().max(1.0) as u32;
-        let delta_packets = if frames_per_gop > 1 {
-            ((gop_packets - key_packets as f64) / (frames_per_gop - 1) as f64).max(1.0)
-        } else {
-            0.0
-        };
-        FrameSchedule {
-            frames_per_gop,
-            key_packets,
-            delta_packets,
-            carry: 0.0,
-            frame: 0,
-        }
-    }
-
-    /// The next frame: (is keyframe, packets).
-    pub fn next_frame(&mut self) -> (bool, u32) {
-        let key = self.frame.is_multiple_of(self.frames_per_gop);
-        self.frame += 1;
-        if key {
-            return (true, self.key_packets);
-        }
-        self.carry += self.delta_packets;
-        let n = self.carry.floor().max(1.0);
-        self.carry -= n;
-        (false, n as u32)
-    }
-}
-
-/// A video payload: VP8 descriptor (S bit on a frame's first packet), a
-/// frame tag with the keyframe bit, a keyframe's start code, then the stamp.
-pub fn video_payload(size: usize, first_of_frame: bool, key: bool, ssrc: u32, seq: u16) -> Vec<u8> {
-    let mut p = vec![0u8; size.max(VIDEO_STAMP_AT + 10)];
-    if first_of_frame {
-        p[0] = 0x10; // S=1, PID=0
-        let tag: u32 = (100 << 5) | (1 << 4) | u32::from(!key);
-        p[1] = tag as u8;
-        p[2] = (tag >> 8) as u8;
-        p[3] = (tag >> 16) as u8;
-        if key {
-            p[4..11].copy_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
-        }
-    }
-    write_stamp(&mut p[VIDEO_STAMP_AT..], ssrc, seq);
-    p
-}
-
-/// An Opus-sized audio payload with its stamp.
-pub fn audio_payload(ssrc: u32, seq: u16) -> Vec<u8> {
-    let mut p = vec![0u8; AUDIO_PAYLOAD];
-    p[0] = 0xfc; // TOC: CELT FB 20 ms
-    write_stamp(&mut p[AUDIO_STAMP_AT..], ssrc, seq);
-    p
-}
-
-fn write_stamp(b: &mut [u8], ssrc: u32, seq: u16) {
-    b[..4].copy_from_slice(&MAGIC.to_be_bytes());
-    b[4..8].copy_from_slice(&ssrc.to_be_bytes());
-    b[8..10].copy_from_slice(&seq.to_be_bytes());
-}
-
-/// The publisher's `(ssrc, seq)` of a payload, if it carries a stamp.
-pub fn read_stamp(payload: &[u8]) -> Option<(u32, u16)> {
-    for at in [VIDEO_STAMP_AT, AUDIO_STAMP_AT] {
-        let Some(b) = payload.get(at..at + 10) else {
-            continue;
-        };
-        if b[..4] == MAGIC.to_be_bytes() {
-            return Some((
-                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-                u16::from_be_bytes([b[8], b[9]]),
-            ));
-        }
-    }
-    None
-}
-
-/// `(ssrc, seq)` of an RTP datagram (not RTCP), from its clear header.
-pub fn rtp_id(d: &[u8]) -> Option<(u32, u16)> {
-    if d.len() < 12 || !(128..=191).contains(&d[0]) || (192..=223).contains(&d[1]) {
-        return None;
-    }
-    Some((
-        u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
-        u16::from_be_bytes([d[2], d[3]]),
-    ))
-}
+/// How long a join may take to reach `connected` before it is retried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SEND_RING: usize = 4096;
 
@@ -323,44 +179,74 @@ pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     Some(sorted[i.min(sorted.len() - 1)])
 }
 
-/// A random non-zero u32 (std's randomly keyed hasher; no extra crate).
-pub fn random_u32() -> u32 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u64(crate::stamp::now_ns());
-    (h.finish() >> 16) as u32 | 1
+/// One participant's view of its media for the run's counters: what it
+/// sends (times the receivers each packet should reach) and receives (with
+/// latency from the stamps), and when its first packet arrived after joining.
+pub struct LoadObserver {
+    metrics: Arc<Metrics>,
+    recv_stamps: Arc<RecvStamps>,
+    /// Receivers each published packet should reach.
+    fanout: AtomicU64,
+    packets_received: AtomicU64,
+    /// When this participant asked to receive (join); the first packet
+    /// after it is recorded once.
+    join_at: Mutex<Option<Instant>>,
+    first_seen: AtomicBool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_keeps_the_bitrate() {
-        let p = MediaProfile::default();
-        let mut s = FrameSchedule::new(&p);
-        let frames = 30 * 10;
-        let (mut packets, mut keys) = (0u64, 0);
-        for _ in 0..frames {
-            let (key, n) = s.next_frame();
-            packets += n as u64;
-            keys += key as u32;
-        }
-        let pps = packets as f64 / 10.0;
-        assert!((pps - p.video_packets_per_second()).abs() < 3.0, "{pps}");
-        assert_eq!(keys, 5);
+impl LoadObserver {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<LoadObserver> {
+        Arc::new(LoadObserver {
+            metrics,
+            recv_stamps: Arc::default(),
+            fanout: AtomicU64::new(0),
+            packets_received: AtomicU64::new(0),
+            join_at: Mutex::new(None),
+            first_seen: AtomicBool::new(false),
+        })
     }
 
-    #[test]
-    fn stamps_round_trip() {
-        let v = video_payload(1160, true, true, 7, 9);
-        assert_eq!(read_stamp(&v), Some((7, 9)));
-        assert_eq!(v[0], 0x10);
-        let a = audio_payload(8, 10);
-        assert_eq!(read_stamp(&a), Some((8, 10)));
-        assert_eq!(read_stamp(&[0u8; 40]), None);
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Where this participant's socket records arrival stamps.
+    pub fn recv_stamps(&self) -> Arc<RecvStamps> {
+        Arc::clone(&self.recv_stamps)
+    }
+
+    /// Receivers each published packet should reach (for loss).
+    pub fn set_fanout(&self, n: u64) {
+        self.fanout.store(n, Ordering::Relaxed);
+    }
+
+    /// The moment this participant asked for media (join -> first packet).
+    pub fn mark_join(&self) {
+        *self.join_at.lock().unwrap() = Some(Instant::now());
+    }
+
+    pub fn packets_received(&self) -> u64 {
+        self.packets_received.load(Ordering::Relaxed)
+    }
+}
+
+impl MediaObserver for LoadObserver {
+    fn on_sent(&self, _kind: MediaKind) {
+        self.metrics.on_sent(self.fanout.load(Ordering::Relaxed));
+    }
+
+    fn on_received(&self, kind: MediaKind, pkt: &Packet) {
+        self.packets_received.fetch_add(1, Ordering::Relaxed);
+        let arrived = self
+            .recv_stamps
+            .take(pkt.header.ssrc, pkt.header.sequence_number);
+        let sent = read_stamp(&pkt.payload).and_then(|(s, q)| SendStamps::global().get(s, q));
+        self.metrics
+            .on_received(kind == MediaKind::Video, sent, arrived);
+        if !self.first_seen.swap(true, Ordering::Relaxed) {
+            if let Some(at) = *self.join_at.lock().unwrap() {
+                self.metrics.on_first_packet(at.elapsed());
+            }
+        }
     }
 }

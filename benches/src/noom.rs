@@ -1,5 +1,6 @@
-//! The Noom side: the `noom` server process and a participant speaking its
-//! WebSocket contract (docs/protocol.md) with a [`Peer`] for media.
+//! The Noom side: the `noom` server process, and a participant that is a
+//! `noom_client::Client` (the same client the integration tests use) with
+//! the load generator's measurements hooked in.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -7,15 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use futures_util::{SinkExt as _, StreamExt as _};
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use anyhow::{bail, Context as _, Result};
+use noom_client::{http_get, Client, MediaHooks, MediaOptions};
 
-use crate::client::{Peer, PeerOptions};
-use crate::media::{MediaProfile, Metrics};
+use crate::media::{LoadObserver, MediaProfile, Metrics, CONNECT_TIMEOUT};
+use crate::stamp_socket::StampingUdp;
 
 /// A `noom` process on loopback, started for one scenario.
 pub struct NoomServer {
@@ -150,33 +147,10 @@ impl Drop for NoomServer {
     }
 }
 
-/// `GET path` over plain HTTP/1.1; the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).await?;
-        anyhow::Ok(text)
-    };
-    let text = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| anyhow!("GET {path} timed out"))??;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default())
-}
-
 /// One participant in a Noom room.
 pub struct NoomParticipant {
-    pub peer: Arc<Peer>,
-    tasks: Vec<JoinHandle<()>>,
-    out: mpsc::UnboundedSender<Message>,
+    pub client: Client,
+    pub observer: Arc<LoadObserver>,
 }
 
 impl NoomParticipant {
@@ -190,131 +164,25 @@ impl NoomParticipant {
         profile: MediaProfile,
         metrics: Arc<Metrics>,
     ) -> Result<NoomParticipant> {
-        let url = format!("ws://{http}/ws");
-        let (ws, _) = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async(&url),
-        )
-        .await
-        .map_err(|_| anyhow!("{name}: WebSocket connect timed out"))??;
-        let (mut sink, mut stream) = ws.split();
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
-        let writer = tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                if sink.send(m).await.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
-
-        let peer = Arc::new(
-            Peer::new(
-                PeerOptions {
-                    label: name.to_owned(),
-                    bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    publish,
-                    profile,
-                },
-                Arc::clone(&metrics),
-            )
-            .await?,
-        );
-
-        // Our candidates go out once the first answer has.
-        let (answered_tx, answered_rx) = oneshot::channel::<()>();
-        let mut candidates = peer
-            .take_candidates()
-            .ok_or_else(|| anyhow!("candidates taken"))?;
-        let cand_out = out.clone();
-        let trickle = tokio::spawn(async move {
-            if answered_rx.await.is_err() {
-                return;
-            }
-            while let Some(c) = candidates.recv().await {
-                let v = match c {
-                    Some(c) => json!({"type": "candidate",
-                        "candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}}),
-                    None => json!({"type": "candidate", "candidate": Value::Null}),
-                };
-                if cand_out.send(Message::text(v.to_string())).is_err() {
-                    break;
-                }
-            }
-        });
-
-        let (joined_tx, joined_rx) = oneshot::channel::<Result<()>>();
-        let reader = {
-            let peer = Arc::clone(&peer);
-            let out = out.clone();
-            let name = name.to_owned();
-            tokio::spawn(async move {
-                let mut joined_tx = Some(joined_tx);
-                let mut answered_tx = Some(answered_tx);
-                while let Some(Ok(frame)) = stream.next().await {
-                    let Message::Text(t) = frame else { continue };
-                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
-                        continue;
-                    };
-                    match v["type"].as_str() {
-                        Some("joined") => {
-                            if let Some(tx) = joined_tx.take() {
-                                let _ = tx.send(Ok(()));
-                            }
-                        }
-                        Some("offer") => {
-                            let sdp = v["sdp"].as_str().unwrap_or_default();
-                            match peer.answer(sdp).await {
-                                Ok(answer) => {
-                                    let _ = out.send(Message::text(
-                                        json!({"type": "answer", "sdp": answer}).to_string(),
-                                    ));
-                                    if let Some(tx) = answered_tx.take() {
-                                        let _ = tx.send(());
-                                    }
-                                }
-                                Err(e) => metrics.error(format!("{name}: offer: {e:#}")),
-                            }
-                        }
-                        Some("candidate") => {
-                            let c = &v["candidate"];
-                            if let Some(s) = c["candidate"].as_str() {
-                                let mid = c["sdpMid"].as_str().map(str::to_owned);
-                                let mline = c["sdpMLineIndex"].as_u64().map(|m| m as u16);
-                                if let Err(e) = peer.add_candidate(s, mid, mline).await {
-                                    metrics.error(format!("{name}: {e:#}"));
-                                }
-                            }
-                        }
-                        Some("error") => {
-                            let msg = format!("{name}: server error {v}");
-                            match joined_tx.take() {
-                                Some(tx) => {
-                                    let _ = tx.send(Err(anyhow!(msg)));
-                                }
-                                None => metrics.error(msg),
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            })
+        let mut client = Client::connect(http, name).await?;
+        let observer = LoadObserver::new(metrics);
+        let opts = MediaOptions {
+            profile: Some(profile),
+            receive_only: !publish,
+            counters_only: true,
+            ..MediaOptions::default()
         };
-
-        peer.mark_join();
-        out.send(Message::text(
-            json!({"type": "join", "room": room, "name": name, "req": 1}).to_string(),
-        ))
-        .map_err(|_| anyhow!("{name}: WebSocket writer gone"))?;
-        tokio::time::timeout(Duration::from_secs(10), joined_rx)
-            .await
-            .map_err(|_| anyhow!("{name}: no `joined` within 10 s"))?
-            .map_err(|_| anyhow!("{name}: connection closed before `joined`"))??;
-        Ok(NoomParticipant {
-            peer,
-            tasks: vec![reader, writer, trickle],
-            out,
-        })
+        let hooks = MediaHooks {
+            observer: Some(observer.clone()),
+            udp: Some(Arc::new(StampingUdp {
+                recv: observer.recv_stamps(),
+            })),
+        };
+        observer.mark_join();
+        client
+            .join_with_media_hooks(room, name, opts, hooks)
+            .await?;
+        Ok(NoomParticipant { client, observer })
     }
 
     /// [`NoomParticipant::join`], then waits for the peer connection; on a
@@ -328,21 +196,28 @@ impl NoomParticipant {
         metrics: Arc<Metrics>,
     ) -> Result<NoomParticipant> {
         let p = Self::join(http, room, name, publish, profile, metrics).await?;
-        match p.peer.wait_connected(crate::client::CONNECT_TIMEOUT).await {
+        match p.client.wait_connected(CONNECT_TIMEOUT).await {
             Ok(()) => Ok(p),
             Err(e) => {
-                let state = p.peer.state();
+                let state = p.describe();
                 p.close().await;
                 bail!("{e:#} ({state})")
             }
         }
     }
 
+    /// "label (peer connection state)".
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.client.label, self.client.connection_state())
+    }
+
+    /// Leaves; media errors seen on the way become the run's errors.
     pub async fn close(self) {
-        self.peer.close().await;
-        let _ = self.out.send(Message::Close(None));
-        for t in self.tasks {
-            t.abort();
+        for e in self.client.media_errors() {
+            self.observer
+                .metrics()
+                .error(format!("{}: {e}", self.client.label));
         }
+        self.client.close().await;
     }
 }

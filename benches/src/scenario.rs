@@ -95,7 +95,7 @@ enum Handle {
 impl Handle {
     fn received(&self) -> u64 {
         match self {
-            Handle::Noom(p) => p.peer.packets_received(),
+            Handle::Noom(p) => p.observer.packets_received(),
             Handle::JanusPub(p) => p.peer.packets_received(),
             Handle::JanusSub(s) => s.peer.packets_received(),
             Handle::Limit(c) => c.packets_received(),
@@ -104,7 +104,7 @@ impl Handle {
 
     fn describe(&self) -> String {
         let peer = match self {
-            Handle::Noom(p) => &p.peer,
+            Handle::Noom(p) => return p.describe(),
             Handle::JanusPub(p) => &p.peer,
             Handle::JanusSub(s) => &s.peer,
             Handle::Limit(_) => return "limit client".to_owned(),
@@ -210,7 +210,7 @@ async fn drive(
                             )
                         })
                         .await?;
-                        part.peer.set_fanout(fanout);
+                        part.observer.set_fanout(fanout);
                         if sc.publishers > 1 {
                             receivers.push(handles.len());
                         }

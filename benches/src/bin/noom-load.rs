@@ -183,6 +183,7 @@ fn scenario_of(a: &RunArgs) -> Scenario {
             fps: a.fps,
             keyframe_interval: Duration::from_secs_f64(a.keyframe_interval),
             audio: !a.no_audio,
+            fixed_frames: None,
         },
     }
 }
