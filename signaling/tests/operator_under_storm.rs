@@ -101,7 +101,7 @@ fn flood(mut sink: SplitSink<Ws, Message>) -> Flood {
         let mut underway_tx = Some(underway_tx);
         let mut sent = 0u64;
         loop {
-            let text = if sent % 2 == 0 { &chat } else { &bad };
+            let text = if sent.is_multiple_of(2) { &chat } else { &bad };
             if let Err(err) = sink.send(Message::text(text.as_str())).await {
                 return (sent, err.to_string());
             }
