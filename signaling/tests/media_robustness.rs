@@ -1,7 +1,8 @@
 //! Media-plane robustness: what a user notices when the network or a client
 //! misbehaves. Garbage datagrams at the media port, bad negotiation input,
-//! and leave/join churn (keyframe requests and NACKs: media_feedback.rs). Every test asserts that media keeps flowing and reads
-//! the server's own counters from `/metrics`.
+//! and leave/join churn (keyframe requests and NACKs: media_feedback.rs).
+//! Every test asserts that media keeps flowing and reads the server's own
+//! counters from `/metrics`.
 
 mod support;
 
