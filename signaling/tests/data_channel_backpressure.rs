@@ -202,9 +202,14 @@ async fn a_stalled_receiver_costs_bounded_bytes_with_large_messages_from_several
 
         // Three senders, each a file in the largest chunks allowed, all to
         // bob, who does not read.
-        // 8 MiB each: more than the path can hold before it stalls (bob's
-        // webrtc-rs stack alone takes about 14 MB of these messages).
-        const SIZE: usize = 8 * 1024 * 1024;
+        // 16 MiB each (50 MB in all): clearly more than the whole path can
+        // hold before the senders stall, however the buffers fill: bob's
+        // webrtc-rs stack takes up to about 14 MB of these messages, the
+        // server's queue toward bob 1 MiB, and each blocked sender's side up
+        // to the 6.5 MB bound checked below (20 MB for three). With 8 MiB
+        // each (25 MB) all of it could fit, and whether the senders were
+        // ever throttled depended on timing.
+        const SIZE: usize = 16 * 1024 * 1024;
         let chunk = MAX_MESSAGE_BYTES - (2 + bob.len() + 4);
         let files: Vec<Vec<u8>> = (0..3).map(|_| random_bytes(SIZE)).collect();
         b.set_data_paused(true)?;
