@@ -49,13 +49,27 @@ impl KeyframeCache {
         if offset as usize >= MAX_PACKETS {
             return; // Before the start (a stray), or a keyframe too large.
         }
+        if self
+            .building_end
+            .is_some_and(|end| offset > end.wrapping_sub(start))
+        {
+            return; // After the marker: not part of this frame.
+        }
         let place = self
             .building
             .binary_search_by_key(&offset, |p| p.header.sequence_number.wrapping_sub(start));
-        if let Err(at) = place {
-            self.building.insert(at, packet.clone());
+        match place {
+            Err(at) => self.building.insert(at, packet.clone()),
+            // A duplicate (a retransmission of what is here) changes nothing,
+            // not even the end: the copy kept is the one that counts.
+            Ok(_) => return,
         }
         if packet.header.marker {
+            // The frame ends here: whatever arrived beyond it with the same
+            // timestamp was a stray, and "whole" must mean exactly the
+            // packets from the start to this marker.
+            self.building
+                .retain(|p| p.header.sequence_number.wrapping_sub(start) <= offset);
             self.building_end = Some(seq);
         }
         let whole = self
@@ -137,6 +151,36 @@ mod tests {
             .map(|p| p.header.sequence_number)
             .collect();
         assert_eq!(seqs, [10, 11, 12]);
+    }
+
+    #[test]
+    fn packets_beyond_the_marker_never_complete_a_keyframe() {
+        // Found by the rtp_forwarding fuzz target: with 11 missing, a stray
+        // 13 of the same timestamp made the count look whole (10, 12, 13)
+        // and a keyframe without its marker was served.
+        let mut cache = KeyframeCache::default();
+        cache.observe(&packet(10, 900, true, false));
+        cache.observe(&packet(12, 900, false, true));
+        cache.observe(&packet(13, 900, false, false));
+        assert!(cache.packets().is_empty(), "10, 12, 13 is not a keyframe");
+        // A stray before the marker is known is dropped once it is.
+        let mut cache = KeyframeCache::default();
+        cache.observe(&packet(20, 900, true, false));
+        cache.observe(&packet(23, 900, false, false));
+        cache.observe(&packet(21, 900, false, true));
+        let seqs: Vec<u16> = cache
+            .packets()
+            .iter()
+            .map(|p| p.header.sequence_number)
+            .collect();
+        assert_eq!(seqs, [20, 21]);
+        // A copy of a kept packet with the marker set does not end the frame
+        // there (also found by the fuzz target).
+        let mut cache = KeyframeCache::default();
+        cache.observe(&packet(30, 900, true, false));
+        cache.observe(&packet(31, 900, false, false));
+        cache.observe(&packet(31, 900, false, true));
+        assert!(cache.packets().is_empty(), "31 is kept without a marker");
     }
 
     #[test]
