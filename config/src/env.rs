@@ -17,6 +17,10 @@ impl Config {
     /// | `NOOM_MEDIA_PORT`     | `media.port`      | integer                         |
     /// | `NOOM_MEDIA_SHARDS`   | `media.shards`    | integer, 0 = one per core       |
     /// | `NOOM_PUBLIC_IP`      | `media.public_ip` | IP; empty = none                |
+    /// | `NOOM_AUTH_SECRET`    | `auth.secret`     | string                          |
+    /// | `NOOM_ADMIN_TOKEN`    | `admin.token`     | string                          |
+    /// | `NOOM_CLUSTER_REDIS_URL` | `cluster.redis_url` | Redis URL; empty = single node |
+    /// | `NOOM_NODE_ID`        | `cluster.node_id` | id; empty = derived at start    |
     /// | `NOOM_LOG_LEVEL`      | `log.level`       | EnvFilter directive             |
     /// | `NOOM_LOG_FORMAT`     | `log.format`      | `human` or `json`               |
     ///
@@ -79,6 +83,14 @@ impl Config {
                 "NOOM_ADMIN_TOKEN" => {
                     next.admin.token = value.clone();
                     "admin.token"
+                }
+                "NOOM_CLUSTER_REDIS_URL" => {
+                    next.cluster.redis_url = value.trim().to_owned();
+                    "cluster.redis_url"
+                }
+                "NOOM_NODE_ID" => {
+                    next.cluster.node_id = value.trim().to_owned();
+                    "cluster.node_id"
                 }
                 "NOOM_LOG_LEVEL" => {
                     next.log.level = value.trim().to_owned();
@@ -154,6 +166,26 @@ mod tests {
         assert_eq!(c.media.public_ip, None);
         // The result still round-trips.
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
+
+        c.apply_env(env(&[
+            (
+                "NOOM_CLUSTER_REDIS_URL",
+                " redis://:s3cret@10.0.0.9:6379/0 ",
+            ),
+            ("NOOM_NODE_ID", "sfu-eu-1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cluster.redis_url, "redis://:s3cret@10.0.0.9:6379/0");
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.node_id, "sfu-eu-1");
+        assert_eq!(c.cluster.resolved_node_id(), "sfu-eu-1");
+        // Empty values mean "single node" and "derive the id".
+        let mut single = c.clone();
+        single
+            .apply_env(env(&[("NOOM_CLUSTER_REDIS_URL", ""), ("NOOM_NODE_ID", "")]))
+            .unwrap();
+        assert!(!single.cluster.enabled());
+        assert_eq!(single.cluster.node_id, "");
     }
 
     #[test]
@@ -169,6 +201,10 @@ mod tests {
             ("NOOM_LOG_FORMAT", "xml"),
             ("NOOM_LOG_LEVEL", "info,[[["),
             ("NOOM_MEDIA_BIND_IPS", "0.0.0.0"),
+            ("NOOM_CLUSTER_REDIS_URL", "http://:s3cret@redis:6379"),
+            ("NOOM_CLUSTER_REDIS_URL", "10.0.0.9:6379"),
+            ("NOOM_NODE_ID", "node one"),
+            ("NOOM_NODE_ID", "noom:1"),
         ] {
             let mut c = original.clone();
             let err = c
@@ -179,6 +215,7 @@ mod tests {
                 err.starts_with(&format!("environment variable {var}")),
                 "{var}={value}: {err}"
             );
+            assert!(!err.contains("s3cret"), "{err}");
             assert_eq!(c, original, "{var}={value} changed the config");
         }
         // A combination that breaks a rule blames the variable that set the key.

@@ -15,9 +15,11 @@
 //!
 //! One file per concept: `schema` (the typed structs),
 //! `load` (the embedded defaults and user files), `env` (the `NOOM_*`
-//! overrides), `validate` (semantic checks), `error` (errors that name the
+//! overrides), `validate` (semantic checks), `cluster` (node id and Redis
+//! URL redaction), `error` (errors that name the
 //! key and the line), `print` (`--print-config`).
 
+mod cluster;
 mod env;
 mod error;
 mod load;
@@ -25,10 +27,13 @@ mod print;
 mod schema;
 mod validate;
 
+pub use cluster::MAX_NAME_LEN;
 pub use error::ConfigError;
 pub use load::DEFAULT_TOML;
 pub use schema::{
-    AdminConfig, AuthConfig, Config, HttpConfig, IceConfig, IceServer, KeyframeConfig,
-    LimitsConfig, LogConfig, LogFormat, MediaConfig, SessionConfig,
+    AdminConfig, AuthConfig, ClusterConfig, Config, HttpConfig, IceConfig, IceServer,
+    KeyframeConfig, LimitsConfig, LogConfig, LogFormat, MediaConfig, SessionConfig,
 };
-pub use validate::{MAX_SHARDS, MIN_MESSAGE_BYTES};
+pub use validate::{
+    HEARTBEATS_PER_TIMEOUT, MAX_SHARDS, MIN_HEARTBEAT_MS, MIN_MESSAGE_BYTES, REDIS_TIMEOUT_MS,
+};

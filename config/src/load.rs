@@ -125,6 +125,13 @@ mod tests {
         assert_eq!(c.limits.message_burst, 100);
         assert_eq!(c.keyframes.pli_throttle_ms, 500);
         assert_eq!(c.session.grace_period_ms, 10000);
+        assert_eq!(c.cluster.redis_url, "");
+        assert!(!c.cluster.enabled());
+        assert_eq!(c.cluster.node_id, "");
+        assert_eq!(c.cluster.key_prefix, "noom");
+        assert_eq!(c.cluster.heartbeat_ms, 1000);
+        assert_eq!(c.cluster.node_timeout_ms, 5000);
+        assert_eq!(c.cluster.redis_timeout_ms, 2000);
         assert_eq!(c.log.level, "info,rtc_dtls=error");
         assert_eq!(c.log.format, LogFormat::Human);
         c.validate().unwrap();

@@ -8,12 +8,23 @@ impl Config {
     /// written (`public_ip = ""` when none), so the output is a complete
     /// file that [`Config::from_toml_str`] reads back to an equal `Config`.
     /// `shards = 0` and `bind_ips = []` are printed as configured, not
-    /// resolved, so the file stays portable between hosts.
+    /// resolved, so the file stays portable between hosts; so is an empty
+    /// `cluster.node_id`.
+    ///
+    /// The one exception to reading back equal: the password in
+    /// `cluster.redis_url` is printed as `***` (the output ends up in
+    /// terminals, tickets and logs), and a header line says so.
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).expect("config serializes");
+        let redacted = if self.cluster.redis_url_redacted() != self.cluster.redis_url {
+            "# cluster.redis_url is shown with its password replaced by ***; set the real URL\n\
+             # again (preferably with NOOM_CLUSTER_REDIS_URL) before using this file.\n"
+        } else {
+            ""
+        };
         format!(
             "# Effective Noom configuration (defaults, then --config file, then NOOM_* environment).\n\
-             # See the embedded config.toml for what each key does.\n\n{body}"
+             # See the embedded config.toml for what each key does.\n{redacted}\n{body}"
         )
     }
 }
@@ -42,5 +53,40 @@ mod tests {
         assert_eq!(Config::from_toml_str(&text).unwrap(), c);
         // An absent public_ip is still shown, as "".
         assert!(Config::embedded().to_toml().contains("public_ip = \"\""));
+    }
+
+    #[test]
+    fn redis_password_is_redacted_in_print_and_debug() {
+        let mut c = Config::embedded();
+        assert!(c.to_toml().contains("redis_url = \"\""));
+        assert!(!c.to_toml().contains("password replaced"));
+        c.cluster.redis_url = "rediss://noom:hunter2@redis.example.com:6380/1".into();
+        c.cluster.node_id = "node-a".into();
+        let text = c.to_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("redis_url = \"rediss://noom:***@redis.example.com:6380/1\""),
+            "{text}"
+        );
+        assert!(text.contains("password replaced by ***"), "{text}");
+        let debug = format!("{c:?} {c:#?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("rediss://noom:***@redis.example.com"),
+            "{debug}"
+        );
+
+        // The printed file still loads; everything but the password survives.
+        let back = Config::from_toml_str(&text).unwrap();
+        assert_eq!(back.cluster.redis_url, c.cluster.redis_url_redacted());
+        let mut expected = c.clone();
+        expected.cluster.redis_url = back.cluster.redis_url.clone();
+        assert_eq!(back, expected);
+
+        // Socket URLs carry the password as a query parameter.
+        c.cluster.redis_url = "redis+unix:///run/redis.sock?pass=hunter2".into();
+        let text = c.to_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

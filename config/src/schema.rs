@@ -23,6 +23,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
 
@@ -50,6 +51,34 @@ impl AuthConfig {
 pub struct AdminConfig {
     /// Bearer token for `/admin` and `/api/`; empty = admin disabled.
     pub token: String,
+}
+
+/// `[cluster]`: several nodes sharing rooms through one Redis (issue #14).
+///
+/// `Debug` is written by hand and serialization goes through
+/// [`ClusterConfig::redis_url_redacted`], so the Redis password in
+/// `redis_url` never reaches a log line or `--print-config`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://`, `rediss://` (TLS), `redis+unix://` or `unix://` URL of
+    /// the shared Redis; empty = single node, Redis is never touched. Use
+    /// [`ClusterConfig::enabled`] rather than testing it.
+    #[serde(serialize_with = "crate::cluster::serialize_redacted")]
+    pub redis_url: String,
+    /// This node's id in the cluster; empty = derived at start. Use
+    /// [`ClusterConfig::resolved_node_id`] for the effective value.
+    pub node_id: String,
+    /// Prefix of every Redis key and pub/sub channel, so two clusters can
+    /// share one Redis.
+    pub key_prefix: String,
+    /// How often this node writes its heartbeat, in ms.
+    pub heartbeat_ms: u64,
+    /// A node whose last heartbeat is older than this many ms is dead.
+    pub node_timeout_ms: u64,
+    /// Upper bound of one Redis call in ms: anything that needs Redis fails
+    /// within it rather than hanging a join.
+    pub redis_timeout_ms: u64,
 }
 
 /// `[http]`: the web client, WebSocket signaling, health and metrics.

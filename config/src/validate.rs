@@ -4,6 +4,7 @@
 //! it came from (a line of the user's file, an environment variable, or a
 //! programmatic edit), because only the caller knows.
 
+use crate::cluster::{is_valid_name, redis_url_problem, MAX_NAME_LEN};
 use crate::{Config, ConfigError};
 
 /// Most media shards accepted. Each shard is a thread with its own UDP port,
@@ -13,6 +14,19 @@ pub const MAX_SHARDS: usize = 1024;
 /// Smallest accepted `limits.max_message_bytes`: below this even a `join`
 /// with a modest SDP offer would be rejected.
 pub const MIN_MESSAGE_BYTES: usize = 1024;
+
+/// Smallest accepted `cluster.heartbeat_ms`: more often only loads Redis.
+pub const MIN_HEARTBEAT_MS: u64 = 100;
+
+/// `cluster.node_timeout_ms` must cover this many heartbeats, so one late
+/// heartbeat (a busy Redis, a GC pause in a proxy) does not declare a live
+/// node dead.
+pub const HEARTBEATS_PER_TIMEOUT: u64 = 3;
+
+/// Accepted `cluster.redis_timeout_ms`: under 100 ms a healthy Redis across
+/// a data centre would time out; over 10 s a join waiting on a dead Redis
+/// hangs longer than any user waits.
+pub const REDIS_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=10_000;
 
 /// A semantic problem found by [`Config::check`], before it is told where.
 pub(crate) struct Invalid {
@@ -137,10 +151,74 @@ impl Config {
             }
         }
 
+        self.check_cluster()?;
+
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return invalid(
                 "log.level",
                 format!("{:?} is not a valid filter: {e}", self.log.level),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[cluster]`, checked even when clustering is off so a typo shows up
+    /// the day it is written, not the day Redis is configured.
+    fn check_cluster(&self) -> Result<(), Invalid> {
+        let c = &self.cluster;
+        if !c.redis_url.is_empty() {
+            if let Some(problem) = redis_url_problem(&c.redis_url) {
+                return invalid("cluster.redis_url", problem);
+            }
+        }
+        let names = [
+            ("cluster.node_id", &c.node_id, true),
+            ("cluster.key_prefix", &c.key_prefix, false),
+        ];
+        for (key, value, empty_allowed) in names {
+            let acceptable = is_valid_name(value) || (empty_allowed && value.is_empty());
+            if !acceptable {
+                let empty = if empty_allowed {
+                    " (or \"\" to derive one)"
+                } else {
+                    ""
+                };
+                return invalid(
+                    key,
+                    format!(
+                        "must be 1 to {MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ -{empty}, got {value:?}"
+                    ),
+                );
+            }
+        }
+        if c.heartbeat_ms < MIN_HEARTBEAT_MS {
+            return invalid(
+                "cluster.heartbeat_ms",
+                format!(
+                    "must be at least {MIN_HEARTBEAT_MS}, got {}",
+                    c.heartbeat_ms
+                ),
+            );
+        }
+        let least_timeout = c.heartbeat_ms.saturating_mul(HEARTBEATS_PER_TIMEOUT);
+        if c.node_timeout_ms < least_timeout {
+            return invalid(
+                "cluster.node_timeout_ms",
+                format!(
+                    "must be at least {HEARTBEATS_PER_TIMEOUT} heartbeats ({least_timeout} with heartbeat_ms = {}), got {}",
+                    c.heartbeat_ms, c.node_timeout_ms
+                ),
+            );
+        }
+        if !REDIS_TIMEOUT_MS.contains(&c.redis_timeout_ms) {
+            return invalid(
+                "cluster.redis_timeout_ms",
+                format!(
+                    "must be {} to {}, got {}",
+                    REDIS_TIMEOUT_MS.start(),
+                    REDIS_TIMEOUT_MS.end(),
+                    c.redis_timeout_ms
+                ),
             );
         }
         Ok(())
@@ -201,6 +279,94 @@ mod tests {
         assert_eq!(c.ice.servers[0].username.as_deref(), Some("u"));
         // No servers at all is allowed (LAN-only deployments).
         assert!(Config::from_toml_str("[ice]\nservers = []\n").is_ok());
+    }
+
+    #[test]
+    fn cluster_values_that_cannot_work_name_key_and_line() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://:s3cret@redis.internal:6379/0",
+            "redis://noom:s3cret@[::1]:6379",
+            "rediss://noom:s3cret@redis.example.com:6380/2",
+            "redis+unix:///run/redis/redis.sock?db=1&pass=s3cret",
+            "unix:///run/redis/redis.sock",
+        ] {
+            let c = Config::from_toml_str(&format!("[cluster]\nredis_url = \"{url}\"\n"))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(c.cluster.enabled());
+        }
+        for (url, says) in [
+            ("http://:s3cret@redis:6379", "expected a redis://"),
+            ("redis.internal:6379", "expected a redis://"),
+            ("s3cret", "not a URL"),
+            ("redis://:s3cret@", "not a URL"),
+            ("redis://:s3cret@host:port", "not a URL"),
+            ("redis://:s3cret@host/zero", "database number"),
+            ("redis+unix://", "absolute path"),
+            ("unix:relative.sock", "absolute path"),
+        ] {
+            let err = err_of(&format!("[cluster]\n\nredis_url = \"{url}\"\n"));
+            assert!(
+                err.contains("line 3, key `cluster.redis_url`"),
+                "{url}: {err}"
+            );
+            assert!(err.contains(says), "{url}: {err}");
+            assert!(!err.contains("s3cret"), "{url}: {err}");
+        }
+
+        for id in ["a", "sfu-eu-1.example_2", &"x".repeat(64)] {
+            let c = Config::from_toml_str(&format!(
+                "[cluster]\nnode_id = \"{id}\"\nkey_prefix = \"{id}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.cluster.resolved_node_id(), id);
+        }
+        for bad in ["node 1", "noom:1", "nöde", &"x".repeat(65)] {
+            for key in ["node_id", "key_prefix"] {
+                let err = err_of(&format!("[cluster]\n{key} = \"{bad}\"\n"));
+                assert!(
+                    err.contains(&format!("line 2, key `cluster.{key}`")),
+                    "{bad}: {err}"
+                );
+            }
+        }
+        // An empty node_id is derived; an empty prefix would put keys at ":nodes".
+        assert!(Config::from_toml_str("[cluster]\nnode_id = \"\"\n").is_ok());
+        let err = err_of("[cluster]\nkey_prefix = \"\"\n");
+        assert!(err.contains("key `cluster.key_prefix`"), "{err}");
+
+        let err = err_of("[cluster]\nheartbeat_ms = 99\n");
+        assert!(err.contains("line 2, key `cluster.heartbeat_ms`"), "{err}");
+        // The timeout must cover three heartbeats: 3000 is fine at 1000 ms...
+        let c = Config::from_toml_str("[cluster]\nnode_timeout_ms = 3000\n").unwrap();
+        assert_eq!(c.cluster.node_timeout_ms, 3000);
+        // ...2999 is not, nor 5000 once heartbeats slow to 2 s.
+        let err = err_of("[cluster]\nnode_timeout_ms = 2999\n");
+        assert!(
+            err.contains("line 2, key `cluster.node_timeout_ms`"),
+            "{err}"
+        );
+        let err = err_of("[cluster]\nheartbeat_ms = 2000\n");
+        assert!(err.contains("key `cluster.node_timeout_ms`"), "{err}");
+        assert!(err.contains("6000"), "{err}");
+        let c = Config::from_toml_str("[cluster]\nheartbeat_ms = 100\nnode_timeout_ms = 300\n")
+            .unwrap();
+        assert_eq!(c.cluster.heartbeat_ms, 100);
+        for ms in [99, 10_001] {
+            let err = err_of(&format!("[cluster]\nredis_timeout_ms = {ms}\n"));
+            assert!(
+                err.contains("line 2, key `cluster.redis_timeout_ms`"),
+                "{err}"
+            );
+        }
+        for ms in [100, 10_000] {
+            let c =
+                Config::from_toml_str(&format!("[cluster]\nredis_timeout_ms = {ms}\n")).unwrap();
+            assert_eq!(c.cluster.redis_timeout_ms, ms);
+        }
+        // A huge heartbeat does not overflow the timeout rule.
+        let err = err_of(&format!("[cluster]\nheartbeat_ms = {}\n", i64::MAX));
+        assert!(err.contains("key `cluster.node_timeout_ms`"), "{err}");
     }
 
     #[test]
