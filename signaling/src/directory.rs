@@ -10,6 +10,8 @@ use crate::delivery::{Delivery, OperatorAction};
 use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, RoomInfo};
 use crate::rooms::ConnId;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 pub struct Member {
     pub info: ParticipantInfo,
@@ -32,6 +34,12 @@ pub struct Directory {
     lobby: HashMap<ConnId, Delivery>,
     shard_load: Vec<usize>,
     limits: Limits,
+    /// Rooms hosted by other nodes, with their sizes (several nodes): the
+    /// lobby lists them with ours.
+    remote_rooms: BTreeMap<String, usize>,
+    /// Told whenever this node's own room list changes (several nodes: the
+    /// cluster publishes it).
+    on_change: Option<Arc<Notify>>,
 }
 
 /// What a successful join returns to the joining connection.
@@ -47,10 +55,18 @@ impl Directory {
             lobby: HashMap::new(),
             shard_load: vec![0; shards.max(1)],
             limits,
+            remote_rooms: BTreeMap::new(),
+            on_change: None,
         }
     }
 
-    pub fn room_list(&self) -> Vec<RoomInfo> {
+    /// Notifies `on_change` whenever this node's own rooms or their sizes change.
+    pub fn watch_changes(&mut self, on_change: Arc<Notify>) {
+        self.on_change = Some(on_change);
+    }
+
+    /// This node's rooms and their sizes.
+    pub fn local_room_list(&self) -> Vec<RoomInfo> {
         self.rooms
             .iter()
             .map(|(name, room)| RoomInfo {
@@ -58,6 +74,29 @@ impl Directory {
                 participants: room.members.len(),
             })
             .collect()
+    }
+
+    /// The lobby's list: this node's rooms and other nodes' (a room found
+    /// on two nodes for a moment, while it moves, counts both).
+    pub fn room_list(&self) -> Vec<RoomInfo> {
+        if self.remote_rooms.is_empty() {
+            return self.local_room_list();
+        }
+        let mut all = self.remote_rooms.clone();
+        for (name, room) in &self.rooms {
+            *all.entry(name.clone()).or_default() += room.members.len();
+        }
+        all.into_iter()
+            .map(|(name, participants)| RoomInfo { name, participants })
+            .collect()
+    }
+
+    /// Replaces what other nodes host; the lobby hears of a difference.
+    pub fn set_remote_rooms(&mut self, remote: BTreeMap<String, usize>) {
+        if remote != self.remote_rooms {
+            self.remote_rooms = remote;
+            self.push_lobby();
+        }
     }
 
     pub fn room_count(&self) -> usize {
@@ -78,7 +117,15 @@ impl Directory {
         self.lobby.remove(&conn);
     }
 
+    /// This node's list changed: the lobby and the cluster hear of it.
     fn push_room_list(&self) {
+        if let Some(on_change) = &self.on_change {
+            on_change.notify_one();
+        }
+        self.push_lobby();
+    }
+
+    fn push_lobby(&self) {
         if self.lobby.is_empty() {
             return;
         }

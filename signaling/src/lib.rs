@@ -5,6 +5,7 @@
 mod admin;
 pub mod auth;
 pub mod cluster;
+mod cluster_rooms;
 mod delivery;
 mod directory;
 mod local_rooms;
@@ -38,7 +39,7 @@ pub use metrics::Metrics;
 pub struct AppState {
     pub config: Config,
     /// Where rooms live and how their members are reached.
-    rooms: Box<dyn rooms::Rooms>,
+    rooms: Arc<dyn rooms::Rooms>,
     /// This process's media shards (rooms reach them through `rooms`;
     /// operators' snapshots and shutdown use them directly).
     media: Arc<MediaPlane>,
@@ -47,6 +48,8 @@ pub struct AppState {
     ice_servers: serde_json::Value,
     metrics: Metrics,
     shutdown: broadcast::Sender<()>,
+    /// This node's membership of a cluster (None: a single node).
+    cluster: Option<Arc<cluster::node::ClusterNode>>,
 }
 
 /// A running server.
@@ -68,6 +71,33 @@ pub fn media_settings(config: &Config) -> MediaSettings {
     }
 }
 
+/// The cluster part of the configuration, with the node id resolved once.
+fn cluster_settings(config: &Config) -> cluster::node::ClusterSettings {
+    let cluster = &config.cluster;
+    cluster::node::ClusterSettings {
+        redis_url: cluster.redis_url.clone(),
+        node_id: cluster.resolved_node_id(),
+        key_prefix: cluster.key_prefix.clone(),
+        heartbeat: Duration::from_millis(cluster.heartbeat_ms),
+        node_timeout: Duration::from_millis(cluster.node_timeout_ms),
+        redis_timeout: Duration::from_millis(cluster.redis_timeout_ms),
+    }
+}
+
+/// Ready for new users: always on a single node; on a clustered node, only
+/// while Redis answers (without it the node cannot place rooms, so a load
+/// balancer should send new users elsewhere). `/healthz` stays liveness.
+async fn readyz(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    match &state.cluster {
+        Some(node) if !node.redis_up() => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the cluster's Redis cannot be reached\n",
+        )
+            .into_response(),
+        _ => "ready\n".into_response(),
+    }
+}
+
 impl Server {
     /// Binds the HTTP listener and the media shards, and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
@@ -79,14 +109,37 @@ impl Server {
         let media = Arc::new(MediaPlane::start(&settings).context("starting media shards")?);
         let ice_servers = serde_json::to_value(&config.ice.servers)?;
         let (shutdown, _) = broadcast::channel(1);
+        let local = Arc::new(LocalRooms::new(
+            media.clone(),
+            Limits {
+                max_rooms: config.limits.max_rooms,
+                max_participants_per_room: config.limits.max_participants_per_room,
+            },
+        ));
+        let (cluster, rooms): (_, Arc<dyn rooms::Rooms>) = if config.cluster.enabled() {
+            let media_addrs = media
+                .shards()
+                .iter()
+                .flat_map(|s| s.local_addrs().iter().map(|a| a.to_string()))
+                .collect();
+            let (node, envelopes) = cluster::node::ClusterNode::start(
+                cluster_settings(&config),
+                http_addr.to_string(),
+                media_addrs,
+            )
+            .await
+            .context("joining the cluster")?;
+            let rooms = Arc::new(cluster_rooms::ClusterRooms::new(
+                local.clone(),
+                node.clone(),
+            ));
+            (Some((node, envelopes)), rooms)
+        } else {
+            (None, local.clone())
+        };
         let state = Arc::new(AppState {
-            rooms: Box::new(LocalRooms::new(
-                media.clone(),
-                Limits {
-                    max_rooms: config.limits.max_rooms,
-                    max_participants_per_room: config.limits.max_participants_per_room,
-                },
-            )),
+            rooms,
+            cluster: cluster.as_ref().map(|(node, _)| node.clone()),
             media,
             next_conn: AtomicU64::new(1),
             ice_servers,
@@ -94,9 +147,13 @@ impl Server {
             shutdown,
             config,
         });
+        if let Some((node, envelopes)) = cluster {
+            node.run(state.clone(), local, envelopes);
+        }
         let app = Router::new()
             .route("/ws", get(ws_upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
             .route("/metrics", get(metrics::serve))
             .route(
                 "/admin",
@@ -179,6 +236,11 @@ async fn ws_upgrade(
     let hard_limit = state.config.limits.max_message_bytes.saturating_mul(16);
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| session::run(socket, state))
+        .on_upgrade(move |socket| async move {
+            match state.cluster.clone() {
+                Some(node) => cluster::front::run(socket, state, node).await,
+                None => session::run(socket, state).await,
+            }
+        })
         .into_response()
 }

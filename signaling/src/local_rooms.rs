@@ -9,12 +9,14 @@ use crate::delivery::Delivery;
 use crate::directory::{Directory, Limits};
 use crate::protocol::{MediaKind, Refusal, RoomInfo};
 use crate::rooms::{
-    ConnId, Counts, JoinRequest, Joined, MediaUnavailable, ParticipantChange, RoomMedia,
+    ConnId, Counts, JoinError, JoinRequest, Joined, MediaUnavailable, ParticipantChange, RoomMedia,
     RoomOverview, Rooms,
 };
 use async_trait::async_trait;
 use noom_sfu::{Command, MediaPlane};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
 
 pub struct LocalRooms {
     directory: Mutex<Directory>,
@@ -27,6 +29,35 @@ impl LocalRooms {
             directory: Mutex::new(Directory::new(media.shards().len(), limits)),
             media,
         }
+    }
+
+    /// Several nodes: notifies `on_change` when this node's rooms change.
+    pub fn watch_changes(&self, on_change: Arc<Notify>) {
+        self.directory().watch_changes(on_change);
+    }
+
+    /// Several nodes: the rooms other nodes host, for the lobby.
+    pub fn set_remote_rooms(&self, remote: BTreeMap<String, usize>) {
+        self.directory().set_remote_rooms(remote);
+    }
+
+    /// This node's own rooms and sizes (without other nodes').
+    pub fn local_room_list(&self) -> Vec<RoomInfo> {
+        self.directory().local_room_list()
+    }
+
+    /// This node's own totals.
+    pub fn local_counts(&self) -> Counts {
+        let directory = self.directory();
+        Counts {
+            rooms: directory.room_count(),
+            participants: directory.participant_count(),
+        }
+    }
+
+    /// Whether this node has a member in `room`.
+    pub fn hosts(&self, room: &str) -> bool {
+        self.directory().rooms().any(|(name, _)| name == room)
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
@@ -69,7 +100,7 @@ impl Rooms for LocalRooms {
         self.directory().room_list()
     }
 
-    async fn join(&self, request: JoinRequest) -> Result<Joined, Refusal> {
+    async fn join(&self, request: JoinRequest) -> Result<Joined, JoinError> {
         let JoinRequest {
             room,
             participant,
@@ -146,10 +177,6 @@ impl Rooms for LocalRooms {
     }
 
     async fn counts(&self) -> Counts {
-        let directory = self.directory();
-        Counts {
-            rooms: directory.room_count(),
-            participants: directory.participant_count(),
-        }
+        self.local_counts()
     }
 }

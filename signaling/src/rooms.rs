@@ -68,6 +68,22 @@ pub trait RoomMedia: Send + Sync {
     fn shard(&self) -> usize;
 }
 
+/// Why a join did not make the participant a member here.
+#[derive(Debug)]
+pub enum JoinError {
+    /// Refused for a reason the client is told (full, bad name...).
+    Refused(Refusal),
+    /// The room lives on another node (several nodes): the client's
+    /// session continues there.
+    Elsewhere { node: String },
+}
+
+impl From<Refusal> for JoinError {
+    fn from(refusal: Refusal) -> Self {
+        JoinError::Refused(refusal)
+    }
+}
+
 /// The media plane did not take a command (shut down or overloaded).
 #[derive(Debug)]
 pub struct MediaUnavailable;
@@ -109,7 +125,7 @@ pub trait Rooms: Send + Sync {
     /// and room-size limits (checked and applied atomically: two joiners
     /// cannot both take the last seat). Delivers the welcome first, then
     /// tells the others (`participant_joined`) and the lobby.
-    async fn join(&self, request: JoinRequest) -> Result<Joined, Refusal>;
+    async fn join(&self, request: JoinRequest) -> Result<Joined, JoinError>;
 
     /// Removes a participant (it left, was kicked, or its media failed):
     /// the others get `participant_left`, an empty room disappears. Idempotent.

@@ -10,18 +10,62 @@ use crate::delivery::{delivery, Delivery, OperatorAction};
 use crate::outbox::{outbox, Outbox, OutboxReceiver};
 use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, Request};
 use crate::rate_limit::TokenBucket;
-use crate::rooms::{JoinRequest, ParticipantChange, RoomMedia};
+use crate::rooms::{JoinError, JoinRequest, ParticipantChange, RoomMedia};
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use noom_sfu::{Command, ConnectionState, EventSink, IceCandidate, MediaEvent, NegotiationError};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+/// What a client sent, as its session sees it: read from a WebSocket, or
+/// relayed by the node that holds the WebSocket (several nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "frame", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Text {
+        text: String,
+    },
+    Binary,
+    /// A frame far over the message limit (refused from its header).
+    TooBig,
+    /// The client closed or vanished.
+    Gone,
+}
+
+/// Who a participant is, as much as is needed to rejoin it elsewhere with
+/// the same face (its room's node was lost, or its room moved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub room: String,
+    pub name: String,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+}
+
+/// Starts the task that carries the session's outgoing messages, then its
+/// last words, to the client.
+pub type Writer =
+    Box<dyn FnOnce(OutboxReceiver, oneshot::Receiver<Ending>) -> JoinHandle<()> + Send>;
+
+/// A session's connection to its client, wherever the client's WebSocket is.
+pub struct Port {
+    pub frames: BoxStream<'static, ClientFrame>,
+    pub writer: Writer,
+    /// Kept up to date with the participant's identity (None in the lobby),
+    /// for a front node that may have to rejoin it elsewhere.
+    pub identity: Option<watch::Sender<Option<Identity>>>,
+    /// Join this room with this identity at once (moved or re-homed), with
+    /// no request of the client's.
+    pub rejoin: Option<Identity>,
+}
 
 /// Media events queued from the shard to one session; offers and state
 /// changes are rare, so a small bound suffices.
@@ -66,9 +110,65 @@ struct Session {
     grace_deadline: Option<Instant>,
     /// `req` of the client's own offer, echoed on the server's answer.
     client_offer_req: Option<Value>,
+    /// Frames taken from the client so far (a handoff says how many were
+    /// handled, so the front replays the rest at the new node).
+    frames_taken: u64,
+    /// Set when the room the client asked for lives on another node.
+    handoff: Option<Handoff>,
+    identity: Option<watch::Sender<Option<Identity>>>,
 }
 
+/// The session continues on another node (several nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The node that hosts the room.
+    pub node: String,
+    /// The room (to find it another node if `node` cannot be reached).
+    pub room: String,
+    /// How many of the client's frames this session handled; the front
+    /// replays the later ones to `node`.
+    pub processed: u64,
+    /// Rejoin with this identity there (instead of replaying a `join`).
+    pub rejoin: Option<Identity>,
+}
+
+/// Serves one WebSocket on this node (single node, or the room is here).
 pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let (ws_tx, ws_rx) = socket.split();
+    let port = Port {
+        frames: ws_frames(ws_rx),
+        writer: Box::new(move |out_rx, farewell| tokio::spawn(write_loop(ws_tx, out_rx, farewell))),
+        identity: None,
+        rejoin: None,
+    };
+    serve_port(port, state).await
+}
+
+/// A WebSocket's incoming side as the frames a session reads.
+pub(crate) fn ws_frames(
+    ws_rx: futures_util::stream::SplitStream<WebSocket>,
+) -> BoxStream<'static, ClientFrame> {
+    ws_rx
+        .map(|message| match message {
+            Ok(Message::Text(text)) => Some(ClientFrame::Text {
+                text: text.as_str().to_owned(),
+            }),
+            Ok(Message::Binary(_)) => Some(ClientFrame::Binary),
+            Ok(Message::Ping(_) | Message::Pong(_)) => None,
+            Ok(Message::Close(_)) => Some(ClientFrame::Gone),
+            Err(err) if is_message_too_big(&err) => Some(ClientFrame::TooBig),
+            Err(err) => {
+                tracing::debug!(%err, "websocket read failed");
+                Some(ClientFrame::Gone)
+            }
+        })
+        .filter_map(std::future::ready)
+        .boxed()
+}
+
+/// Serves one client through `port`: a WebSocket here, or one relayed from
+/// another node.
+pub async fn serve_port(port: Port, state: Arc<AppState>) {
     use tracing::Instrument;
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     // Every log line of this connection carries its room and participant
@@ -79,32 +179,42 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         room = tracing::field::Empty,
         participant = tracing::field::Empty
     );
-    serve(socket, state, conn).instrument(span).await
+    serve(port, state, conn).instrument(span).await
 }
 
 /// Why a session ended, which decides the last things its client hears.
-enum Ending {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ending", rename_all = "snake_case")]
+pub enum Ending {
     /// The client closed or vanished: nothing more to say.
     ClientGone,
     /// One last message (`kicked`, `shutdown`) after everything already
     /// queued, then the close.
-    LastWord(String),
+    LastWord { text: String },
     /// A close frame with this status and reason.
-    Close(u16, &'static str),
+    Close { code: u16, reason: String },
+    /// The client goes on with a session on another node (the connection
+    /// stays open).
+    Handoff(Handoff),
 }
 
 /// How long a session's last words may take to reach a client before the
 /// connection is dropped regardless (a client that stopped reading).
 const FAREWELL_LIMIT: Duration = Duration::from_secs(2);
 
-async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
+async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
     state.metrics.ws_connections.inc();
     let (outbox, out_rx) = outbox();
     let (delivery, mut operator) = delivery(outbox.clone());
-    let (ws_tx, mut ws_rx) = socket.split();
+    let Port {
+        frames: mut client,
+        writer,
+        identity,
+        rejoin,
+    } = port;
     let mut shutdown = state.shutdown.subscribe();
     let (farewell_tx, farewell_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(ws_tx, out_rx, farewell_rx));
+    let mut writer = writer(out_rx, farewell_rx);
 
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_EVENT_QUEUE);
     let limits = &state.config.limits;
@@ -119,10 +229,19 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
         current: None,
         grace_deadline: None,
         client_offer_req: None,
+        frames_taken: 0,
+        handoff: None,
+        identity,
     };
     state.rooms.enter_lobby(conn, delivery.clone()).await;
+    if let Some(identity) = rejoin {
+        session.rejoin(identity).await;
+    }
 
     let ending = loop {
+        if let Some(handoff) = session.handoff.take() {
+            break Ending::Handoff(handoff);
+        }
         let grace = session.grace_deadline;
         // Biased: an operator action or a shutdown is seen at the next turn
         // even while the client floods us; media events are bounded (their
@@ -134,28 +253,26 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
                     if let Some(here) = &session.current {
                         tracing::info!(conn, room = %here.room, participant = %here.id, %reason, "kick");
                     }
-                    break Ending::LastWord(serde_json::json!({"type": "kicked", "reason": reason}).to_string());
+                    break Ending::LastWord { text: serde_json::json!({"type": "kicked", "reason": reason}).to_string() };
                 }
             },
             _ = shutdown.recv() => {
-                break Ending::LastWord(serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string());
+                break Ending::LastWord { text: serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string() };
             }
             Some((participant, event)) = media_rx.recv() => session.on_media(participant, event),
             _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
                 session.on_grace_expired().await;
             }
-            message = ws_rx.next() => match message {
-                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break Ending::ClientGone,
-                Some(Err(err)) if is_message_too_big(&err) => {
-                    tracing::info!(conn, %err, "frame far over the message limit: closing");
-                    break Ending::Close(1009, "message too big");
-                }
-                Some(Err(err)) => {
-                    tracing::debug!(conn, %err, "websocket read failed");
-                    break Ending::ClientGone;
+            frame = client.next() => {
+                session.frames_taken += 1;
+                match frame {
+                    Some(ClientFrame::Text { text }) => session.on_text(&text).await,
+                    Some(ClientFrame::Binary) => session.refuse(&None, Refusal::new(ErrorCode::BadRequest, "binary messages are not accepted; send JSON text")),
+                    Some(ClientFrame::Gone) | None => break Ending::ClientGone,
+                    Some(ClientFrame::TooBig) => {
+                        tracing::info!(conn, "frame far over the message limit: closing");
+                        break Ending::Close { code: 1009, reason: "message too big".into() };
+                    }
                 }
             },
         }
@@ -179,7 +296,7 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, conn: u64) {
         );
         writer.abort();
     }
-    drop(ws_rx);
+    drop(client);
     state.metrics.ws_connections.dec();
 }
 
@@ -205,11 +322,16 @@ async fn write_loop(
             }
         }
     }
-    match farewell.await {
-        Ok(Ending::LastWord(text)) => {
+    say_farewell(&mut ws_tx, farewell.await.unwrap_or(Ending::ClientGone)).await;
+}
+
+/// A session's last words on its WebSocket, then the close.
+pub(crate) async fn say_farewell(ws_tx: &mut SplitSink<WebSocket, Message>, ending: Ending) {
+    match ending {
+        Ending::LastWord { text } => {
             let _ = ws_tx.send(Message::Text(text.into())).await;
         }
-        Ok(Ending::Close(code, reason)) => {
+        Ending::Close { code, reason } => {
             let _ = ws_tx
                 .send(Message::Close(Some(CloseFrame {
                     code,
@@ -217,7 +339,9 @@ async fn write_loop(
                 })))
                 .await;
         }
-        Ok(Ending::ClientGone) | Err(_) => {}
+        // A handoff reaches a WebSocket only when nobody can follow it;
+        // closing tells the client to reconnect.
+        Ending::ClientGone | Ending::Handoff(_) => {}
     }
     let _ = ws_tx.close().await;
 }
@@ -324,6 +448,7 @@ impl Session {
                     ));
                 }
                 let here = self.in_room()?;
+                self.change_identity(|identity| identity.name = name.clone());
                 self.state
                     .rooms
                     .update(&here.room, &here.id, ParticipantChange::Name(name))
@@ -332,6 +457,10 @@ impl Session {
             }
             Request::Mute { kind, muted } => {
                 let here = self.in_room()?;
+                self.change_identity(|identity| match kind {
+                    protocol::MediaKind::Audio => identity.audio_muted = muted,
+                    protocol::MediaKind::Video => identity.video_muted = muted,
+                });
                 self.state
                     .rooms
                     .update(
@@ -459,12 +588,62 @@ impl Session {
                 "too many joins; wait a little",
             ));
         }
-        let info = ParticipantInfo {
-            id: new_participant_id(),
+        let identity = Identity {
+            room: room.clone(),
             name,
             audio_muted: false,
             video_muted: false,
         };
+        match self.enter_room(req, identity).await {
+            Ok(()) => Ok(()),
+            Err(JoinError::Refused(refusal)) => Err(refusal),
+            Err(JoinError::Elsewhere { node }) => {
+                // The room lives on another node: hand the client over,
+                // replaying this `join` there (it is not handled here).
+                self.handoff = Some(Handoff {
+                    node,
+                    room,
+                    processed: self.frames_taken - 1,
+                    rejoin: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Joins again with a known identity (the client was moved or its
+    /// room's node was lost); the client sees a `joined` with no `req`.
+    async fn rejoin(&mut self, identity: Identity) {
+        match self.enter_room(&None, identity.clone()).await {
+            Ok(()) => {}
+            Err(JoinError::Refused(refusal)) => {
+                tracing::info!(conn = self.conn, room = %identity.room, reason = %refusal.message, "rejoin refused");
+                self.refuse(&None, refusal);
+            }
+            Err(JoinError::Elsewhere { node }) => {
+                self.handoff = Some(Handoff {
+                    node,
+                    room: identity.room.clone(),
+                    processed: self.frames_taken,
+                    rejoin: Some(identity),
+                });
+            }
+        }
+    }
+
+    /// Makes the participant a member of `identity.room` and starts its media.
+    async fn enter_room(
+        &mut self,
+        req: &Option<Value>,
+        identity: Identity,
+    ) -> Result<(), JoinError> {
+        let info = ParticipantInfo {
+            id: new_participant_id(),
+            name: identity.name.clone(),
+            audio_muted: identity.audio_muted,
+            video_muted: identity.video_muted,
+        };
+        let room = identity.room.clone();
         let id = info.id.clone();
         let welcome = {
             let (req, room, id) = (req.clone(), room.clone(), id.clone());
@@ -494,6 +673,7 @@ impl Session {
             id: id.clone(),
             media: joined.media,
         });
+        self.tell_identity(Some(identity));
         let span = tracing::Span::current();
         span.record("room", room.as_str());
         span.record("participant", id.as_str());
@@ -507,12 +687,29 @@ impl Session {
             .is_err()
         {
             self.leave_room().await;
-            return Err(Refusal::new(
+            return Err(JoinError::Refused(Refusal::new(
                 ErrorCode::Internal,
                 "the media server is overloaded",
-            ));
+            )));
         }
         Ok(())
+    }
+
+    /// Keeps a front node's copy of the identity current.
+    fn tell_identity(&self, identity: Option<Identity>) {
+        if let Some(watcher) = &self.identity {
+            watcher.send_replace(identity);
+        }
+    }
+
+    fn change_identity(&self, change: impl FnOnce(&mut Identity)) {
+        if let Some(watcher) = &self.identity {
+            watcher.send_modify(|identity| {
+                if let Some(identity) = identity {
+                    change(identity);
+                }
+            });
+        }
     }
 
     async fn leave_room(&mut self) {
@@ -521,6 +718,7 @@ impl Session {
         };
         self.grace_deadline = None;
         self.client_offer_req = None;
+        self.tell_identity(None);
         self.state.rooms.leave(&here.room, &here.id).await;
         let _ = here.media.send(Command::Leave {
             participant: here.id.clone(),

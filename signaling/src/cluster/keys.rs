@@ -58,4 +58,10 @@ impl Keys {
     pub fn node_channel(&self, node: &str) -> String {
         format!("{}:bus:node:{node}", self.prefix)
     }
+
+    /// Hash: room -> participants, of the rooms one node hosts (the lobby
+    /// lists the rooms of every live node).
+    pub fn node_room_sizes(&self, node: &str) -> String {
+        format!("{}:node_room_sizes:{node}", self.prefix)
+    }
 }

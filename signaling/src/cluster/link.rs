@@ -331,6 +331,19 @@ impl Link {
         result
     }
 
+    /// Runs a pipeline (atomic if it says so) on the command connection,
+    /// bounded.
+    pub async fn pipeline<T: FromRedisValue>(
+        &self,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, LinkError> {
+        let mut conn = self.commands.clone();
+        let result = self.bounded(what, pipe.query_async(&mut conn)).await;
+        self.note_command(&result);
+        result
+    }
+
     /// Runs a Lua script (EVALSHA, loading it after a Redis restart),
     /// bounded.
     pub async fn script<T: FromRedisValue>(

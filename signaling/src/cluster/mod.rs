@@ -6,8 +6,12 @@
 //! the server yet: single-node behaviour does not touch Redis at all.
 
 pub mod bus;
+pub mod front;
+pub(crate) mod host;
 pub mod keys;
 pub mod link;
+pub mod node;
 pub mod placement;
 pub mod registry;
 pub mod relay;
+pub mod stream;

@@ -2,6 +2,8 @@
 //! (so a restart comes back empty, like a crashed cache), killable with
 //! SIGKILL and restartable on the same port.
 
+#![allow(dead_code)] // each test binary uses a different part
+
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,376 @@
+//! The front's end of a client's connection (several nodes): this node
+//! holds the WebSocket, and the client's session runs where its room is:
+//! here (an in-process attachment) or on another node (a stream over the
+//! bus). The front follows the session when it hands the client over (the
+//! room the client asks for lives elsewhere) and rejoins the client's room
+//! on a live node when the node running the session is lost.
+//!
+//! What a front remembers is small: the client's recent frames (to replay
+//! those the previous session had not handled when it handed over) and the
+//! participant's identity (to rejoin it elsewhere).
+
+use super::host::{self, FrontSink};
+use super::node::{ClusterNode, EndKind, StreamEnd, STREAM_QUEUE};
+use super::placement::Move;
+use super::relay::{RelayReceiver, RelaySender};
+use super::stream::{ToFront, ToHost};
+use crate::session::{self, ClientFrame, Ending, Handoff, Identity};
+use crate::AppState;
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::BoxStream;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Frames kept for replay. A session hands over right at the `join` it
+/// cannot serve, so only the frames in flight since then are replayed: a
+/// few, as clients are rate limited.
+const REPLAY_FRAMES: usize = 256;
+
+/// Handoffs in a row with nothing said to the client: the room map is
+/// changing under us faster than we follow; the client reconnects instead.
+const MAX_HOPS: u32 = 6;
+
+/// How long a client that left still waits for its session to end.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Serves one WebSocket of a clustered node until it closes.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, node: Arc<ClusterNode>) {
+    let (mut ws_tx, ws_rx) = socket.split();
+    let mut client = session::ws_frames(ws_rx);
+    let attachment = attach_local(&node, &state, None);
+    let mut front = Front {
+        node,
+        state,
+        attachment,
+        identity: None,
+        sent: Replay::default(),
+        hops: 0,
+    };
+    let ending = front.serve(&mut client, &mut ws_tx).await;
+    drop(front);
+    session::say_farewell(&mut ws_tx, ending).await;
+}
+
+struct Front {
+    node: Arc<ClusterNode>,
+    state: Arc<AppState>,
+    attachment: Attachment,
+    identity: Option<Identity>,
+    sent: Replay,
+    hops: u32,
+}
+
+type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+impl Front {
+    async fn serve(
+        &mut self,
+        client: &mut BoxStream<'static, ClientFrame>,
+        ws_tx: &mut WsSink,
+    ) -> Ending {
+        let mut live = self.node.live();
+        loop {
+            tokio::select! {
+                biased;
+                event = self.attachment.events.recv() => match event {
+                    Some(ToFront::Text { text }) => {
+                        self.hops = 0;
+                        if ws_tx.send(Message::Text(text.into())).await.is_err() {
+                            return self.goodbye().await;
+                        }
+                    }
+                    Some(ToFront::Identity { identity }) => self.identity = identity,
+                    Some(ToFront::End { ending: Ending::Handoff(handoff) }) => {
+                        if let Err(ending) = self.follow(handoff).await {
+                            return ending;
+                        }
+                    }
+                    Some(ToFront::End { ending }) => return ending,
+                    // The stream broke or its node was lost.
+                    None => if let Err(ending) = self.rehome().await {
+                        return ending;
+                    },
+                },
+                _ = live.changed() => {
+                    let host = self.attachment.host.clone();
+                    if host != self.node.id && !self.node.is_live(&host) {
+                        if let Err(ending) = self.rehome().await {
+                            return ending;
+                        }
+                    }
+                }
+                frame = client.next() => {
+                    let frame = frame.unwrap_or(ClientFrame::Gone);
+                    if frame == ClientFrame::Gone {
+                        return self.goodbye().await;
+                    }
+                    self.sent.push(frame.clone());
+                    if !self.attachment.send(&self.node, frame).await && self.attachment.is_remote() {
+                        if let Err(ending) = self.rehome().await {
+                            return ending;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The client left: its session leaves its room (bounded wait).
+    async fn goodbye(&mut self) -> Ending {
+        self.attachment.send(&self.node, ClientFrame::Gone).await;
+        let _ = tokio::time::timeout(GOODBYE_LIMIT, async {
+            while let Some(event) = self.attachment.events.recv().await {
+                if matches!(event, ToFront::End { .. }) {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ending::ClientGone
+    }
+
+    /// The session handed the client over: attach there and replay what it
+    /// had not handled.
+    async fn follow(&mut self, handoff: Handoff) -> Result<(), Ending> {
+        self.hops += 1;
+        if self.hops > MAX_HOPS {
+            return Err(unavailable("the room keeps moving; reconnect"));
+        }
+        let pending = self
+            .sent
+            .after(handoff.processed)
+            .ok_or_else(|| unavailable("lost track of the session; reconnect"))?;
+        let attachment = match self.attach(&handoff.node, handoff.rejoin.clone()).await {
+            Some(attachment) => attachment,
+            None => {
+                // The room's node is gone already: find it a new one.
+                let home = self.new_home(&handoff.room, &handoff.node).await?;
+                self.attach(&home, handoff.rejoin)
+                    .await
+                    .ok_or_else(|| unavailable("the room's node cannot be reached; reconnect"))?
+            }
+        };
+        self.attachment = attachment;
+        self.sent = Replay::default();
+        for frame in pending {
+            self.sent.push(frame.clone());
+            self.attachment.send(&self.node, frame).await;
+        }
+        Ok(())
+    }
+
+    /// The node running the session is lost: rejoin the room on a live
+    /// node (the client gets `joined` and a new offer), or go back to the
+    /// lobby here if the client was not in a room.
+    async fn rehome(&mut self) -> Result<(), Ending> {
+        let lost = self.attachment.host.clone();
+        self.sent = Replay::default();
+        let Some(identity) = self.identity.clone() else {
+            self.attachment = attach_local(&self.node, &self.state, None);
+            return Ok(());
+        };
+        self.hops += 1;
+        if self.hops > MAX_HOPS {
+            return Err(unavailable("the room's node was lost; reconnect"));
+        }
+        tracing::info!(room = %identity.room, %lost, "room's node lost: rejoining elsewhere");
+        self.node.counters.rehomed.fetch_add(1, Ordering::Relaxed);
+        let home = self.new_home(&identity.room, &lost).await?;
+        self.attachment = self
+            .attach(&home, Some(identity))
+            .await
+            .ok_or_else(|| unavailable("no node can host the room now; reconnect"))?;
+        Ok(())
+    }
+
+    /// A live node for `room`, taking it from `lost` (compare-and-set: the
+    /// fronts of all its members agree on one new home).
+    async fn new_home(&self, room: &str, lost: &str) -> Result<String, Ending> {
+        let placement = &self.node.placement;
+        let moved = placement
+            .move_room(room, lost)
+            .await
+            .map_err(|err| unavailable(&format!("cannot re-home the room: {err}")))?;
+        match moved {
+            Move::Moved { to } => Ok(to),
+            Move::NotOwner { owner: Some(owner) } if owner != lost => Ok(owner),
+            Move::NotOwner { .. } => placement
+                .claim(room)
+                .await
+                .map(|claim| claim.owner().to_owned())
+                .map_err(|err| unavailable(&format!("cannot re-home the room: {err}"))),
+        }
+    }
+
+    async fn attach(&self, host: &str, rejoin: Option<Identity>) -> Option<Attachment> {
+        if host == self.node.id {
+            Some(attach_local(&self.node, &self.state, rejoin))
+        } else {
+            attach_remote(&self.node, host, rejoin).await
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> Ending {
+    tracing::info!(reason, "closing a relayed connection");
+    Ending::Close {
+        code: 1011,
+        reason: reason.chars().take(120).collect(),
+    }
+}
+
+/// Where the client's session runs.
+struct Attachment {
+    host: String,
+    to_host: ToHostSink,
+    events: mpsc::Receiver<ToFront>,
+}
+
+enum ToHostSink {
+    Local(mpsc::Sender<ClientFrame>),
+    Remote {
+        node: Arc<ClusterNode>,
+        stream: String,
+        sender: RelaySender,
+    },
+}
+
+impl Attachment {
+    fn is_remote(&self) -> bool {
+        matches!(self.to_host, ToHostSink::Remote { .. })
+    }
+
+    /// False when the session's side is gone.
+    async fn send(&mut self, node: &ClusterNode, frame: ClientFrame) -> bool {
+        match &mut self.to_host {
+            ToHostSink::Local(tx) => tx.send(frame).await.is_ok(),
+            ToHostSink::Remote { sender, .. } => {
+                let body = serde_json::to_value(ToHost::Frame { frame }).unwrap_or_default();
+                node.send_frame(&self.host, sender.frame(body)).await
+            }
+        }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let ToHostSink::Remote { node, stream, .. } = &self.to_host {
+            node.streams().remove(stream);
+        }
+    }
+}
+
+/// A session in this process.
+fn attach_local(node: &ClusterNode, state: &Arc<AppState>, rejoin: Option<Identity>) -> Attachment {
+    let (frames_tx, frames_rx) = mpsc::channel(64);
+    let (events_tx, events_rx) = mpsc::channel(STREAM_QUEUE);
+    let port = host::port(frames_rx, FrontSink::Local(events_tx), rejoin, || {});
+    tokio::spawn(session::serve_port(port, state.clone()));
+    Attachment {
+        host: node.id.clone(),
+        to_host: ToHostSink::Local(frames_tx),
+        events: events_rx,
+    }
+}
+
+/// A session on `host`, over the bus. None when `host` does not listen.
+async fn attach_remote(
+    node: &Arc<ClusterNode>,
+    host: &str,
+    rejoin: Option<Identity>,
+) -> Option<Attachment> {
+    let stream = node.new_stream_id();
+    let (events_tx, events_rx) = mpsc::channel(STREAM_QUEUE);
+    node.streams().insert(
+        stream.clone(),
+        StreamEnd {
+            receiver: RelayReceiver::new(stream.clone()),
+            peer: host.to_owned(),
+            kind: EndKind::Front(events_tx),
+        },
+    );
+    let mut attachment = Attachment {
+        host: host.to_owned(),
+        to_host: ToHostSink::Remote {
+            node: node.clone(),
+            stream: stream.clone(),
+            sender: RelaySender::new(stream),
+        },
+        events: events_rx,
+    };
+    let open = ToHost::Open {
+        front: node.id.clone(),
+        rejoin,
+    };
+    let ToHostSink::Remote { sender, .. } = &mut attachment.to_host else {
+        unreachable!("just built as remote")
+    };
+    let frame = sender.frame(serde_json::to_value(open).unwrap_or_default());
+    // Dropping the attachment on failure removes its table entry.
+    node.send_frame(host, frame).await.then_some(attachment)
+}
+
+/// The client's frames sent to the current session, numbered from 1.
+#[derive(Default)]
+struct Replay {
+    frames: VecDeque<ClientFrame>,
+    /// Number of the oldest frame kept, minus one.
+    forgotten: u64,
+}
+
+impl Replay {
+    fn push(&mut self, frame: ClientFrame) {
+        if self.frames.len() == REPLAY_FRAMES {
+            self.frames.pop_front();
+            self.forgotten += 1;
+        }
+        self.frames.push_back(frame);
+    }
+
+    /// The frames after the first `processed`, or None if some of them
+    /// were forgotten.
+    fn after(&self, processed: u64) -> Option<Vec<ClientFrame>> {
+        let skip = processed.checked_sub(self.forgotten)?;
+        Some(self.frames.iter().skip(skip as usize).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: u32) -> ClientFrame {
+        ClientFrame::Text {
+            text: n.to_string(),
+        }
+    }
+
+    #[test]
+    fn replay_gives_the_frames_not_yet_handled() {
+        let mut replay = Replay::default();
+        for n in 1..=5 {
+            replay.push(text(n));
+        }
+        assert_eq!(replay.after(2), Some(vec![text(3), text(4), text(5)]));
+        assert_eq!(replay.after(5), Some(vec![]));
+        assert_eq!(replay.after(0).map(|f| f.len()), Some(5));
+    }
+
+    #[test]
+    fn replay_refuses_what_it_forgot() {
+        let mut replay = Replay::default();
+        for n in 1..=(REPLAY_FRAMES as u32 + 3) {
+            replay.push(text(n));
+        }
+        assert_eq!(replay.after(2), None);
+        assert_eq!(replay.after(3).map(|f| f.len()), Some(REPLAY_FRAMES));
+        assert_eq!(
+            replay.after(REPLAY_FRAMES as u64 + 2),
+            Some(vec![text(REPLAY_FRAMES as u32 + 3)])
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! [`Rooms`] for a node of a cluster: the rooms this node hosts are
+//! [`LocalRooms`]; a join for a room placed on another node is answered
+//! [`JoinError::Elsewhere`], and the client's session moves there (see
+//! `cluster::front`). Every member of a room has its session on the room's
+//! node, so chat, notices and media within a room never cross Redis.
+//!
+//! The lobby lists every live node's rooms (kept current by
+//! `cluster::node`), and the room map in Redis says which node hosts each.
+
+use crate::cluster::node::ClusterNode;
+use crate::cluster::placement::PlacementError;
+use crate::delivery::Delivery;
+use crate::local_rooms::LocalRooms;
+use crate::protocol::{ErrorCode, Refusal, RoomInfo};
+use crate::rooms::{
+    ConnId, Counts, JoinError, JoinRequest, Joined, ParticipantChange, RoomOverview, Rooms,
+};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub struct ClusterRooms {
+    local: Arc<LocalRooms>,
+    node: Arc<ClusterNode>,
+}
+
+impl ClusterRooms {
+    pub fn new(local: Arc<LocalRooms>, node: Arc<ClusterNode>) -> Self {
+        Self { local, node }
+    }
+}
+
+#[async_trait]
+impl Rooms for ClusterRooms {
+    async fn enter_lobby(&self, conn: ConnId, delivery: Delivery) {
+        self.local.enter_lobby(conn, delivery).await;
+    }
+
+    async fn leave_lobby(&self, conn: ConnId) {
+        self.local.leave_lobby(conn).await;
+    }
+
+    async fn room_list(&self) -> Vec<RoomInfo> {
+        self.local.room_list().await
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<Joined, JoinError> {
+        // A room with members here is ours: no Redis on that path.
+        if !self.local.hosts(&request.room) {
+            let claim = self.node.placement.claim(&request.room).await;
+            let owner = match claim {
+                Ok(claim) => claim.owner().to_owned(),
+                Err(PlacementError::NoLiveNode { .. }) => {
+                    return Err(JoinError::Refused(Refusal::new(
+                        ErrorCode::Internal,
+                        "no server can host the room right now; try again",
+                    )))
+                }
+                Err(err) => {
+                    tracing::warn!(%err, room = %request.room, "room placement failed");
+                    return Err(JoinError::Refused(Refusal::new(
+                        ErrorCode::Internal,
+                        "the cluster's store cannot be reached; try again",
+                    )));
+                }
+            };
+            if owner != self.node.id {
+                return Err(JoinError::Elsewhere { node: owner });
+            }
+        }
+        self.local.join(request).await
+    }
+
+    async fn leave(&self, room: &str, participant: &str) {
+        self.local.leave(room, participant).await;
+        if !self.local.hosts(room) {
+            // The room ended here: free its place so the next first join
+            // goes to the least-loaded node. Not awaited by the leaver.
+            let (node, room) = (self.node.clone(), room.to_owned());
+            tokio::spawn(async move {
+                if let Err(err) = node.placement.release(&room, &node.id).await {
+                    tracing::info!(%err, %room, "could not release an ended room");
+                }
+            });
+        }
+    }
+
+    async fn update(&self, room: &str, participant: &str, change: ParticipantChange) {
+        self.local.update(room, participant, change).await;
+    }
+
+    async fn chat(
+        &self,
+        room: &str,
+        from: &str,
+        text: &str,
+        to: Option<&str>,
+        ts: u64,
+    ) -> Result<(), Refusal> {
+        self.local.chat(room, from, text, to, ts).await
+    }
+
+    async fn kick(&self, room: &str, participant: &str, reason: &str) -> bool {
+        self.local.kick(room, participant, reason).await
+    }
+
+    async fn close_room(&self, room: &str, reason: &str) -> Option<usize> {
+        self.local.close_room(room, reason).await
+    }
+
+    async fn announce(&self, text: &str, room: Option<&str>, ts: u64) -> Option<usize> {
+        self.local.announce(text, room, ts).await
+    }
+
+    async fn overview(&self) -> Vec<RoomOverview> {
+        self.local.overview().await
+    }
+
+    async fn counts(&self) -> Counts {
+        self.local.counts().await
+    }
+}

@@ -1,0 +1,159 @@
+//! Several nodes over one real `redis-server`, as users see them: clients
+//! on different nodes in one room see and hear each other and chat, the
+//! lobby of any node lists every node's rooms, new rooms spread over the
+//! nodes. The nodes run in this process (each its own `Server`, its own
+//! node id and ports); the process-level failures are in `cluster_failover`.
+
+mod redis_server;
+mod support;
+
+use anyhow::{ensure, Context as _, Result};
+use redis_server::RedisServer;
+use serde_json::json;
+use std::time::Duration;
+use support::{
+    start_server_with, with_deadline, MediaKind, TestClient, MEDIA_TIMEOUT, MSG_TIMEOUT,
+};
+
+/// A node of a cluster on `redis`, with heartbeats fast enough for tests.
+async fn node(redis: &RedisServer, id: &str) -> Result<noom_signaling::Server> {
+    let url = redis.url();
+    start_server_with(|cfg| {
+        cfg.cluster.redis_url = url;
+        cfg.cluster.node_id = id.to_owned();
+        cfg.cluster.heartbeat_ms = 200;
+        cfg.cluster.node_timeout_ms = 1000;
+    })
+    .await
+}
+
+/// Who hosts `room`, from Redis.
+async fn host_of(redis: &RedisServer, room: &str) -> Result<Option<String>> {
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    Ok(redis::cmd("HGET")
+        .arg("noom:room_node")
+        .arg(room)
+        .query_async(&mut conn)
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_on_two_nodes_see_hear_and_chat() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline("two nodes, one room", Duration::from_secs(60), async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, "node-a").await?;
+        let b = node(&redis, "node-b").await?;
+
+        let mut ann = TestClient::connect(a.http_addr(), "ann@a").await?;
+        let ann_joined = ann.join_with_media("r1", "Ann").await?;
+        let host = host_of(&redis, "r1").await?.context("r1 is placed")?;
+
+        // Bob comes in through the node that does not host the room.
+        let other = if host == "node-a" { &b } else { &a };
+        let mut bob = TestClient::connect(other.http_addr(), "bob@other").await?;
+        let bob_joined = bob.join_with_media("r1", "Bob").await?;
+        ensure!(
+            bob_joined
+                .participants
+                .iter()
+                .any(|p| p.id == ann_joined.you && p.name == "Ann"),
+            "Bob's joined should list Ann: {:?}",
+            bob_joined.participants
+        );
+        ann.recv_where("participant_joined for Bob", MSG_TIMEOUT, |m| {
+            m["type"] == "participant_joined" && m["participant"]["name"] == "Bob"
+        })
+        .await?;
+
+        // Media goes both ways, straight to the room's node.
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            bob.wait_packets_above(&ann_joined.you, kind, 20, MEDIA_TIMEOUT)
+                .await
+                .context("Bob receives Ann")?;
+            ann.wait_packets_above(&bob_joined.you, kind, 20, MEDIA_TIMEOUT)
+                .await
+                .context("Ann receives Bob")?;
+        }
+
+        // Chat both ways, each message once.
+        bob.request_ok(json!({"type": "chat", "text": "hello from the other node"}))
+            .await?;
+        ann.recv_where("Bob's chat", MSG_TIMEOUT, |m| {
+            m["type"] == "chat" && m["text"] == "hello from the other node"
+        })
+        .await?;
+        ann.request_ok(json!({"type": "chat", "text": "hi Bob", "to": bob_joined.you}))
+            .await?;
+        bob.recv_where("Ann's direct message", MSG_TIMEOUT, |m| {
+            m["type"] == "chat" && m["text"] == "hi Bob" && m["to"] == bob_joined.you.as_str()
+        })
+        .await?;
+        bob.barrier().await?;
+        ensure!(
+            bob.history_where(|m| m["type"] == "chat" && m["text"] == "hi Bob")
+                .len()
+                == 1,
+            "the direct message arrived more than once"
+        );
+
+        // A guest in the lobby of either node sees the room with both.
+        for (label, server) in [("lobby@a", &a), ("lobby@b", &b)] {
+            let mut guest = TestClient::connect(server.http_addr(), label).await?;
+            guest
+                .wait_rooms_push("r1 with 2 participants", |rooms| {
+                    rooms.get("r1") == Some(&2)
+                })
+                .await?;
+        }
+
+        // Bob leaves: Ann hears it, the lobby count drops.
+        let mut guest = TestClient::connect(other.http_addr(), "lobby2").await?;
+        bob.leave().await?;
+        ann.recv_where("participant_left for Bob", MSG_TIMEOUT, |m| {
+            m["type"] == "participant_left" && m["id"] == bob_joined.you
+        })
+        .await?;
+        guest
+            .wait_rooms_push("r1 with 1 participant", |rooms| rooms.get("r1") == Some(&1))
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_rooms_spread_over_idle_nodes() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline("rooms spread", Duration::from_secs(60), async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, "node-a").await?;
+        let _b = node(&redis, "node-b").await?;
+        let mut clients = Vec::new();
+        for n in 0..4 {
+            let mut client = TestClient::connect(a.http_addr(), &format!("c{n}")).await?;
+            client.join(&format!("room-{n}"), "Solo").await?;
+            clients.push(client);
+        }
+        let mut hosts = Vec::new();
+        for n in 0..4 {
+            hosts.push(
+                host_of(&redis, &format!("room-{n}"))
+                    .await?
+                    .unwrap_or_default(),
+            );
+        }
+        ensure!(
+            hosts.iter().filter(|h| *h == "node-a").count() == 2
+                && hosts.iter().filter(|h| *h == "node-b").count() == 2,
+            "four one-person rooms opened through node-a should land on both nodes: {hosts:?}"
+        );
+        Ok(())
+    })
+    .await
+}
