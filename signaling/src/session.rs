@@ -65,6 +65,9 @@ pub struct Port {
     /// Join this room with this identity at once (moved or re-homed), with
     /// no request of the client's.
     pub rejoin: Option<Identity>,
+    /// The front already refused oversized and too frequent messages (so
+    /// a relayed client's flood never crosses Redis): skip the rate check.
+    pub admitted_upstream: bool,
 }
 
 /// Media events queued from the shard to one session; offers and state
@@ -116,6 +119,7 @@ struct Session {
     /// Set when the room the client asked for lives on another node.
     handoff: Option<Handoff>,
     identity: Option<watch::Sender<Option<Identity>>>,
+    admitted_upstream: bool,
 }
 
 /// The session continues on another node (several nodes).
@@ -140,8 +144,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         writer: Box::new(move |out_rx, farewell| tokio::spawn(write_loop(ws_tx, out_rx, farewell))),
         identity: None,
         rejoin: None,
+        admitted_upstream: false,
     };
-    serve_port(port, state).await
+    state.metrics.ws_connections.inc();
+    serve_port(port, state.clone()).await;
+    state.metrics.ws_connections.dec();
 }
 
 /// A WebSocket's incoming side as the frames a session reads.
@@ -203,7 +210,6 @@ pub enum Ending {
 const FAREWELL_LIMIT: Duration = Duration::from_secs(2);
 
 async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
-    state.metrics.ws_connections.inc();
     let (outbox, out_rx) = outbox();
     let (delivery, mut operator) = delivery(outbox.clone());
     let Port {
@@ -211,6 +217,7 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
         writer,
         identity,
         rejoin,
+        admitted_upstream,
     } = port;
     let mut shutdown = state.shutdown.subscribe();
     let (farewell_tx, farewell_rx) = oneshot::channel();
@@ -232,6 +239,7 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
         frames_taken: 0,
         handoff: None,
         identity,
+        admitted_upstream,
     };
     state.rooms.enter_lobby(conn, delivery.clone()).await;
     if let Some(identity) = rejoin {
@@ -297,7 +305,6 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
         writer.abort();
     }
     drop(client);
-    state.metrics.ws_connections.dec();
 }
 
 /// Sends the outbox to the client, then the session's last words.
@@ -360,6 +367,38 @@ fn is_message_too_big(err: &axum::Error) -> bool {
     )
 }
 
+/// The checks every client message passes before it is handled: its size,
+/// then (with `rate`) the connection's message rate. On refusal, the `req`
+/// to answer (None when the message was too large to be read).
+pub(crate) fn admit(
+    max_bytes: usize,
+    rate: Option<&mut TokenBucket>,
+    text: &str,
+) -> Result<protocol::Incoming, (Option<Value>, Refusal)> {
+    if text.len() > max_bytes {
+        return Err((
+            None,
+            Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "message of {} bytes exceeds the limit of {max_bytes} bytes",
+                    text.len()
+                ),
+            ),
+        ));
+    }
+    let incoming = protocol::parse(text);
+    if let Some(rate) = rate {
+        if !rate.take(std::time::Instant::now()) {
+            return Err((
+                incoming.req,
+                Refusal::new(ErrorCode::RateLimited, "too many messages; slow down"),
+            ));
+        }
+    }
+    Ok(incoming)
+}
+
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -385,28 +424,15 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) {
-        if text.len() > self.state.config.limits.max_message_bytes {
-            self.refuse(
-                &None,
-                Refusal::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "message of {} bytes exceeds the limit of {} bytes",
-                        text.len(),
-                        self.state.config.limits.max_message_bytes
-                    ),
-                ),
-            );
-            return;
-        }
-        let incoming = protocol::parse(text);
-        if !self.rate.take(std::time::Instant::now()) {
-            self.refuse(
-                &incoming.req,
-                Refusal::new(ErrorCode::RateLimited, "too many messages; slow down"),
-            );
-            return;
-        }
+        let limits = &self.state.config.limits;
+        let rate = (!self.admitted_upstream).then_some(&mut self.rate);
+        let incoming = match admit(limits.max_message_bytes, rate, text) {
+            Ok(incoming) => incoming,
+            Err((req, refusal)) => {
+                self.refuse(&req, refusal);
+                return;
+            }
+        };
         let req = incoming.req;
         let result = match incoming.request {
             Ok(request) => self.dispatch(&req, request).await,

@@ -14,6 +14,8 @@ use super::node::{ClusterNode, EndKind, StreamEnd, STREAM_QUEUE};
 use super::placement::Move;
 use super::relay::{RelayReceiver, RelaySender};
 use super::stream::{ToFront, ToHost};
+use crate::protocol;
+use crate::rate_limit::TokenBucket;
 use crate::session::{self, ClientFrame, Ending, Handoff, Identity};
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket};
@@ -39,9 +41,14 @@ const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Serves one WebSocket of a clustered node until it closes.
 pub async fn run(socket: WebSocket, state: Arc<AppState>, node: Arc<ClusterNode>) {
+    // Counted where the WebSocket is, wherever its session runs.
+    state.metrics.ws_connections.inc();
+    let metrics_state = state.clone();
     let (mut ws_tx, ws_rx) = socket.split();
     let mut client = session::ws_frames(ws_rx);
     let attachment = attach_local(&node, &state, None);
+    let limits = &state.config.limits;
+    let rate = TokenBucket::new(limits.messages_per_second, limits.message_burst);
     let mut front = Front {
         node,
         state,
@@ -49,10 +56,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, node: Arc<ClusterNode>
         identity: None,
         sent: Replay::default(),
         hops: 0,
+        rate,
     };
     let ending = front.serve(&mut client, &mut ws_tx).await;
     drop(front);
     session::say_farewell(&mut ws_tx, ending).await;
+    metrics_state.metrics.ws_connections.dec();
 }
 
 struct Front {
@@ -62,6 +71,8 @@ struct Front {
     identity: Option<Identity>,
     sent: Replay,
     hops: u32,
+    /// The client's message rate, checked here for a remote session.
+    rate: TokenBucket,
 }
 
 type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -108,6 +119,12 @@ impl Front {
                     if frame == ClientFrame::Gone {
                         return self.goodbye().await;
                     }
+                    if let Some(refusal) = self.refused(&frame) {
+                        if ws_tx.send(Message::Text(refusal.into())).await.is_err() {
+                            return self.goodbye().await;
+                        }
+                        continue;
+                    }
                     self.sent.push(frame.clone());
                     if !self.attachment.send(&self.node, frame).await && self.attachment.is_remote() {
                         if let Err(ending) = self.rehome().await {
@@ -117,6 +134,22 @@ impl Front {
                 }
             }
         }
+    }
+
+    /// A remote session's client frames pass the size and rate checks here,
+    /// so a flood never crosses Redis; the answer is the one the session
+    /// would give.
+    fn refused(&mut self, frame: &ClientFrame) -> Option<String> {
+        let ClientFrame::Text { text } = frame else {
+            return None;
+        };
+        if !self.attachment.is_remote() {
+            return None;
+        }
+        let max = self.state.config.limits.max_message_bytes;
+        let (req, refusal) = session::admit(max, Some(&mut self.rate), text).err()?;
+        self.state.metrics.count_error(refusal.code);
+        Some(protocol::error(&req, &refusal))
     }
 
     /// The client left: its session leaves its room (bounded wait).

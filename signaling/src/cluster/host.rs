@@ -62,6 +62,8 @@ pub(crate) fn port(
     rejoin: Option<Identity>,
     done: impl FnOnce() + Send + 'static,
 ) -> Port {
+    // A remote front checks size and rate before a frame crosses Redis.
+    let admitted_upstream = matches!(sink, FrontSink::Remote { .. });
     let (identity_tx, identity_rx) = watch::channel(None);
     Port {
         frames: frames_of(frames),
@@ -73,6 +75,7 @@ pub(crate) fn port(
         }),
         identity: Some(identity_tx),
         rejoin,
+        admitted_upstream,
     }
 }
 
