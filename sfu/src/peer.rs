@@ -1,5 +1,6 @@
 //! One participant's server-side peer connection and its negotiation.
 
+use crate::client_hello_repeats::ClientHelloRepeats;
 use crate::command::NegotiationError;
 use crate::engine;
 use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
@@ -52,6 +53,9 @@ pub struct Peer {
     /// Our host candidates, trickled once after the first offer (they are in
     /// the SDP as well, for clients that do not trickle).
     untrickled_candidates: Vec<RTCIceCandidateInit>,
+    /// ClientHellos this connection has taken in, so repeats stay out of
+    /// rtc-dtls (see `ClientHelloRepeats`).
+    pub client_hellos: ClientHelloRepeats,
     /// The DTLS/ICE connection is up (forwarded media can reach the client).
     pub connected: bool,
     pub state: ConnectionState,
@@ -139,6 +143,7 @@ impl Peer {
             routes: Vec::new(),
             next_timeout: None,
             untrickled_candidates: local_candidates,
+            client_hellos: ClientHelloRepeats::default(),
             connected: false,
             state: ConnectionState::Connecting,
         })

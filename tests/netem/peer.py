@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import pathlib
 import sys
 import time
@@ -133,6 +135,10 @@ async def subscribe(url: str, room: str, name: str, report_file: str, measure: f
 
 def main() -> int:
     role, url, room, name, ip, path, seconds = sys.argv[1:8]
+    # NETEM_PEER_LOG=DEBUG shows aiortc's and aioice's side of ICE and DTLS
+    # (which flights were sent, retransmitted, received) in the peer's log.
+    if os.environ.get("NETEM_PEER_LOG"):
+        logging.basicConfig(level=os.environ["NETEM_PEER_LOG"], format="%(asctime)s %(name)s %(message)s")
     gather_only(ip)
     if role == "publish":
         return asyncio.run(publish(url, room, name, path, float(seconds)))

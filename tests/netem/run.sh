@@ -15,7 +15,9 @@
 # Usage: tests/netem/run.sh     Environment: NOOM_BIN, NOOM_PYTHON (a Python
 # with tests/aiortc/requirements.txt), NETEM_SECONDS (measurement, default 20),
 # NETEM_LOSS_PCT (loss each way, default 10; higher to stress keyframe
-# recovery), NOOM_LOG_LEVEL, NOOM_ARTIFACTS_DIR (reports and the server log).
+# recovery), NETEM_DROP_SERVER_HELLO (1: see below), NOOM_LOG_LEVEL,
+# NETEM_PEER_LOG (e.g. DEBUG: aiortc's and aioice's logs in the peers' logs),
+# NOOM_ARTIFACTS_DIR (reports and the server log).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 NOOM_BIN=${NOOM_BIN:-$ROOT/target/debug/noom}
@@ -92,6 +94,24 @@ else
     echo "SKIP netem: the kernel has no sch_netem and nft is not installed (apt-get install nftables)"
     exit 77
 fi
+# NETEM_DROP_SERVER_HELLO=1: the server's DTLS flight 4 (ServerHello ..
+# ServerHelloDone) toward the publisher is lost every other time, the first
+# time included, so the handshake must recover from exactly that loss (a
+# server that never resends it leaves the publisher unconnected).
+if [ "${NETEM_DROP_SERVER_HELLO:-0}" = 1 ]; then
+    command -v nft >/dev/null || { echo "netem: NETEM_DROP_SERVER_HELLO needs nft" >&2; exit 1; }
+    # UDP payload byte 0: DTLS content type 22 (handshake); byte 13: handshake
+    # type 2 (ServerHello).
+    ip netns exec "$SRV" nft -f - <<EOF
+table inet noomhello {
+    chain out {
+        type filter hook postrouting priority -10; policy accept;
+        oifname "$VS" meta l4proto udp @th,64,8 0x16 @th,168,8 0x02 numgen inc mod 2 == 0 counter drop
+    }
+}
+EOF
+    MODE="$MODE; every other DTLS ServerHello flight to the publisher dropped"
+fi
 echo "netem: link impairment: $MODE"
 
 ip netns exec "$SRV" env NOOM_HTTP_LISTEN=$SRV_IP:$PORT NOOM_MEDIA_BIND_IPS=$SRV_IP \
@@ -129,6 +149,9 @@ if [[ $MODE == nft* ]]; then
     for ns in "$PUB" "$SRV"; do ip netns exec "$ns" nft list chain inet noomloss out | grep counter; done
 else
     for pair in "$PUB:$VP" "$SRV:$VS"; do ip netns exec "${pair%%:*}" tc -s qdisc show dev "${pair#*:}"; done
+fi
+if [ "${NETEM_DROP_SERVER_HELLO:-0}" = 1 ]; then
+    ip netns exec "$SRV" nft list chain inet noomhello out | grep counter
 fi
 "$PY" - "$OUT/subscriber.json" "$OUT/publisher.json" <<'EOF' || rc=1
 import json, sys

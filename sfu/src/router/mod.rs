@@ -7,6 +7,8 @@
 //! parameter, never read here.
 
 mod data;
+#[cfg(test)]
+mod dtls_loss_tests;
 mod media;
 mod membership;
 mod snapshot;
@@ -203,6 +205,12 @@ impl Router {
             add(&self.stats.dropped_datagrams, 1);
             return;
         };
+        if kind == DatagramKind::Dtls && !peer.client_hellos.admit(data) {
+            // Left to the server's retransmission timer (see ClientHelloRepeats).
+            add(&self.stats.dropped_datagrams, 1);
+            tracing::debug!(participant = %peer.participant, "repeated DTLS ClientHello dropped");
+            return;
+        }
         let result = peer.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
