@@ -157,3 +157,66 @@ async fn new_rooms_spread_over_idle_nodes() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relayed_flood_is_refused_at_the_front_and_the_client_goes_on() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline("relayed flood", Duration::from_secs(60), async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, "node-a").await?;
+        let b = node(&redis, "node-b").await?;
+        let mut ann = TestClient::connect(a.http_addr(), "ann@a").await?;
+        ann.join("flood", "Ann").await?;
+        let host = host_of(&redis, "flood").await?.context("placed")?;
+        let other = if host == "node-a" { &b } else { &a };
+        let mut bob = TestClient::connect(other.http_addr(), "bob@other").await?;
+        bob.join("flood", "Bob").await?;
+        // Far over the burst (100) at once: the excess is refused with the
+        // request's own `req`, every request gets exactly one answer.
+        const N: usize = 300;
+        for n in 0..N {
+            bob.send_json(&json!({"type": "rooms", "req": format!("f{n}")}))?;
+        }
+        let mut answered = 0;
+        let mut limited = 0;
+        while answered < N {
+            let m = bob
+                .recv_where("an answer to the flood", MSG_TIMEOUT, |m| {
+                    m["req"].as_str().is_some_and(|r| r.starts_with('f'))
+                })
+                .await?;
+            answered += 1;
+            if m["type"] == "error" {
+                ensure!(m["code"] == "rate_limited", "unexpected error {m}");
+                limited += 1;
+            }
+        }
+        ensure!(
+            limited > 0 && limited < N,
+            "expected some (not all) of {N} requests refused, {limited} were"
+        );
+        // Still a member: chat reaches Ann once the bucket refills.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let reply = bob
+                .request(json!({"type": "chat", "text": "still here"}))
+                .await?;
+            if reply["type"] == "ok" {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "never admitted again: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await; // rate-limit refill
+        }
+        ann.recv_where("Bob's chat after the flood", MSG_TIMEOUT, |m| {
+            m["type"] == "chat" && m["text"] == "still here"
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
