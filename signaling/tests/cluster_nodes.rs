@@ -220,3 +220,69 @@ async fn a_relayed_flood_is_refused_at_the_front_and_the_client_goes_on() -> Res
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_first_joins_through_three_nodes_make_one_room() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline(
+        "50 concurrent first joins",
+        Duration::from_secs(90),
+        async {
+            let redis = RedisServer::start().await;
+            let nodes = [
+                node(&redis, "node-a").await?,
+                node(&redis, "node-b").await?,
+                node(&redis, "node-c").await?,
+            ];
+            let mut clients = Vec::new();
+            for n in 0..50 {
+                let addr = nodes[n % 3].http_addr();
+                clients.push(TestClient::connect(addr, &format!("c{n}")).await?);
+            }
+            // All at once: every join is sent before any answer is read.
+            for (n, client) in clients.iter().enumerate() {
+                client.send_json(&json!({
+                    "type": "join", "room": "crowd", "name": format!("P{n}"), "req": "j"
+                }))?;
+            }
+            let mut ids = std::collections::BTreeSet::new();
+            for client in &mut clients {
+                let joined = client
+                    .recv_where("joined", MSG_TIMEOUT, |m| m["req"] == "j")
+                    .await?;
+                ensure!(joined["type"] == "joined", "{}: {joined}", client.label);
+                ids.insert(joined["you"].as_str().unwrap_or_default().to_owned());
+            }
+            ensure!(
+                ids.len() == 50,
+                "50 distinct participants, got {}",
+                ids.len()
+            );
+            let host = host_of(&redis, "crowd").await?.context("placed")?;
+            // One room, on one node, with all fifty: the lobby of every node says so.
+            for (n, server) in nodes.iter().enumerate() {
+                let mut guest =
+                    TestClient::connect(server.http_addr(), &format!("lobby{n}")).await?;
+                guest
+                    .wait_rooms_push("crowd with 50", |rooms| rooms.get("crowd") == Some(&50))
+                    .await
+                    .with_context(|| format!("host {host}"))?;
+            }
+            // The last joiner was told about the 49 others, wherever it came in.
+            let last = clients.last_mut().context("clients")?;
+            last.request_ok(json!({"type": "chat", "text": "all here?"}))
+                .await?;
+            for client in clients.iter_mut().take(49) {
+                client
+                    .recv_where("the last joiner's chat", MSG_TIMEOUT, |m| {
+                        m["type"] == "chat" && m["text"] == "all here?"
+                    })
+                    .await?;
+            }
+            Ok(())
+        },
+    )
+    .await
+}
