@@ -2,7 +2,7 @@
 //! goes through before it reaches the rooms directory.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use noom_signaling::protocol::{check_chat_text, check_name, parse, Request};
+use noom_protocol::{check_chat_text, check_name, parse, Request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

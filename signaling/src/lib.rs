@@ -11,7 +11,6 @@ mod directory;
 mod local_rooms;
 mod metrics;
 mod outbox;
-pub mod protocol;
 mod rate_limit;
 mod rooms;
 mod session;
@@ -34,6 +33,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub use metrics::Metrics;
+/// The wire contract lives in its own crate (the fuzz targets use it without
+/// the server); `crate::protocol` keeps naming it here.
+pub use noom_protocol as protocol;
 
 /// Everything the HTTP handlers and sessions share.
 pub struct AppState {
