@@ -190,6 +190,53 @@ export async function startServer(label, extraEnv = {}, options = {}) {
   return server;
 }
 
+// A throwaway redis-server (Debian's) on a free loopback port, no
+// persistence, for clustered servers: { url, stop() }.
+export async function startRedis(label) {
+  mkdirSync(artifactsDir, { recursive: true });
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-redis-'));
+  const logPath = path.join(artifactsDir, `${label}-redis.log`);
+  const proc = spawn(
+    process.env.REDIS_SERVER || '/usr/bin/redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', logPath],
+    { stdio: 'ignore' },
+  );
+  let exited = null;
+  const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => resolve((exited = { code, signal }))));
+  proc.on('error', (err) => (exited = exited || { error: err }));
+  const killOnExit = () => proc.kill('SIGKILL');
+  process.on('exit', killOnExit);
+  liveServers.add(proc);
+  const stop = async () => {
+    process.off('exit', killOnExit);
+    liveServers.delete(proc);
+    if (!exited) {
+      proc.kill('SIGKILL');
+      await exitPromise;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  await waitFor(
+    () =>
+      new Promise((resolve, reject) => {
+        if (exited) return reject(new Error(`redis-server exited: ${JSON.stringify(exited)} (log ${logPath})`));
+        const sock = net.connect(port, '127.0.0.1');
+        sock.once('connect', () => sock.write('PING\r\n'));
+        sock.once('data', (d) => {
+          sock.destroy();
+          resolve(d.toString().startsWith('+PONG'));
+        });
+        sock.once('error', () => resolve(false));
+      }),
+    { timeout: 15_000, interval: 100, what: `redis-server on port ${port}` },
+  ).catch(async (err) => {
+    await stop();
+    throw err;
+  });
+  return { url: `redis://127.0.0.1:${port}/`, port, stop };
+}
+
 // Chromium arguments with `extra` appended; an extra flag replaces a default
 // flag of the same name (e.g. '--use-fake-device-for-media-stream=device-count=3').
 export function chromiumArgs(extra = []) {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { artifactsDir, launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
+import { artifactsDir, launchPerson, pageState, randomRoom, startRedis, startServer, waitFor } from './lib.mjs';
 
 const NAMES = ['alice', 'bob'];
 
@@ -22,14 +22,43 @@ const sdpOf = (page) =>
 test('two Chromium participants decode each other\'s video and receive audio', { timeout: 240_000 }, async (t) => {
   mkdirSync(artifactsDir, { recursive: true });
   const server = await startServer('two_party');
+  try {
+    await twoParty(t, 'two_party', [server, server]);
+  } finally {
+    await server.stop();
+  }
+});
+
+// The same call with the two people on two nodes of a cluster (one real
+// redis-server): the room lives on one node, the other person's WebSocket
+// is relayed to it and its media goes straight there.
+test('two Chromium participants on two nodes of a cluster decode each other\'s video', { timeout: 240_000 }, async (t) => {
+  mkdirSync(artifactsDir, { recursive: true });
+  const redis = await startRedis('two_nodes');
+  const nodes = [];
+  try {
+    for (const id of ['node-1', 'node-2']) {
+      nodes.push(
+        await startServer(`two_nodes-${id}`, { NOOM_CLUSTER_REDIS_URL: redis.url, NOOM_NODE_ID: id }),
+      );
+    }
+    await twoParty(t, 'two_nodes', nodes);
+  } finally {
+    for (const node of nodes) await node.stop();
+    await redis.stop();
+  }
+});
+
+// Alice's page on servers[0], Bob's on servers[1].
+async function twoParty(t, label, servers) {
   const people = [];
   let failed = true;
   try {
     const room = randomRoom('two-party');
     for (const name of NAMES) people.push(await launchPerson(name));
     await Promise.all(
-      people.map((p) =>
-        p.page.goto(`${server.url}/minimal.html?room=${encodeURIComponent(room)}&name=${p.label}&ice=none`),
+      people.map((p, i) =>
+        p.page.goto(`${servers[i].url}/minimal.html?room=${encodeURIComponent(room)}&name=${p.label}&ice=none`),
       ),
     );
 
@@ -37,8 +66,14 @@ test('two Chromium participants decode each other\'s video and receive audio', {
       const states = {};
       for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       return (
-        `${JSON.stringify(states, null, 2)}\n--- server WARN/ERROR digest ---\n${server.logSummary()}` +
-        `\n--- server log tail (full log: ${server.logPath}) ---\n${server.logTail(30)}`
+        `${JSON.stringify(states, null, 2)}` +
+        servers
+          .map(
+            (s) =>
+              `\n--- server WARN/ERROR digest ---\n${s.logSummary()}` +
+              `\n--- server log tail (full log: ${s.logPath}) ---\n${s.logTail(30)}`,
+          )
+          .join('')
       );
     };
 
@@ -110,12 +145,12 @@ test('two Chromium participants decode each other\'s video and receive audio', {
     // Record every page before closing any (a close is a leave for the others).
     for (const p of people) {
       await p.page
-        .screenshot({ path: path.join(artifactsDir, `two_party-${p.label}.png`) })
+        .screenshot({ path: path.join(artifactsDir, `${label}-${p.label}.png`) })
         .catch((e) => t.diagnostic(`screenshot of ${p.label} failed: ${e.message}`));
       try {
         const s = await pageState(p.page);
         writeFileSync(
-          path.join(artifactsDir, `two_party-${p.label}.json`),
+          path.join(artifactsDir, `${label}-${p.label}.json`),
           JSON.stringify({ ...s, console: p.consoleLines, sdp: await sdpOf(p.page) }, null, 2),
         );
       } catch (e) {
@@ -123,9 +158,8 @@ test('two Chromium participants decode each other\'s video and receive audio', {
       }
     }
     for (const p of people) await p.close().catch(() => {});
-    const exit = await server.stop();
     if (failed) {
-      t.diagnostic(`server exit: ${JSON.stringify(exit)}; full log: ${server.logPath}`);
+      t.diagnostic(`server logs: ${servers.map((s) => s.logPath).join(', ')}`);
     }
   }
-});
+}
