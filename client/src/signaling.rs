@@ -338,6 +338,20 @@ impl Client {
         while self.inbox.try_recv().is_ok() {}
     }
 
+    /// Waits until the server closes the WebSocket; returns how it closed
+    /// (whatever arrived before stays in [`Client::history`]). Fails after
+    /// `timeout`, naming what arrived instead.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Result<String> {
+        let result = self
+            .recv_where("the server to close the WebSocket", timeout, |_| false)
+            .await;
+        match (result, self.close_reason()) {
+            (Err(_), Some(reason)) => Ok(reason),
+            (Err(e), None) => Err(e),
+            (Ok(_), _) => unreachable!("the predicate accepts nothing"),
+        }
+    }
+
     /// Why the connection closed, if it did.
     pub fn close_reason(&self) -> Option<String> {
         self.close_reason.lock().unwrap().clone()
