@@ -457,29 +457,44 @@ impl Client {
     /// as the contract's "Several nodes" section asks of every client.
     /// Returns the new `joined`.
     pub async fn follow_move(&mut self, opts: MediaOptions) -> Result<Joined> {
+        let joined = self.moved().await?;
+        self.media_after_move(opts).await?;
+        Ok(joined)
+    }
+
+    /// The first half of [`Client::follow_move`]: awaits the move's `joined`
+    /// (the server's offer that follows is held back for the new peer).
+    pub async fn moved(&mut self) -> Result<Joined> {
         let v = self
             .recv_where("a `joined` push (a move)", MSG_TIMEOUT, |m| {
                 m["type"] == "joined" && m.get("req").is_none()
             })
             .await?;
         let joined = Joined::from_json(&v).with_context(|| format!("{}: moved", self.label))?;
-        let held = self.moved_signals.lock().unwrap().take();
-        if let Some(signals) = held {
-            if let Some(mut old) = self.media.take() {
-                old.close().await;
-            }
-            let peer = MediaPeer::with_signals(
-                &self.label,
-                self.out.clone(),
-                opts,
-                MediaHooks::default(),
-                signals,
-            )
-            .await?;
-            self.media = Some(peer);
-        }
         self.id = Some(joined.you.clone());
         Ok(joined)
+    }
+
+    /// The second half of [`Client::follow_move`]: replaces the peer
+    /// connection, which then answers the offer held since the `joined`.
+    pub async fn media_after_move(&mut self, opts: MediaOptions) -> Result<()> {
+        let held = self.moved_signals.lock().unwrap().take();
+        let Some(signals) = held else {
+            return Ok(()); // No media before the move: none after.
+        };
+        if let Some(mut old) = self.media.take() {
+            old.close().await;
+        }
+        let peer = MediaPeer::with_signals(
+            &self.label,
+            self.out.clone(),
+            opts,
+            MediaHooks::default(),
+            signals,
+        )
+        .await?;
+        self.media = Some(peer);
+        Ok(())
     }
 
     /// `leave` -> `ok`. The peer connection (if any) keeps running and

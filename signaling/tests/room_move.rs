@@ -338,3 +338,51 @@ async fn a_refused_move_changes_nothing() -> Result<()> {
     })
     .await
 }
+
+/// A client's old peer connection may answer an offer just before the
+/// client sees the move's `joined`: that answer crosses the move on the
+/// wire and is refused, naming why, while the new peer connection's offer
+/// is outstanding; the new one then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_from_the_replaced_peer_connection_is_refused() -> Result<()> {
+    with_deadline("stale answer", Duration::from_secs(120), async {
+        let server = admin_server().await?;
+        let addr = server.http_addr();
+        let mut a1 = TestClient::connect(addr, "a1").await?;
+        let mut a2 = TestClient::connect(addr, "a2").await?;
+        let mut b1 = TestClient::connect(addr, "b1").await?;
+        a1.join_with_media("a", "ann").await?;
+        let a2_id = a2.join_with_media("a", "abe").await?.you;
+        let b1_id = b1.join_with_media("b", "bea").await?.you;
+        receives_from(&a1, &[&a2_id]).await?;
+
+        // abe leaves: ann's old peer connection answers the re-offer, and
+        // that answer is held back until after the move.
+        a1.set_hold_answers(true)?;
+        a2.leave().await?;
+        let stale = a1.take_held_answer(MEDIA_TIMEOUT).await?;
+
+        post_ok(addr, "/api/rooms/a/move", json!({"to": "b"})).await?;
+        let joined = a1.moved().await?;
+        // The server's new offer is outstanding (the new peer connection
+        // does not exist yet): the stale answer must not be taken for it.
+        let reply = a1
+            .request_err(
+                json!({"type": "answer", "sdp": stale}),
+                "negotiation_failed",
+            )
+            .await?;
+        ensure!(
+            reply["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("replaced")),
+            "{reply}"
+        );
+        a1.media_after_move(MediaOptions::default()).await?;
+        receives_from(&a1, &[&b1_id]).await?;
+        receives_from(&b1, &[&joined.you]).await?;
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
