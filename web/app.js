@@ -5,6 +5,7 @@
 // server's `noom` data channel for files. Plain ES module, no framework.
 
 import { FrameKind, clientFrame, parseServerFrame, fileOfferBody, parseFileOffer, transferId } from './frames.js';
+import { MAX_RECONNECT_ATTEMPTS, reconnectDelay } from './reconnect.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -78,15 +79,6 @@ function setConnection(state) {
   $('reconnecting').hidden = state !== 'reconnecting';
   document.body.dataset.connection = state;
 }
-
-// Delay before reconnect attempt `n` (0-based): exponential from 0.5 s up to
-// 10 s, with "equal jitter" (half fixed, half random) so that clients
-// dropped together by a server restart do not all come back at once.
-function reconnectDelay(n) {
-  const ceiling = Math.min(10_000, 500 * 2 ** n);
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-const MAX_RECONNECT_ATTEMPTS = 20;
 
 function connect() {
   clearTimeout(app.reconnectTimer);
