@@ -5,6 +5,7 @@
 // server's `noom` data channel for files. Plain ES module, no framework.
 
 import { FrameKind, clientFrame, parseServerFrame, fileOfferBody, parseFileOffer, transferId } from './frames.js';
+import { MAX_RECONNECT_ATTEMPTS, reconnectDelay } from './reconnect.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -31,6 +32,9 @@ const app = {
   joinReq: null,
   reconnectAttempt: 0,
   reconnectTimer: null,
+  // 'connecting' | 'connected' | 'reconnecting' (a drop; we come back by
+  // ourselves) | 'stopped' (kicked, or gave up: no more attempts).
+  connection: 'connecting',
   queue: Promise.resolve(),
   transfers: new Map(), // `${from}/${id}` -> incoming transfer
   nextTransfer: 1,
@@ -68,17 +72,28 @@ function send(msg) {
   return false;
 }
 
+// The "reconnecting" banner, from a drop until we are back where we were
+// (in the room again, or connected in the lobby).
+function setConnection(state) {
+  app.connection = state;
+  $('reconnecting').hidden = state !== 'reconnecting';
+  document.body.dataset.connection = state;
+}
+
 function connect() {
   clearTimeout(app.reconnectTimer);
+  app.reconnectTimer = null;
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/ws`);
   app.ws = ws;
   ws.onopen = () => {
     app.reconnectAttempt = 0;
     if (app.wantRoom) {
+      // The banner stays until `joined`.
       status(`Reconnected; rejoining ${app.wantRoom.room}…`);
       join(app.wantRoom.room, app.wantRoom.name);
     } else {
+      setConnection('connected');
       status('Connected. Pick a name and a room.');
     }
   };
@@ -99,13 +114,19 @@ function connect() {
     if (app.ws !== ws) return;
     closePeer();
     const wasInCall = Boolean(app.wantRoom);
-    if (ev.code === 4001 || app.kicked) return; // kicked: stay out
-    const delay = Math.min(10_000, 500 * 2 ** app.reconnectAttempt);
-    app.reconnectAttempt += 1;
-    if (app.reconnectAttempt > 12) {
+    if (ev.code === 4001 || app.kicked) {
+      // Kicked: stay out (the contract: no reconnect after `kicked`).
+      setConnection('stopped');
+      return;
+    }
+    if (app.reconnectAttempt >= MAX_RECONNECT_ATTEMPTS) {
+      setConnection('stopped');
       status('Lost the connection to the server. Reload the page to try again.', { error: true });
       return;
     }
+    const delay = reconnectDelay(app.reconnectAttempt);
+    app.reconnectAttempt += 1;
+    setConnection('reconnecting');
     status(`${wasInCall ? 'Connection lost' : 'Not connected'}; reconnecting in ${(delay / 1000).toFixed(1)} s…`, { error: true });
     app.reconnectTimer = setTimeout(connect, delay);
   };
@@ -264,17 +285,29 @@ function join(room, name) {
 
 // ------------------------------------------------------------------ call
 
+// The reply to our join, or (without `req`, while in a room) the server
+// moved us: an operator moved the room, or the room's node was lost. Either
+// way we start afresh from it: new id, the participants it lists, and a new
+// RTCPeerConnection for the offer that follows.
 function onJoined(msg) {
   app.you = msg.you;
   app.room = msg.room;
+  // A reconnect goes back to where we are now.
+  if (app.wantRoom) app.wantRoom.room = msg.room;
   app.name = app.wantRoom ? app.wantRoom.name : msg.you;
+  setConnection('connected');
   $('call-title').textContent = `Room ${msg.room}`;
   showView(true);
   for (const id of [...app.participants.keys()]) removeParticipant(id);
   localTile();
   for (const p of msg.participants || []) upsertParticipant(p);
   const iceServers = NO_ICE ? [] : msg.ice_servers || [];
-  createPeer(iceServers);
+  // Closed now, so that nothing queued for the old connection (an offer,
+  // candidates) reaches it or the new one; the new one is made in the queue,
+  // before the offer that follows this message.
+  closePeer();
+  app.streams.clear();
+  enqueue('starting media', () => createPeer(iceServers));
   status(`Joined ${msg.room} as ${app.name}. Connecting media…`);
   // Restore mute state after a rejoin.
   if (app.audioMuted) send({ type: 'mute', kind: 'audio', muted: true });
@@ -288,6 +321,7 @@ function createPeer(iceServers) {
   app.pc = pc;
   app.senders = {};
   pc.onicecandidate = (ev) => {
+    if (app.pc !== pc) return;
     const c = ev.candidate;
     send({ type: 'candidate', candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null });
   };
@@ -353,6 +387,8 @@ async function onOffer(sdp) {
     app.senders[kind] = transceiver.sender;
   }
   await pc.setLocalDescription(await pc.createAnswer());
+  // Replaced meanwhile (a move): this answer is for nobody.
+  if (app.pc !== pc) return;
   send({ type: 'answer', sdp: pc.localDescription.sdp });
 }
 

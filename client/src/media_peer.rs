@@ -85,6 +85,12 @@ pub(crate) enum Signal {
     Candidate(Value),
 }
 
+/// Both ends of the channel the WebSocket reader routes [`Signal`]s into.
+pub(crate) type Signals = (
+    mpsc::UnboundedSender<Signal>,
+    mpsc::UnboundedReceiver<Signal>,
+);
+
 /// A publishing and subscribing WebRTC endpoint driven by server offers.
 pub struct MediaPeer {
     label: String,
@@ -105,6 +111,18 @@ impl MediaPeer {
         ws_out: mpsc::UnboundedSender<Message>,
         opts: MediaOptions,
         hooks: MediaHooks,
+    ) -> Result<MediaPeer> {
+        Self::with_signals(label, ws_out, opts, hooks, mpsc::unbounded_channel()).await
+    }
+
+    /// [`MediaPeer::new`] fed by a signal channel that may already hold
+    /// the server's offer (the one that followed a move's `joined`).
+    pub(crate) async fn with_signals(
+        label: &str,
+        ws_out: mpsc::UnboundedSender<Message>,
+        opts: MediaOptions,
+        hooks: MediaHooks,
+        (signal_tx, signal_rx): Signals,
     ) -> Result<MediaPeer> {
         let shared = Arc::new(MediaShared::new(label, ws_out, opts, hooks.observer));
         let tap = opts.socket_tap.then(|| Arc::new(SocketTap::default()));
@@ -133,7 +151,6 @@ impl MediaPeer {
             Some(add_local_tracks(&pc, label, &local_stream_id, (audio_ssrc, video_ssrc)).await?)
         };
 
-        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         if let Some([audio, video]) = &local {
             let gate: Arc<dyn SendGate> = shared.clone();

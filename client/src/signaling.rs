@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::contract::{brief, expect_error, rooms_of, Joined};
-use crate::media_peer::{MediaPeer, Signal};
+use crate::media_peer::{MediaPeer, Signal, Signals};
 use crate::media_state::{MediaHooks, MediaOptions};
 use crate::MSG_TIMEOUT;
 
@@ -38,6 +38,9 @@ pub struct Client {
     history: Arc<Mutex<VecDeque<Value>>>,
     close_reason: Arc<Mutex<Option<String>>>,
     media_route: Arc<Mutex<Option<mpsc::UnboundedSender<Signal>>>>,
+    /// Where the reader holds the signals that follow a move's `joined`
+    /// (for the new peer connection [`Client::follow_move`] makes).
+    moved_signals: Arc<Mutex<Option<Signals>>>,
     pub(crate) media: Option<MediaPeer>,
     tasks: Vec<JoinHandle<()>>,
     next_req: u64,
@@ -66,6 +69,7 @@ impl Client {
         let close_reason = Arc::new(Mutex::new(None));
         let media_route: Arc<Mutex<Option<mpsc::UnboundedSender<Signal>>>> =
             Arc::new(Mutex::new(None));
+        let moved_signals: Arc<Mutex<Option<Signals>>> = Arc::new(Mutex::new(None));
 
         let writer_label = label.to_owned();
         let writer = tokio::spawn(async move {
@@ -89,6 +93,7 @@ impl Client {
             let history = Arc::clone(&history);
             let close_reason = Arc::clone(&close_reason);
             let media_route = Arc::clone(&media_route);
+            let moved_signals = Arc::clone(&moved_signals);
             let pong_tx = out_tx.clone();
             tokio::spawn(async move {
                 let reason = loop {
@@ -133,20 +138,29 @@ impl Client {
                         }
                         history.push_back(v.clone());
                     }
-                    match v["type"].as_str() {
-                        Some("offer") => {
-                            if let (Some(tx), Some(sdp)) =
-                                (media_route.lock().unwrap().as_ref(), v["sdp"].as_str())
-                            {
-                                let _ = tx.send(Signal::Offer(sdp.to_owned()));
+                    {
+                        let mut route = media_route.lock().unwrap();
+                        match v["type"].as_str() {
+                            // A `joined` while in a room (no `req`: not a
+                            // reply) is a move: what follows is for a new
+                            // peer connection, so it is held for it.
+                            Some("joined") if v.get("req").is_none() && route.is_some() => {
+                                let (tx, rx) = mpsc::unbounded_channel();
+                                *route = Some(tx.clone());
+                                *moved_signals.lock().unwrap() = Some((tx, rx));
                             }
-                        }
-                        Some("candidate") => {
-                            if let Some(tx) = media_route.lock().unwrap().as_ref() {
-                                let _ = tx.send(Signal::Candidate(v["candidate"].clone()));
+                            Some("offer") => {
+                                if let (Some(tx), Some(sdp)) = (route.as_ref(), v["sdp"].as_str()) {
+                                    let _ = tx.send(Signal::Offer(sdp.to_owned()));
+                                }
                             }
+                            Some("candidate") => {
+                                if let Some(tx) = route.as_ref() {
+                                    let _ = tx.send(Signal::Candidate(v["candidate"].clone()));
+                                }
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
                     if in_tx.send(v).is_err() {
                         break "client dropped".to_owned();
@@ -165,6 +179,7 @@ impl Client {
             history,
             close_reason,
             media_route,
+            moved_signals,
             media: None,
             tasks: vec![reader, writer],
             next_req: 1,
@@ -338,6 +353,20 @@ impl Client {
         while self.inbox.try_recv().is_ok() {}
     }
 
+    /// Waits until the server closes the WebSocket; returns how it closed
+    /// (whatever arrived before stays in [`Client::history`]). Fails after
+    /// `timeout`, naming what arrived instead.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Result<String> {
+        let result = self
+            .recv_where("the server to close the WebSocket", timeout, |_| false)
+            .await;
+        match (result, self.close_reason()) {
+            (Err(_), Some(reason)) => Ok(reason),
+            (Err(e), None) => Err(e),
+            (Ok(_), _) => unreachable!("the predicate accepts nothing"),
+        }
+    }
+
     /// Why the connection closed, if it did.
     pub fn close_reason(&self) -> Option<String> {
         self.close_reason.lock().unwrap().clone()
@@ -420,6 +449,52 @@ impl Client {
         *self.media_route.lock().unwrap() = Some(peer.signal_tx.clone());
         self.media = Some(peer);
         self.join(room, name).await
+    }
+
+    /// Follows an operator's move (a `joined` push while in a room): awaits
+    /// it, closes the current peer connection and answers the offer that
+    /// follows with a new one made with `opts` (when the client had media),
+    /// as the contract's "Several nodes" section asks of every client.
+    /// Returns the new `joined`.
+    pub async fn follow_move(&mut self, opts: MediaOptions) -> Result<Joined> {
+        let joined = self.moved().await?;
+        self.media_after_move(opts).await?;
+        Ok(joined)
+    }
+
+    /// The first half of [`Client::follow_move`]: awaits the move's `joined`
+    /// (the server's offer that follows is held back for the new peer).
+    pub async fn moved(&mut self) -> Result<Joined> {
+        let v = self
+            .recv_where("a `joined` push (a move)", MSG_TIMEOUT, |m| {
+                m["type"] == "joined" && m.get("req").is_none()
+            })
+            .await?;
+        let joined = Joined::from_json(&v).with_context(|| format!("{}: moved", self.label))?;
+        self.id = Some(joined.you.clone());
+        Ok(joined)
+    }
+
+    /// The second half of [`Client::follow_move`]: replaces the peer
+    /// connection, which then answers the offer held since the `joined`.
+    pub async fn media_after_move(&mut self, opts: MediaOptions) -> Result<()> {
+        let held = self.moved_signals.lock().unwrap().take();
+        let Some(signals) = held else {
+            return Ok(()); // No media before the move: none after.
+        };
+        if let Some(mut old) = self.media.take() {
+            old.close().await;
+        }
+        let peer = MediaPeer::with_signals(
+            &self.label,
+            self.out.clone(),
+            opts,
+            MediaHooks::default(),
+            signals,
+        )
+        .await?;
+        self.media = Some(peer);
+        Ok(())
     }
 
     /// `leave` -> `ok`. The peer connection (if any) keeps running and

@@ -5,6 +5,7 @@
 //! media shard's snapshot (addresses, connection state, RTT, loss, tracks,
 //! rates), gathered on demand: nothing here runs while nobody watches.
 
+use crate::rooms::MoveError;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,6 +27,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/events", get(events))
         .route("/api/rooms/{room}/participants/{id}/kick", post(kick))
         .route("/api/rooms/{room}/close", post(close_room))
+        .route("/api/rooms/{room}/move", post(move_room))
         .route("/api/announce", post(announce))
 }
 
@@ -261,6 +263,55 @@ async fn close_room(
     match state.rooms.close_room(&room, &reason).await {
         Some(n) => Json(json!({"closed": room, "participants": n})).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such room"),
+    }
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    to: String,
+}
+
+/// Moves everyone in `room` into `to` (docs/admin.md): each member gets
+/// `joined` for `to` and a new offer; nobody moves when it is refused.
+async fn move_room(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Result<Json<MoveBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let Ok(Json(MoveBody { to })) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"to\": \"<room>\"}",
+        );
+    };
+    if let Err(refusal) = crate::protocol::check_name("to", &to) {
+        return error(StatusCode::BAD_REQUEST, &refusal.message);
+    }
+    match state.rooms.move_room(&room, &to).await {
+        Ok(moved) => {
+            tracing::info!(from = %room, %to, moved, "room moved");
+            Json(json!({"moved": moved, "from": room, "to": to})).into_response()
+        }
+        Err(MoveError::NoSuchRoom) => error(StatusCode::NOT_FOUND, "no such room"),
+        Err(MoveError::SameRoom) => error(
+            StatusCode::BAD_REQUEST,
+            "the destination is the room itself",
+        ),
+        Err(MoveError::DestinationFull { would_be, limit }) => error(
+            StatusCode::CONFLICT,
+            &format!(
+                "the destination would hold {would_be} participants, over the limit of {limit}; nobody was moved"
+            ),
+        ),
+        Err(MoveError::Busy) => error(
+            StatusCode::CONFLICT,
+            "a move into or out of one of these rooms is still under way; nobody was moved",
+        ),
+        Err(MoveError::Unavailable(reason)) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
     }
 }
 

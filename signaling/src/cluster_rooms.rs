@@ -8,12 +8,13 @@
 //! `cluster::node`), and the room map in Redis says which node hosts each.
 
 use crate::cluster::node::ClusterNode;
-use crate::cluster::placement::PlacementError;
+use crate::cluster::placement::{Claim, PlacementError};
 use crate::delivery::Delivery;
 use crate::local_rooms::LocalRooms;
 use crate::protocol::{ErrorCode, Refusal, RoomInfo};
 use crate::rooms::{
-    ConnId, Counts, JoinError, JoinRequest, Joined, ParticipantChange, RoomOverview, Rooms,
+    Arrived, ConnId, Counts, JoinError, JoinRequest, Joined, MoveError, MoveRequest,
+    ParticipantChange, RoomOverview, Rooms,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -101,6 +102,43 @@ impl Rooms for ClusterRooms {
 
     async fn kick(&self, room: &str, participant: &str, reason: &str) -> bool {
         self.local.kick(room, participant, reason).await
+    }
+
+    /// Within this node: both rooms here, or the destination new and placed
+    /// here. Moving into a room another node hosts is not built yet.
+    async fn move_room(&self, from: &str, to: &str) -> Result<usize, MoveError> {
+        if !self.local.hosts(from) {
+            return match self.node.placement.owner_of(from).await {
+                Ok(None) => Err(MoveError::NoSuchRoom),
+                Ok(Some(owner)) => Err(MoveError::Unavailable(format!(
+                    "room {from:?} lives on node {owner}; ask that node"
+                ))),
+                Err(err) => Err(MoveError::Unavailable(err.to_string())),
+            };
+        }
+        if from != to && !self.local.hosts(to) {
+            let owner = self
+                .node
+                .placement
+                .claim(to)
+                .await
+                .map_err(|err| MoveError::Unavailable(err.to_string()))?;
+            if owner.owner() != self.node.id {
+                if let Claim::Placed { owner } = &owner {
+                    // Placed just now by this check: undo it.
+                    let _ = self.node.placement.release(to, owner).await;
+                }
+                return Err(MoveError::Unavailable(format!(
+                    "room {to:?} lives on node {}; moving between nodes is not available yet",
+                    owner.owner()
+                )));
+            }
+        }
+        self.local.move_room(from, to).await
+    }
+
+    async fn follow_move(&self, request: MoveRequest) -> Result<Arrived, Refusal> {
+        self.local.follow_move(request).await
     }
 
     async fn close_room(&self, room: &str, reason: &str) -> Option<usize> {

@@ -1,5 +1,5 @@
 //! How the rooms reach one connection: the messages it should receive (its
-//! [`Outbox`]) and the operator's word on it (a kick).
+//! [`Outbox`]) and the operator's word on it (a kick, a move).
 //!
 //! The two travel apart on purpose. Messages may be dropped when a client
 //! stops reading (the outbox is bounded and then closes the connection), but
@@ -15,6 +15,22 @@ use tokio::sync::watch;
 pub enum OperatorAction {
     /// Tell the client why (`kicked`), leave the room, close the connection.
     Kick { reason: String },
+    /// Leave the current room and enter `room` with the same name and mute
+    /// state (see [`Rooms::follow_move`](crate::rooms::Rooms::follow_move)).
+    MoveTo { room: String },
+}
+
+impl OperatorAction {
+    /// Whether this action takes the slot from `pending`: a kick overrides
+    /// a move not yet made (the member leaves anyway), nothing overrides a
+    /// kick, and a member is never asked to make two moves at once.
+    fn overrides(&self, pending: Option<&OperatorAction>) -> bool {
+        match (pending, self) {
+            (None, _) => true,
+            (Some(OperatorAction::MoveTo { .. }), OperatorAction::Kick { .. }) => true,
+            (Some(_), _) => false,
+        }
+    }
 }
 
 /// The handle the rooms keep for a connection, in the lobby or in a room.
@@ -27,13 +43,19 @@ pub struct Delivery {
 /// The session's end of [`Delivery::act`].
 pub struct OperatorSlot {
     rx: watch::Receiver<Option<OperatorAction>>,
+    /// To empty the slot once a move is taken, so a later action fits.
+    tx: watch::Sender<Option<OperatorAction>>,
 }
 
 /// A delivery handle for a connection's outbox, and the slot its session
 /// watches for operator actions.
 pub fn delivery(outbox: Outbox) -> (Delivery, OperatorSlot) {
     let (operator, rx) = watch::channel(None);
-    (Delivery { outbox, operator }, OperatorSlot { rx })
+    let slot = OperatorSlot {
+        rx,
+        tx: operator.clone(),
+    };
+    (Delivery { outbox, operator }, slot)
 }
 
 impl Delivery {
@@ -43,11 +65,11 @@ impl Delivery {
     }
 
     /// Records an operator action for the session. Never blocks and never
-    /// fails: the first action stays (the session is leaving anyway), later
-    /// ones are ignored, and one recorded after the session ended is moot.
+    /// fails: a pending action stays unless this one overrides it (a kick
+    /// overrides a move), and one recorded after the session ended is moot.
     pub fn act(&self, action: OperatorAction) {
         self.operator.send_if_modified(|slot| {
-            if slot.is_some() {
+            if !action.overrides(slot.as_ref()) {
                 return false;
             }
             *slot = Some(action);
@@ -58,14 +80,64 @@ impl Delivery {
 
 impl OperatorSlot {
     /// Waits for an operator action. Cancel-safe: the action stays in the
-    /// slot until it is seen, however many times the wait is dropped.
+    /// slot until it is seen, however many times the wait is dropped. A
+    /// move is taken out of the slot (the session stays and may be acted on
+    /// again); a kick stays (the session ends).
     pub async fn next(&mut self) -> OperatorAction {
-        // The slot's guard must not live across the `.await` below.
-        let seen = self.rx.wait_for(Option::is_some).await.map(|a| a.clone());
-        match seen {
-            Ok(Some(action)) => action,
-            // Every Delivery is gone, so no action can come any more.
-            _ => std::future::pending().await,
+        loop {
+            // The slot's guard must not live across the `.await`.
+            if self.rx.wait_for(Option::is_some).await.is_err() {
+                // Every Delivery is gone, so no action can come any more.
+                return std::future::pending().await;
+            }
+            // Taken in one step with the check, so an action recorded in
+            // between (a kick) is neither lost nor taken for the move.
+            let mut seen = None;
+            self.tx.send_if_modified(|slot| {
+                seen = match slot {
+                    Some(OperatorAction::MoveTo { .. }) => slot.take(),
+                    other => other.clone(),
+                };
+                false
+            });
+            if let Some(action) = seen {
+                return action;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::outbox;
+
+    fn move_to(room: &str) -> OperatorAction {
+        OperatorAction::MoveTo {
+            room: room.to_owned(),
+        }
+    }
+
+    fn kick() -> OperatorAction {
+        OperatorAction::Kick {
+            reason: "bye".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_move_frees_the_slot_and_a_kick_overrides_a_pending_move() {
+        let (out, _rx) = outbox();
+        let (delivery, mut slot) = delivery(out);
+        delivery.act(move_to("b"));
+        // A second move while one is pending is not recorded.
+        delivery.act(move_to("c"));
+        assert_eq!(slot.next().await, move_to("b"));
+        // Taken: the next action fits.
+        delivery.act(move_to("c"));
+        delivery.act(kick());
+        assert_eq!(slot.next().await, kick());
+        // A kick stays, and nothing overrides it.
+        delivery.act(move_to("d"));
+        assert_eq!(slot.next().await, kick());
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::delivery::{Delivery, OperatorAction};
 use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, RoomInfo};
-use crate::rooms::ConnId;
+use crate::rooms::{ConnId, MoveError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -32,6 +32,9 @@ pub struct Limits {
 pub struct Directory {
     rooms: BTreeMap<String, Room>,
     lobby: HashMap<ConnId, Delivery>,
+    /// Members asked to move (participant id -> destination room), each
+    /// holding a seat there until its session arrives or it leaves.
+    moving: HashMap<String, String>,
     shard_load: Vec<usize>,
     limits: Limits,
     /// Rooms hosted by other nodes, with their sizes (several nodes): the
@@ -48,11 +51,18 @@ pub struct Joined {
     pub others: Vec<ParticipantInfo>,
 }
 
+/// A moved member in its destination.
+pub struct Arrival {
+    pub room: String,
+    pub joined: Joined,
+}
+
 impl Directory {
     pub fn new(shards: usize, limits: Limits) -> Self {
         Directory {
             rooms: BTreeMap::new(),
             lobby: HashMap::new(),
+            moving: HashMap::new(),
             shard_load: vec![0; shards.max(1)],
             limits,
             remote_rooms: BTreeMap::new(),
@@ -151,28 +161,40 @@ impl Directory {
                 "the server has reached its limit of rooms",
             ));
         }
-        if let Some(room) = self.rooms.get(room_name) {
-            if room.members.len() >= self.limits.max_participants_per_room {
-                return Err(Refusal::new(
-                    ErrorCode::RoomFull,
-                    format!(
-                        "room {room_name:?} is full ({} participants)",
-                        room.members.len()
-                    ),
-                ));
-            }
+        let taken = self.seats_taken(room_name);
+        if taken >= self.limits.max_participants_per_room {
+            return Err(Refusal::new(
+                ErrorCode::RoomFull,
+                format!("room {room_name:?} is full ({taken} participants)"),
+            ));
         }
-        let shard = if creating {
-            // The least-loaded shard, by participants.
-            let (shard, _) = self
-                .shard_load
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, load)| **load)
-                .expect("at least one shard");
-            shard
-        } else {
-            self.rooms[room_name].shard
+        let joined = self.admit(room_name, info, delivery);
+        self.lobby.remove(&conn);
+        self.push_room_list();
+        Ok(joined)
+    }
+
+    /// Members of `room` plus the seats held there for members on their way.
+    fn seats_taken(&self, room_name: &str) -> usize {
+        let members = self.rooms.get(room_name).map_or(0, |r| r.members.len());
+        members + self.moving.values().filter(|to| *to == room_name).count()
+    }
+
+    /// Puts a participant into `room` (creating it on the least-loaded
+    /// shard) and tells the others; limits are the caller's business.
+    fn admit(&mut self, room_name: &str, info: ParticipantInfo, delivery: Delivery) -> Joined {
+        let shard = match self.rooms.get(room_name) {
+            Some(room) => room.shard,
+            None => {
+                // The least-loaded shard, by participants.
+                let (shard, _) = self
+                    .shard_load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, load)| **load)
+                    .expect("at least one shard");
+                shard
+            }
         };
         let room = self.rooms.entry(room_name.to_owned()).or_insert(Room {
             shard,
@@ -185,20 +207,96 @@ impl Directory {
         }
         room.members.push(Member { info, delivery });
         self.shard_load[shard] += 1;
-        self.lobby.remove(&conn);
+        Joined { shard, others }
+    }
+
+    /// Operator: asks every member of `from` to move to `to`. Checked as a
+    /// whole before anyone is asked: `to` must have room for all of them
+    /// (seats are held for them until they arrive), and neither room may be
+    /// part of a move still under way.
+    pub fn move_room(&mut self, from: &str, to: &str) -> Result<usize, MoveError> {
+        let room = self.rooms.get(from).ok_or(MoveError::NoSuchRoom)?;
+        if from == to {
+            return Err(MoveError::SameRoom);
+        }
+        let in_room = |name: &str, id: &String| {
+            self.rooms
+                .get(name)
+                .is_some_and(|r| r.members.iter().any(|m| &m.info.id == id))
+        };
+        let busy = self
+            .moving
+            .iter()
+            .any(|(id, dest)| dest == from || dest == to || in_room(from, id) || in_room(to, id));
+        if busy {
+            return Err(MoveError::Busy);
+        }
+        let would_be = self.seats_taken(to) + room.members.len();
+        let limit = self.limits.max_participants_per_room;
+        if would_be > limit {
+            return Err(MoveError::DestinationFull { would_be, limit });
+        }
+        for member in &room.members {
+            member.delivery.act(OperatorAction::MoveTo {
+                room: to.to_owned(),
+            });
+        }
+        let movers: Vec<String> = room.members.iter().map(|m| m.info.id.clone()).collect();
+        for id in &movers {
+            self.moving.insert(id.clone(), to.to_owned());
+        }
+        Ok(movers.len())
+    }
+
+    /// A member asked to move arrives: it leaves `from` (the others there
+    /// get `participant_left`) and enters its destination on the seat held
+    /// for it, as `new_id` with its name and mute state. Refused when no
+    /// move is pending for it (it left or was kicked meanwhile).
+    pub fn follow_move(
+        &mut self,
+        from: &str,
+        participant: &str,
+        new_id: String,
+        delivery: Delivery,
+    ) -> Result<Arrival, Refusal> {
+        let not_moving =
+            || Refusal::new(ErrorCode::NotFound, "no move pending for this participant");
+        let to = self
+            .moving
+            .get(participant)
+            .cloned()
+            .ok_or_else(not_moving)?;
+        let mut info = self
+            .rooms
+            .get(from)
+            .and_then(|r| r.members.iter().find(|m| m.info.id == participant))
+            .map(|m| m.info.clone())
+            .ok_or_else(not_moving)?;
+        // Releases the held seat too.
+        self.remove_member(from, participant);
+        info.id = new_id;
+        let joined = self.admit(&to, info, delivery);
         self.push_room_list();
-        Ok(Joined { shard, others })
+        Ok(Arrival { room: to, joined })
     }
 
     /// Removes a participant, tells the others, drops an empty room.
     pub fn leave(&mut self, room_name: &str, participant: &str) {
+        if self.remove_member(room_name, participant) {
+            self.push_room_list();
+        }
+    }
+
+    /// [`Directory::leave`] without the lobby update; whether it was there.
+    fn remove_member(&mut self, room_name: &str, participant: &str) -> bool {
+        self.moving.remove(participant);
         let Some(room) = self.rooms.get_mut(room_name) else {
-            return;
+            return false;
         };
         let before = room.members.len();
         room.members.retain(|m| m.info.id != participant);
         if room.members.len() == before {
-            return;
+            return false;
         }
         self.shard_load[room.shard] = self.shard_load[room.shard].saturating_sub(1);
         let notice = protocol::participant_left(participant);
@@ -208,7 +306,7 @@ impl Directory {
         if room.members.is_empty() {
             self.rooms.remove(room_name);
         }
-        self.push_room_list();
+        true
     }
 
     /// Applies `change` to a participant and tells everyone in the room

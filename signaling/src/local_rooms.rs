@@ -9,8 +9,8 @@ use crate::delivery::Delivery;
 use crate::directory::{Directory, Limits};
 use crate::protocol::{MediaKind, Refusal, RoomInfo};
 use crate::rooms::{
-    ConnId, Counts, JoinError, JoinRequest, Joined, MediaUnavailable, ParticipantChange, RoomMedia,
-    RoomOverview, Rooms,
+    Arrived, ConnId, Counts, JoinError, JoinRequest, Joined, MediaUnavailable, MoveError,
+    MoveRequest, ParticipantChange, RoomMedia, RoomOverview, Rooms,
 };
 use async_trait::async_trait;
 use noom_sfu::{Command, MediaPlane};
@@ -67,6 +67,17 @@ impl LocalRooms {
     }
 }
 
+impl LocalRooms {
+    fn joined(&self, shard: usize) -> Joined {
+        Joined {
+            media: Arc::new(ShardMedia {
+                media: self.media.clone(),
+                shard,
+            }),
+        }
+    }
+}
+
 /// A room's media on one of this process's shards.
 struct ShardMedia {
     media: Arc<MediaPlane>,
@@ -115,11 +126,31 @@ impl Rooms for LocalRooms {
             delivery.send(welcome(&joined.others));
             joined
         };
-        Ok(Joined {
-            media: Arc::new(ShardMedia {
-                media: self.media.clone(),
-                shard: joined.shard,
-            }),
+        Ok(self.joined(joined.shard))
+    }
+
+    async fn move_room(&self, from: &str, to: &str) -> Result<usize, MoveError> {
+        self.directory().move_room(from, to)
+    }
+
+    async fn follow_move(&self, request: MoveRequest) -> Result<Arrived, Refusal> {
+        let MoveRequest {
+            from,
+            participant,
+            new_id,
+            delivery,
+            welcome,
+        } = request;
+        let arrival = {
+            let mut directory = self.directory();
+            let arrival = directory.follow_move(&from, &participant, new_id, delivery.clone())?;
+            // Under the lock, so no later message about the room overtakes it.
+            delivery.send(welcome(&arrival.room, &arrival.joined.others));
+            arrival
+        };
+        Ok(Arrived {
+            joined: self.joined(arrival.joined.shard),
+            room: arrival.room,
         })
     }
 

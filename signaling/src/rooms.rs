@@ -58,6 +58,30 @@ pub struct Joined {
     pub media: Arc<dyn RoomMedia>,
 }
 
+/// Renders a mover's `joined` from its destination's name and the others
+/// already there; called like [`Welcome`].
+pub type MoveWelcome = Box<dyn FnOnce(&str, &[ParticipantInfo]) -> String + Send>;
+
+/// A member's session completing an operator's move (see
+/// [`Rooms::follow_move`]).
+pub struct MoveRequest {
+    /// The room it is in now.
+    pub from: String,
+    /// Its participant id there.
+    pub participant: String,
+    /// Its participant id in the destination: a fresh one, as its media
+    /// starts afresh there.
+    pub new_id: String,
+    pub delivery: Delivery,
+    pub welcome: MoveWelcome,
+}
+
+/// A moved member in its destination.
+pub struct Arrived {
+    pub room: String,
+    pub joined: Joined,
+}
+
 /// The media plane serving one room, as a member's session reaches it.
 pub trait RoomMedia: Send + Sync {
     /// Queues a command; never blocks. Fails when the media plane is gone
@@ -101,6 +125,23 @@ pub struct RoomOverview {
     /// The shard handling the room's media.
     pub shard: usize,
     pub participants: Vec<ParticipantInfo>,
+}
+
+/// Why an operator's move did not happen (nobody was moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveError {
+    NoSuchRoom,
+    SameRoom,
+    /// The destination would hold `would_be` participants, over `limit`.
+    DestinationFull {
+        would_be: usize,
+        limit: usize,
+    },
+    /// One of the rooms is part of a move whose members have not all
+    /// arrived yet.
+    Busy,
+    /// Several nodes: the move cannot be made now (the reason says why).
+    Unavailable(String),
 }
 
 /// Totals for `/metrics`.
@@ -149,6 +190,20 @@ pub trait Rooms: Send + Sync {
     /// `kicked`, then its connection closes). False if no such member.
     /// The action cannot be lost (see [`Delivery::act`]).
     async fn kick(&self, room: &str, participant: &str, reason: &str) -> bool;
+
+    /// Operator: moves everyone in room `from` into room `to` (created if
+    /// need be): each member's session is asked (an action that cannot be
+    /// lost, see [`Delivery::act`]) and completes its own move with
+    /// [`Rooms::follow_move`]. Checked as a whole first: when it fails,
+    /// nobody moves. Returns how many were asked.
+    async fn move_room(&self, from: &str, to: &str) -> Result<usize, MoveError>;
+
+    /// A session asked to move arrives in its destination: it leaves
+    /// `request.from` (the others get `participant_left`) and becomes a
+    /// member of the destination as `request.new_id`, keeping its name and
+    /// mute state, on the seat held for it; the join's ordering guarantees
+    /// hold (the welcome first). Refused when no move is pending for it.
+    async fn follow_move(&self, request: MoveRequest) -> Result<Arrived, Refusal>;
 
     /// Operator: kicks everyone in a room; how many, or None if no such room.
     async fn close_room(&self, room: &str, reason: &str) -> Option<usize>;

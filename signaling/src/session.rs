@@ -10,7 +10,7 @@ use crate::delivery::{delivery, Delivery, OperatorAction};
 use crate::outbox::{outbox, Outbox, OutboxReceiver};
 use crate::protocol::{self, ErrorCode, ParticipantInfo, Refusal, Request};
 use crate::rate_limit::TokenBucket;
-use crate::rooms::{JoinError, JoinRequest, ParticipantChange, RoomMedia};
+use crate::rooms::{JoinError, JoinRequest, MoveRequest, ParticipantChange, RoomMedia};
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
@@ -120,6 +120,21 @@ struct Session {
     handoff: Option<Handoff>,
     identity: Option<watch::Sender<Option<Identity>>>,
     admitted_upstream: bool,
+    /// The ICE ufrags of the client's SDP in this stay in a room, and those
+    /// of the stay a move ended: an answer the client's old peer connection
+    /// sent before it heard of the move must not reach the new peer.
+    client_ufrags: Vec<String>,
+    replaced_ufrags: Vec<String>,
+}
+
+/// How many distinct client ICE ufrags a stay remembers (one per peer
+/// connection; more only with ICE restarts).
+const UFRAGS_KEPT: usize = 4;
+
+/// The first `a=ice-ufrag:` of an SDP.
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }
 
 /// The session continues on another node (several nodes).
@@ -240,6 +255,8 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
         handoff: None,
         identity,
         admitted_upstream,
+        client_ufrags: Vec::new(),
+        replaced_ufrags: Vec::new(),
     };
     state.rooms.enter_lobby(conn, delivery.clone()).await;
     if let Some(identity) = rejoin {
@@ -263,6 +280,7 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
                     }
                     break Ending::LastWord { text: serde_json::json!({"type": "kicked", "reason": reason}).to_string() };
                 }
+                OperatorAction::MoveTo { room } => session.on_move(room).await,
             },
             _ = shutdown.recv() => {
                 break Ending::LastWord { text: serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string() };
@@ -507,6 +525,7 @@ impl Session {
                 self.reply_ok(req);
             }
             Request::Answer { sdp } => {
+                self.check_not_replaced(&sdp)?;
                 let here = self.current.as_ref().ok_or_else(|| {
                     Refusal::new(ErrorCode::NegotiationFailed, "no offer is outstanding")
                 })?;
@@ -518,6 +537,7 @@ impl Session {
                 })?;
             }
             Request::Offer { sdp } => {
+                self.check_not_replaced(&sdp)?;
                 let here = self.in_room()?;
                 let participant = here.id.clone();
                 // The server's answer (a MediaEvent) is the success reply.
@@ -551,6 +571,25 @@ impl Session {
                     reply,
                 })?;
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses SDP from the peer connection a move replaced (it crossed the
+    /// move's `joined` on the wire), and remembers the ufrag of any other.
+    fn check_not_replaced(&mut self, sdp: &str) -> Result<(), Refusal> {
+        let Some(ufrag) = ice_ufrag(sdp) else {
+            return Ok(());
+        };
+        if self.replaced_ufrags.iter().any(|u| u == ufrag) {
+            return Err(Refusal::new(
+                ErrorCode::NegotiationFailed,
+                "this SDP is from the peer connection replaced when the room moved",
+            ));
+        }
+        if self.client_ufrags.len() < UFRAGS_KEPT && !self.client_ufrags.iter().any(|u| u == ufrag)
+        {
+            self.client_ufrags.push(ufrag.to_owned());
         }
         Ok(())
     }
@@ -689,29 +728,8 @@ impl Session {
                 welcome,
             })
             .await?;
-        let shard = joined.media.shard();
-        let sink = Box::new(MediaSink {
-            participant: id.clone(),
-            tx: self.media_tx.clone(),
-        });
-        self.current = Some(InRoom {
-            room: room.clone(),
-            id: id.clone(),
-            media: joined.media,
-        });
         self.tell_identity(Some(identity));
-        let span = tracing::Span::current();
-        span.record("room", room.as_str());
-        span.record("participant", id.as_str());
-        tracing::info!(conn = self.conn, %room, participant = %id, shard, "join");
-        if self
-            .to_shard(Command::Join {
-                room,
-                participant: id,
-                sink,
-            })
-            .is_err()
-        {
+        if self.start_media(room, id, joined.media).is_err() {
             self.leave_room().await;
             return Err(JoinError::Refused(Refusal::new(
                 ErrorCode::Internal,
@@ -738,6 +756,94 @@ impl Session {
         }
     }
 
+    /// Now a member of `room` as `id`: records it and asks the room's media
+    /// plane for a fresh peer (whose offer follows the `joined`).
+    fn start_media(
+        &mut self,
+        room: String,
+        id: String,
+        media: Arc<dyn RoomMedia>,
+    ) -> Result<(), Refusal> {
+        let shard = media.shard();
+        let sink = Box::new(MediaSink {
+            participant: id.clone(),
+            tx: self.media_tx.clone(),
+        });
+        self.current = Some(InRoom {
+            room: room.clone(),
+            id: id.clone(),
+            media,
+        });
+        let span = tracing::Span::current();
+        span.record("room", room.as_str());
+        span.record("participant", id.as_str());
+        tracing::info!(conn = self.conn, %room, participant = %id, shard, "join");
+        self.to_shard(Command::Join {
+            room,
+            participant: id,
+            sink,
+        })
+    }
+
+    /// An operator moved this participant's room into `to`: leave the
+    /// current room and enter `to` with a fresh participant id and a fresh
+    /// media peer (the old one is closed, so its tracks go away); the
+    /// client gets `joined` for `to` and then a new offer.
+    async fn on_move(&mut self, to: String) {
+        let Some(here) = self.current.take() else {
+            return; // Left meanwhile; its seat was released on leaving.
+        };
+        let new_id = new_participant_id();
+        let welcome = {
+            let new_id = new_id.clone();
+            let ice_servers = self.state.ice_servers.clone();
+            Box::new(move |room: &str, others: &[ParticipantInfo]| {
+                protocol::joined(&None, room, &new_id, others, &ice_servers)
+            })
+        };
+        let arrived = self
+            .state
+            .rooms
+            .follow_move(MoveRequest {
+                from: here.room.clone(),
+                participant: here.id.clone(),
+                new_id: new_id.clone(),
+                delivery: self.delivery.clone(),
+                welcome,
+            })
+            .await;
+        let arrived = match arrived {
+            Ok(arrived) => arrived,
+            Err(refusal) => {
+                tracing::warn!(conn = self.conn, room = %here.room, participant = %here.id, %to, reason = %refusal.message, "move not made");
+                self.current = Some(here);
+                return;
+            }
+        };
+        let _ = here.media.send(Command::Leave {
+            participant: here.id.clone(),
+        });
+        tracing::info!(conn = self.conn, from = %here.room, to = %arrived.room, participant = %here.id, new_id = %new_id, "moved");
+        self.change_identity(|identity| identity.room = arrived.room.clone());
+        self.grace_deadline = None;
+        self.client_offer_req = None;
+        self.replaced_ufrags = std::mem::take(&mut self.client_ufrags);
+        if self
+            .start_media(arrived.room, new_id, arrived.joined.media)
+            .is_err()
+        {
+            self.leave_room().await;
+            self.outbox.push(
+                serde_json::json!({"type": "left", "reason": "media_failed", "message": "the media server is overloaded"})
+                    .to_string(),
+            );
+            self.state
+                .rooms
+                .enter_lobby(self.conn, self.delivery.clone())
+                .await;
+        }
+    }
+
     async fn leave_room(&mut self) {
         let Some(here) = self.current.take() else {
             return;
@@ -745,6 +851,8 @@ impl Session {
         self.grace_deadline = None;
         self.client_offer_req = None;
         self.tell_identity(None);
+        self.client_ufrags.clear();
+        self.replaced_ufrags.clear();
         self.state.rooms.leave(&here.room, &here.id).await;
         let _ = here.media.send(Command::Leave {
             participant: here.id.clone(),

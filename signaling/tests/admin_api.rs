@@ -1,154 +1,21 @@
-//! The operator API (docs/admin.md) and `/metrics`, driven the way an
-//! operator's tooling would: plain HTTP against an in-process server with
-//! real WebRTC participants (support's test client).
+//! The operator API (docs/admin.md), driven the way an operator's tooling
+//! would: plain HTTP against an in-process server with real WebRTC
+//! participants (support's test client). `/metrics` is in
+//! `metrics_exposition.rs`; helpers in `support/admin.rs`.
 
 mod support;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::admin::{
+    admin_server, http, overview_until, participants_of, post_ok, published, room_of, SOON, TOKEN,
+};
+use support::exposition::{scrape, sum};
 use support::{is_recent_unix_ms, start_server_with, with_deadline, MediaKind, TestClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const TOKEN: &str = "t0ken";
-/// How long anything that should happen "now" may take on a loaded machine.
-const SOON: Duration = Duration::from_secs(20);
-
-async fn admin_server() -> Result<noom_signaling::Server> {
-    start_server_with(|c| c.admin.token = TOKEN.to_owned()).await
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(u16, String)> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if method == "POST" || !body.is_empty() {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        anyhow::Ok(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let text = tokio::time::timeout(SOON, exchange)
-        .await
-        .map_err(|_| anyhow!("{method} {path} timed out"))??;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed response: {text:.200}"))?;
-    ensure!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "{method} {path}: chunked response, not decoded here: {head}"
-    );
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("no status in {head:.100}"))?;
-    Ok((status, body.to_owned()))
-}
-
-/// An authorised POST that must answer 200 with JSON.
-async fn post_ok(addr: SocketAddr, path: &str, body: Value) -> Result<Value> {
-    let (status, text) = http(addr, "POST", path, Some(TOKEN), Some(&body)).await?;
-    ensure!(status == 200, "POST {path} {body}: {status} {text}");
-    serde_json::from_str(&text).with_context(|| format!("POST {path}: {text}"))
-}
-
-async fn overview(addr: SocketAddr) -> Result<Value> {
-    let (status, body) = http(addr, "GET", "/api/overview", Some(TOKEN), None).await?;
-    ensure!(status == 200, "overview: {status} {body}");
-    serde_json::from_str(&body).with_context(|| format!("overview is not JSON: {body}"))
-}
-
-/// Polls the overview until `accept` returns a value (or fails after `limit`,
-/// showing the last overview).
-async fn overview_until<T>(
-    addr: SocketAddr,
-    what: &str,
-    limit: Duration,
-    accept: impl Fn(&Value) -> Result<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let o = overview(addr).await?;
-        match accept(&o) {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                bail!("overview never showed {what} within {limit:?}: {e:#}\nlast overview: {o:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-fn room_of<'a>(overview: &'a Value, room: &str) -> Option<&'a Value> {
-    overview["rooms"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == room)
-}
-
-fn participants_of<'a>(overview: &'a Value, room: &str) -> Vec<&'a Value> {
-    room_of(overview, room)
-        .and_then(|r| r["participants"].as_array())
-        .map(|ps| ps.iter().collect())
-        .unwrap_or_default()
-}
-
-/// Packet counts of every published track in a room: (participant, ssrc) ->
-/// (kind, packets).
-fn published(overview: &Value, room: &str) -> BTreeMap<(String, u64), (String, u64)> {
-    let mut out = BTreeMap::new();
-    for p in participants_of(overview, room) {
-        for t in p["media"]["published"].as_array().into_iter().flatten() {
-            out.insert(
-                (
-                    p["name"].as_str().unwrap_or("?").to_owned(),
-                    t["ssrc"].as_u64().unwrap_or(0),
-                ),
-                (
-                    t["kind"].as_str().unwrap_or("?").to_owned(),
-                    t["packets"].as_u64().unwrap_or(0),
-                ),
-            );
-        }
-    }
-    out
-}
-
-/// Waits until the connection is closed by the server (whatever is still
-/// queued is kept in the client's history).
-async fn wait_closed(c: &mut TestClient) -> Result<String> {
-    let result = c
-        .recv_where("the server to close the WebSocket", SOON, |_| false)
-        .await;
-    match (result, c.close_reason()) {
-        (Err(_), Some(reason)) => Ok(reason),
-        (Err(e), None) => Err(e),
-        (Ok(_), _) => unreachable!("the predicate accepts nothing"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_is_disabled_without_a_token() -> Result<()> {
@@ -301,7 +168,7 @@ async fn overview_needs_the_token_and_shows_the_live_call_then_kick() -> Result<
             kicked == json!({"type": "kicked", "reason": "be kind"}),
             "{kicked}"
         );
-        let why = wait_closed(&mut b).await?;
+        let why = b.wait_closed(SOON).await?;
         let left = a.next_push("participant_left").await?;
         ensure!(left["id"] == jb.you.as_str(), "{left}");
         ensure!(
@@ -489,7 +356,7 @@ async fn closing_a_room_kicks_everyone_in_it() -> Result<()> {
         for c in [&mut a, &mut b] {
             let m = c.next_push("kicked").await?;
             ensure!(m["reason"] == "maintenance", "{}: {m}", c.label);
-            wait_closed(c).await?;
+            c.wait_closed(SOON).await?;
         }
         overview_until(addr, "the closed room gone", SOON, |ov| {
             ensure!(room_of(ov, "doomed").is_none(), "still listed");
@@ -518,7 +385,7 @@ async fn closing_a_room_kicks_everyone_in_it() -> Result<()> {
             m["reason"].as_str().is_some_and(|r| !r.is_empty()),
             "a default reason: {m}"
         );
-        wait_closed(&mut o).await?;
+        o.wait_closed(SOON).await?;
         server.shutdown().await;
         Ok(())
     })
@@ -571,248 +438,6 @@ async fn the_token_is_checked_before_the_body() -> Result<()> {
             after == before + 4.0,
             "{auth}: {before} -> {after} (want 4 more)"
         );
-        server.shutdown().await;
-        Ok(())
-    })
-    .await
-}
-
-// ------------------------------------------------------------------ metrics
-
-/// A Prometheus/OpenMetrics text exposition, checked line by line: every
-/// sample line is `name{labels} value` or `name value` with a float value,
-/// and every sample belongs to a family with both `# HELP` and `# TYPE`.
-/// Returns `series -> value` (series is the sample line without its value).
-fn parse_exposition(text: &str) -> Result<BTreeMap<String, f64>> {
-    fn valid_name(s: &str) -> bool {
-        let mut chars = s.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    }
-    /// Parses `{a="x",b="y"}` (with escapes); returns the rest of the line.
-    fn labels(s: &str) -> Result<&str> {
-        let mut rest = s.strip_prefix('{').context("labels start with {")?;
-        loop {
-            if let Some(after) = rest.strip_prefix('}') {
-                return Ok(after);
-            }
-            let eq = rest.find('=').context("label without =")?;
-            ensure!(valid_name(&rest[..eq]), "label name {:?}", &rest[..eq]);
-            rest = rest[eq + 1..]
-                .strip_prefix('"')
-                .context("label value quoted")?;
-            let mut escaped = false;
-            let end = rest
-                .char_indices()
-                .find(|&(_, c)| {
-                    let end = c == '"' && !escaped;
-                    escaped = c == '\\' && !escaped;
-                    end
-                })
-                .map(|(i, _)| i)
-                .context("unterminated label value")?;
-            rest = &rest[end + 1..];
-            rest = rest.strip_prefix(',').unwrap_or(rest);
-        }
-    }
-
-    let mut helped = HashSet::new();
-    let mut typed = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    let mut sample_names = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.split_whitespace();
-            match words.next() {
-                Some("HELP") => {
-                    let name = words.next().context(line.to_owned())?;
-                    ensure!(words.next().is_some(), "empty help: {line}");
-                    helped.insert(name.to_owned());
-                }
-                Some("TYPE") => {
-                    let name = words.next().context(line.to_owned())?;
-                    let kind = words.next().context(line.to_owned())?;
-                    typed.insert(name.to_owned(), kind.to_owned());
-                }
-                _ => {}
-            }
-            continue;
-        }
-        let name_end = line
-            .find(['{', ' '])
-            .with_context(|| format!("no value in {line:?}"))?;
-        let name = &line[..name_end];
-        ensure!(valid_name(name), "metric name {name:?} in {line:?}");
-        let rest = if line[name_end..].starts_with('{') {
-            labels(&line[name_end..]).with_context(|| format!("labels in {line:?}"))?
-        } else {
-            &line[name_end..]
-        };
-        let value = rest
-            .strip_prefix(' ')
-            .with_context(|| format!("one space before the value in {line:?}"))?;
-        ensure!(
-            !value.contains(' '),
-            "`series value`, nothing after: {line:?}"
-        );
-        let value: f64 = value
-            .parse()
-            .with_context(|| format!("float value in {line:?}"))?;
-        let series = &line[..line.len() - rest.len()];
-        ensure!(
-            samples.insert(series.to_owned(), value).is_none(),
-            "duplicate series {series}"
-        );
-        sample_names.push(name.to_owned());
-    }
-    ensure!(!samples.is_empty(), "no samples at all");
-    for name in sample_names {
-        // A sample belongs to the family it is named after, or to one whose
-        // name it extends with a standard suffix (counter `_total`, ...).
-        let family = [
-            "", "_total", "_created", "_count", "_sum", "_bucket", "_info",
-        ]
-        .iter()
-        .filter_map(|suffix| name.strip_suffix(suffix))
-        .find(|f| typed.contains_key(*f))
-        .with_context(|| format!("{name} has no # TYPE line"))?;
-        ensure!(helped.contains(family), "{family} has no # HELP line");
-        if typed[family] == "counter" {
-            ensure!(
-                name.ends_with("_total") || name.ends_with("_created"),
-                "counter sample {name}"
-            );
-        }
-    }
-    Ok(samples)
-}
-
-/// The sum over label sets of metric `name`, or of the one series given in
-/// full (`name{labels}`).
-fn sum(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    samples
-        .iter()
-        .filter(|(s, _)| {
-            *s == series || (!series.contains('{') && s.starts_with(&format!("{series}{{")))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-async fn scrape(addr: SocketAddr) -> Result<BTreeMap<String, f64>> {
-    let (status, body) = http(addr, "GET", "/metrics", None, None).await?;
-    ensure!(status == 200, "/metrics: {status}");
-    parse_exposition(&body).with_context(|| format!("/metrics is not Prometheus text:\n{body}"))
-}
-
-#[test]
-fn the_exposition_checker_rejects_what_it_should() {
-    let ok = "# HELP x things\n# TYPE x counter\nx_total{a=\"1\",b=\"q\\\"}\"} 3\n# HELP g a gauge\n# TYPE g gauge\ng 1.5\n# EOF\n";
-    let s = parse_exposition(ok).expect("valid text");
-    assert_eq!(sum(&s, "x_total"), 3.0);
-    assert_eq!(sum(&s, "g"), 1.5);
-    for bad in [
-        "# TYPE g gauge\ng 1\n",                         // no HELP
-        "# HELP g h\ng 1\n",                             // no TYPE
-        "# HELP g h\n# TYPE g gauge\ng one\n",           // not a float
-        "# HELP g h\n# TYPE g gauge\ng{a=\"1\" 1\n",     // broken labels
-        "# HELP g h\n# TYPE g gauge\ng 1 2 3\n",         // trailing garbage
-        "# HELP g h\n# TYPE g gauge\n# HELP h h\nh 1\n", // h untyped
-    ] {
-        assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_parse_and_move_with_media() -> Result<()> {
-    with_deadline("metrics", Duration::from_secs(120), async {
-        let server = admin_server().await?;
-        let addr = server.http_addr();
-        let mut a = TestClient::connect(addr, "alice").await?;
-        let mut b = TestClient::connect(addr, "bob").await?;
-        let ja = a.join_with_media("m", "alice").await?;
-        let jb = b.join_with_media("m", "bob").await?;
-        b.wait_packets_above(&ja.you, MediaKind::Video, 20, Duration::from_secs(60))
-            .await?;
-        a.wait_packets_above(&jb.you, MediaKind::Video, 20, Duration::from_secs(60))
-            .await?;
-
-        let m0 = scrape(addr).await?;
-        ensure!(sum(&m0, "noom_participants") == 2.0, "participants: {m0:?}");
-        ensure!(sum(&m0, "noom_rooms") == 1.0);
-        ensure!(sum(&m0, "noom_websocket_connections") == 2.0);
-        for name in [
-            "noom_rtp_packets_forwarded_total",
-            "noom_udp_received_bytes_total",
-            "noom_rtp_packets_received_total",
-            "noom_admin_auth_failures_total",
-            "noom_shard_busy_seconds_total",
-        ] {
-            ensure!(
-                m0.keys()
-                    .any(|s| s == name || s.starts_with(&format!("{name}{{"))),
-                "{name} missing"
-            );
-        }
-
-        // While media flows, the packet and byte counters grow.
-        let deadline = Instant::now() + SOON;
-        loop {
-            let m = scrape(addr).await?;
-            let grown: Vec<&str> = [
-                "noom_rtp_packets_forwarded_total",
-                "noom_udp_received_bytes_total",
-                "noom_rtp_packets_received_total",
-            ]
-            .into_iter()
-            .filter(|c| sum(&m, c) <= sum(&m0, c))
-            .collect();
-            if grown.is_empty() {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "did not grow within {SOON:?}: {grown:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-
-        // Counted refusals: an unknown message type, a wrong admin token.
-        // Both are counted before the reply is sent, so one scrape after the
-        // replies sees them.
-        let unknown = "noom_signaling_errors_total{code=\"unknown_type\"}";
-        let auth = "noom_admin_auth_failures_total";
-        let before = scrape(addr).await?;
-        a.request_err(json!({"type": "dance"}), "unknown_type")
-            .await?;
-        let (status, _) = http(addr, "GET", "/api/overview", Some("nope"), None).await?;
-        ensure!(status == 401);
-        let (status, _) = http(addr, "GET", "/api/overview", None, None).await?;
-        ensure!(status == 401);
-        let after = scrape(addr).await?;
-        ensure!(
-            sum(&after, unknown) == sum(&before, unknown) + 1.0,
-            "{unknown}: {} -> {}",
-            sum(&before, unknown),
-            sum(&after, unknown)
-        );
-        ensure!(
-            sum(&after, auth) == sum(&before, auth) + 2.0,
-            "{auth}: {} -> {}",
-            sum(&before, auth),
-            sum(&after, auth)
-        );
-        // A right token is not a failure.
-        overview(addr).await?;
-        ensure!(sum(&scrape(addr).await?, auth) == sum(&after, auth));
-
-        a.close().await;
-        b.close().await;
         server.shutdown().await;
         Ok(())
     })

@@ -10,52 +10,25 @@
 
 mod support;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{start_server_with, with_deadline, TestClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::admin::{admin_server, http, SOON, TOKEN};
+use support::{with_deadline, TestClient};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-const TOKEN: &str = "t0ken";
-const SOON: Duration = Duration::from_secs(20);
 /// Flood messages sent before the operator acts: with 8 KB replies, far more
 /// than a socket's send buffer (4 MiB at most by default) holds.
 const FLOOD_BEFORE_ACTION: u64 = 1_500;
 
 type Ws = WebSocketStream<TcpStream>;
-
-/// An authorised admin POST; returns (status, body).
-async fn admin_post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, String)> {
-    let body = body.to_string();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed response: {text:.200}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("no status in {head:.100}"))?;
-    Ok((status, body.to_owned()))
-}
 
 /// Connects with a tiny receive buffer and joins `room`; returns the socket
 /// halves and the participant id.
@@ -116,23 +89,11 @@ fn flood(mut sink: SplitSink<Ws, Message>) -> Flood {
     Flood { task, underway }
 }
 
-/// Waits for the server to close `c`'s WebSocket; returns how it closed.
-async fn wait_closed(c: &mut TestClient) -> Result<String> {
-    let result = c
-        .recv_where("the server to close the WebSocket", SOON, |_| false)
-        .await;
-    match (result, c.close_reason()) {
-        (Err(_), Some(reason)) => Ok(reason),
-        (Err(e), None) => Err(e),
-        (Ok(_), _) => unreachable!("the predicate accepts nothing"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_participant_that_does_not_read_is_kicked_and_its_connection_ends() -> Result<()>
 {
     with_deadline("kick under a storm", Duration::from_secs(90), async {
-        let server = start_server_with(|c| c.admin.token = TOKEN.to_owned()).await?;
+        let server = admin_server().await?;
         let addr = server.http_addr();
         let mut alice = TestClient::connect(addr, "alice").await?;
         alice.join("stormy", "alice").await?;
@@ -143,10 +104,12 @@ async fn a_flooding_participant_that_does_not_read_is_kicked_and_its_connection_
         let flooding = flood(sink);
         flooding.underway.await?;
 
-        let (status, body) = admin_post(
+        let (status, body) = http(
             addr,
+            "POST",
             &format!("/api/rooms/stormy/participants/{storm_id}/kick"),
-            &json!({"reason": "stop it"}),
+            Some(TOKEN),
+            Some(&json!({"reason": "stop it"})),
         )
         .await?;
         ensure!(status == 200, "kick: {status} {body}");
@@ -169,7 +132,7 @@ async fn a_flooding_participant_that_does_not_read_is_kicked_and_its_connection_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_room_under_a_storm_ends_every_member() -> Result<()> {
     with_deadline("close room under a storm", Duration::from_secs(90), async {
-        let server = start_server_with(|c| c.admin.token = TOKEN.to_owned()).await?;
+        let server = admin_server().await?;
         let addr = server.http_addr();
         let mut lobby = TestClient::connect(addr, "lobby").await?;
         lobby.next_push("rooms").await?;
@@ -179,10 +142,12 @@ async fn closing_a_room_under_a_storm_ends_every_member() -> Result<()> {
         let flooding = flood(sink);
         flooding.underway.await?;
 
-        let (status, body) = admin_post(
+        let (status, body) = http(
             addr,
+            "POST",
             "/api/rooms/doomed/close",
-            &json!({"reason": "storm over"}),
+            Some(TOKEN),
+            Some(&json!({"reason": "storm over"})),
         )
         .await?;
         ensure!(status == 200, "close: {status} {body}");
@@ -199,7 +164,7 @@ async fn closing_a_room_under_a_storm_ends_every_member() -> Result<()> {
             kicked == json!({"type": "kicked", "reason": "storm over"}),
             "{kicked}"
         );
-        wait_closed(&mut bob).await?;
+        bob.wait_closed(SOON).await?;
         lobby
             .wait_rooms_push("the closed room gone from the list", |rooms| {
                 !rooms.contains_key("doomed")

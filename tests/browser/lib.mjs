@@ -104,10 +104,11 @@ function formatDigest(digest, top = 15) {
 
 // Starts the server on a free loopback port. Returns { url, port, logs(),
 // logTail(n), stop() }. Its output goes to <artifacts>/<label>-server.log too.
-// `options.args`: extra command-line arguments (e.g. ['--config', file]).
+// `options.args`: extra command-line arguments (e.g. ['--config', file]);
+// `options.port`: listen on this port (a restart on the same address).
 export async function startServer(label, extraEnv = {}, options = {}) {
   mkdirSync(artifactsDir, { recursive: true });
-  const port = await freePort();
+  const port = options.port || (await freePort());
   const logPath = path.join(artifactsDir, `${label}-server.log`);
   const logFile = createWriteStream(logPath);
   const lines = [];
@@ -153,6 +154,11 @@ export async function startServer(label, extraEnv = {}, options = {}) {
   liveServers.add(proc);
 
   const url = `http://127.0.0.1:${port}`;
+  let logClosed = null;
+  const closeLog = () => {
+    logClosed = logClosed || new Promise((resolve) => logFile.end(resolve));
+    return logClosed;
+  };
   const server = {
     url,
     port,
@@ -161,6 +167,18 @@ export async function startServer(label, extraEnv = {}, options = {}) {
     logs: () => lines.slice(),
     logTail: (n = 80) => lines.slice(-n).join('\n'),
     logSummary: () => formatDigest(digest),
+    // SIGKILL: the process dies at once, as in a crash (no `shutdown`
+    // message, connections cut by the kernel).
+    async kill() {
+      process.off('exit', killOnExit);
+      liveServers.delete(proc);
+      if (!exited) {
+        proc.kill('SIGKILL');
+        await exitPromise;
+      }
+      await closeLog();
+      return exited;
+    },
     async stop() {
       process.off('exit', killOnExit);
       liveServers.delete(proc);
@@ -170,7 +188,7 @@ export async function startServer(label, extraEnv = {}, options = {}) {
         await exitPromise;
         clearTimeout(timer);
       }
-      await new Promise((resolve) => logFile.end(resolve));
+      await closeLog();
       return exited;
     },
   };

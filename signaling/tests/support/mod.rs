@@ -4,10 +4,13 @@
 //! `TestClient`, with the rest of `noom-client`): one WebSocket connection
 //! speaking the signaling contract, and with `join_with_media` a real WebRTC
 //! peer connection. What only tests need lives beside it: starting an
-//! in-process server ([`server`]) and reading its metrics ([`metrics`]).
+//! in-process server ([`server`]), reading its metrics ([`metrics`]) and
+//! calling its operator API ([`admin`]).
 
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
+pub mod exposition;
 mod metrics;
 mod server;
 
