@@ -3,8 +3,8 @@
 //! `link` is the self-healing Redis client, `registry` the node heartbeats,
 //! `placement` the atomic room -> node map, `bus` node-to-node messages and
 //! `relay` the ordering of one relayed WebSocket, `ask` questions and
-//! answers between nodes, `operators` the admin API across the cluster. Nothing here is wired into
-//! the server yet: single-node behaviour does not touch Redis at all.
+//! answers between nodes, `operators` the admin API across the cluster.
+//! Single-node behaviour does not touch Redis at all.
 
 pub mod ask;
 pub mod bus;
