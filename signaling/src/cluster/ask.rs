@@ -315,6 +315,40 @@ mod tests {
     }
 
     #[test]
+    fn questions_and_answers_travel_in_the_envelope_and_garbage_is_refused() {
+        use super::super::bus::{decode, Rejection};
+        let ask = br#"{"v":1,"from":"a","kind":"ask","id":7,"question":{"q":"kick","room":"r","participant":"p","reason":"x"}}"#;
+        assert_eq!(
+            decode(ask).unwrap().message,
+            BusMessage::Ask {
+                id: 7,
+                question: Question::Kick {
+                    room: "r".into(),
+                    participant: "p".into(),
+                    reason: "x".into()
+                }
+            }
+        );
+        let answer =
+            br#"{"v":1,"from":"b","kind":"answer","id":7,"answer":{"a":"kicked","found":true}}"#;
+        assert_eq!(
+            decode(answer).unwrap().message,
+            BusMessage::Answer {
+                id: 7,
+                answer: Answer::Kicked { found: true }
+            }
+        );
+        // A question this version does not know, a bad id, a missing answer.
+        for bad in [
+            &br#"{"v":1,"from":"a","kind":"ask","id":1,"question":{"q":"format_disk"}}"#[..],
+            br#"{"v":1,"from":"a","kind":"ask","id":-1,"question":{"q":"ping"}}"#,
+            br#"{"v":1,"from":"a","kind":"answer","id":1}"#,
+        ] {
+            assert_eq!(decode(bad), Err(Rejection::BadFields));
+        }
+    }
+
+    #[test]
     fn the_pending_table_is_bounded_and_freed_by_its_askers() {
         let asks = Asks::default();
         let slots: Vec<_> = (0..MAX_PENDING)
