@@ -28,12 +28,16 @@ const fmt = {
   ms: (x) => x == null ? '–' : `${x.toFixed(1)} ms`,
 };
 
-function renderShards(shards) {
+// A node of a cluster lists every node's shards as `node · shard`.
+function renderShards(overview) {
+  const shards = overview.nodes
+    ? overview.nodes.flatMap((n) => (n.shards || []).map((s) => ({ ...s, label: `${n.id} · ${s.shard}` })))
+    : overview.shards.map((s) => ({ ...s, label: s.shard }));
   const body = $('shards').tBodies[0];
   body.replaceChildren();
   for (const s of shards) {
     const row = body.insertRow();
-    cell(row, s.shard, 'num');
+    cell(row, s.label, 'num');
     cell(row, s.rooms, 'num');
     cell(row, s.participants, 'num');
     cell(row, s.tracks, 'num');
@@ -41,6 +45,26 @@ function renderShards(shards) {
     cell(row, fmt.rate(s.packets_out_per_second), 'num');
     cell(row, fmt.pct(s.busy_ratio), 'num');
     cell(row, s.dropped_datagrams, 'num');
+  }
+}
+
+// The nodes of a cluster (hidden on a single node): heartbeat, load, and
+// whether each answered this refresh (a silent node's rooms show no media).
+function renderNodes(nodes) {
+  $('nodes-section').hidden = !nodes;
+  if (!nodes) return;
+  const body = $('nodes').tBodies[0];
+  body.replaceChildren();
+  for (const n of nodes) {
+    const row = body.insertRow();
+    cell(row, n.id);
+    cell(row, n.alive ? n.state : 'dead', n.alive ? (n.state === 'serving' ? 'state-connected' : 'state-connecting') : 'state-failed');
+    cell(row, n.heartbeat_age_ms == null ? '–' : `${(n.heartbeat_age_ms / 1000).toFixed(1)} s`, 'num');
+    cell(row, n.rooms, 'num');
+    cell(row, n.participants, 'num');
+    cell(row, fmt.pct(n.busy_ratio), 'num');
+    cell(row, n.websocket_connections ?? '–', 'num');
+    cell(row, n.answered ? 'yes' : `no: ${n.error}`, n.answered ? '' : 'state-failed');
   }
 }
 
@@ -78,10 +102,14 @@ function placeAt(parent, child, index) {
 const ROOM_COLUMNS = ['Name', 'Remote address', 'State', 'RTT', 'Loss to client', 'Published', 'Forwarded to them', 'Action'];
 const byKind = (a, b) => String(a.kind).localeCompare(String(b.kind));
 
-function newRoomDiv(name) {
+// Rooms are keyed by node and name: while a room moves it is briefly on two.
+const roomKey = (node, name) => `${node ?? ''}\n${name}`;
+
+function newRoomDiv(name, node) {
   const div = document.createElement('div');
   div.className = 'room';
   div.dataset.room = name;
+  if (node != null) div.dataset.node = node;
   const h = document.createElement('h3');
   const title = document.createElement('span');
   const close = document.createElement('button');
@@ -120,16 +148,17 @@ function newParticipantRow(room, p) {
 function renderRooms(rooms) {
   $('room-count').textContent = `(${rooms.length})`;
   const select = $('announce-room');
-  const options = ['', ...rooms.map((r) => r.name)];
+  const roomNames = [...new Set(rooms.map((r) => r.name))];
+  const options = ['', ...roomNames];
   if ([...select.options].map((o) => o.value).join('\n') !== options.join('\n')) {
     const chosen = select.value;
     select.replaceChildren(new Option('everyone connected', ''));
-    for (const room of rooms) select.append(new Option(`room ${room.name}`, room.name));
+    for (const name of roomNames) select.append(new Option(`room ${name}`, name));
     select.value = rooms.some((r) => r.name === chosen) ? chosen : '';
   }
 
   const container = $('rooms');
-  const existing = new Map([...container.querySelectorAll(':scope > .room')].map((d) => [d.dataset.room, d]));
+  const existing = new Map([...container.querySelectorAll(':scope > .room')].map((d) => [roomKey(d.dataset.node, d.dataset.room), d]));
   let empty = container.querySelector(':scope > .empty');
   if (rooms.length === 0) {
     if (!empty) {
@@ -142,15 +171,20 @@ function renderRooms(rooms) {
   }
   if (empty) empty.remove();
   const names = new Map();
-  for (const room of rooms) for (const p of room.participants) names.set(p.id, p.name);
+  for (const room of rooms) for (const p of room.participants || []) names.set(p.id, p.name);
   rooms.forEach((room, index) => {
-    const div = existing.get(room.name) || newRoomDiv(room.name);
-    existing.delete(room.name);
+    const key = roomKey(room.node, room.name);
+    const div = existing.get(key) || newRoomDiv(room.name, room.node);
+    existing.delete(key);
     placeAt(container, div, index);
-    setText(div.querySelector('h3 > span'), `${room.name} · shard ${room.shard} · ${room.participants.length} participant(s)`);
+    const where = room.node == null ? '' : ` · node ${room.node}`;
+    const title = room.unanswered_by
+      ? `${room.name}${where} · ${room.participant_count} participant(s) · node ${room.unanswered_by} did not answer: no details`
+      : `${room.name}${where} · shard ${room.shard} · ${room.participants.length} participant(s)`;
+    setText(div.querySelector('h3 > span'), title);
     const tbody = div.querySelector('tbody');
     const rows = new Map([...tbody.rows].map((r) => [r.dataset.participant, r]));
-    room.participants.forEach((p, i) => {
+    (room.participants || []).forEach((p, i) => {
       const m = p.media || {};
       const row = rows.get(p.id) || newParticipantRow(room.name, p);
       rows.delete(p.id);
@@ -233,7 +267,8 @@ async function live() {
         const data = chunk.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
         if (!data) continue;
         const overview = JSON.parse(data);
-        renderShards(overview.shards);
+        renderNodes(overview.nodes);
+        renderShards(overview);
         renderRooms(overview.rooms);
         status(`Live · ${overview.websocket_connections} WebSocket connection(s) · updated ${new Date().toLocaleTimeString()}`);
       }

@@ -108,8 +108,18 @@ fn state_name(state: ConnectionState) -> &'static str {
     }
 }
 
-/// The whole picture as JSON (documented in docs/admin.md).
+/// The whole picture as JSON (documented in docs/admin.md): this node's,
+/// or on a node of a cluster every node's.
 pub async fn overview_json(state: &AppState) -> Value {
+    match &state.cluster {
+        Some(node) => crate::cluster::operators::overview(state, node).await,
+        None => node_overview_json(state).await,
+    }
+}
+
+/// This node's rooms, shards and media statistics (what a single node
+/// shows, and what a node of a cluster answers when another asks).
+pub async fn node_overview_json(state: &AppState) -> Value {
     let snapshots = shard_snapshots(state).await;
     let mut media: HashMap<&str, Value> = HashMap::new();
     for snapshot in &snapshots {
@@ -235,10 +245,14 @@ async fn kick(
     let reason = body
         .reason
         .unwrap_or_else(|| "removed by the operator".to_owned());
-    if state.rooms.kick(&room, &id, &reason).await {
-        Json(json!({"kicked": id, "room": room, "reason": reason})).into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, "no such participant in that room")
+    let kicked = match &state.cluster {
+        Some(node) => crate::cluster::operators::kick(&state, node, &room, &id, &reason).await,
+        None => Ok(state.rooms.kick(&room, &id, &reason).await),
+    };
+    match kicked {
+        Ok(true) => Json(json!({"kicked": id, "room": room, "reason": reason})).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such participant in that room"),
+        Err(err) => cluster_error(err),
     }
 }
 
@@ -260,9 +274,14 @@ async fn close_room(
     let reason = body
         .reason
         .unwrap_or_else(|| "the room was closed by the operator".to_owned());
-    match state.rooms.close_room(&room, &reason).await {
-        Some(n) => Json(json!({"closed": room, "participants": n})).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no such room"),
+    let closed = match &state.cluster {
+        Some(node) => crate::cluster::operators::close_room(&state, node, &room, &reason).await,
+        None => Ok(state.rooms.close_room(&room, &reason).await),
+    };
+    match closed {
+        Ok(Some(n)) => Json(json!({"closed": room, "participants": n})).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such room"),
+        Err(err) => cluster_error(err),
     }
 }
 
@@ -344,15 +363,40 @@ async fn announce(
         return error(StatusCode::BAD_REQUEST, "text must not be only whitespace");
     }
     let ts = crate::session::unix_ms();
-    match state
-        .rooms
-        .announce(&body.text, body.room.as_deref(), ts)
-        .await
-    {
-        Some(reached) => {
-            tracing::info!(room = ?body.room, reached, "announcement");
-            Json(json!({"reached": reached})).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, "no such room"),
+    let room = body.room.as_deref();
+    let Some(node) = &state.cluster else {
+        return match state.rooms.announce(&body.text, room, ts).await {
+            Some(reached) => {
+                tracing::info!(?room, reached, "announcement");
+                Json(json!({"reached": reached})).into_response()
+            }
+            None => error(StatusCode::NOT_FOUND, "no such room"),
+        };
+    };
+    match crate::cluster::operators::announce(&state, node, &body.text, room, ts).await {
+        Ok(announced) => match announced.reached {
+            Some(reached) => {
+                let unanswered = announced.unanswered;
+                tracing::info!(?room, reached, ?unanswered, "announcement");
+                Json(json!({"reached": reached, "unanswered": unanswered})).into_response()
+            }
+            None => error(StatusCode::NOT_FOUND, "no such room"),
+        },
+        Err(err) => cluster_error(err),
+    }
+}
+
+/// A cluster-wide action that could not be carried out: 504 naming the
+/// node that did not answer, 503 when Redis cannot be reached. Nothing was
+/// done (or, for an unanswered node, it may have been: never repeated).
+fn cluster_error(err: crate::cluster::operators::OperatorError) -> Response {
+    use crate::cluster::operators::OperatorError;
+    match &err {
+        OperatorError::Unanswered { node, .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({"error": err.to_string(), "node": node})),
+        )
+            .into_response(),
+        OperatorError::Store(_) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
     }
 }

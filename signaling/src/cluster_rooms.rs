@@ -6,6 +6,11 @@
 //!
 //! The lobby lists every live node's rooms (kept current by
 //! `cluster::node`), and the room map in Redis says which node hosts each.
+//!
+//! The operator methods (`kick`, `close_room`, `announce`, `overview`)
+//! act on this node's rooms only: they are what a node does when asked.
+//! The admin API reaches the whole cluster through `cluster::operators`,
+//! which uses them here and asks the room's node otherwise.
 
 use crate::cluster::node::ClusterNode;
 use crate::cluster::placement::{Claim, PlacementError};

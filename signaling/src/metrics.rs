@@ -225,6 +225,9 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "Admin API requests refused for a missing or wrong token",
         state.metrics.admin_auth_failures.clone(),
     );
+    if let Some(node) = &state.cluster {
+        crate::cluster::metrics::register(&mut registry, node);
+    }
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         text = "# encoding failed\n".to_owned();

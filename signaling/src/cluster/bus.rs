@@ -11,6 +11,7 @@
 //! Delivery is at most once (Redis pub/sub); ordering and loss detection for
 //! relayed connections are `relay`'s job.
 
+use super::ask::{Answer, Question};
 use super::keys::Keys;
 use super::link::{Delivery, Link, LinkError};
 use super::relay::RelayFrame;
@@ -37,10 +38,22 @@ pub enum BusMessage {
     RoomsChanged {},
     /// One frame of a relayed connection.
     Relay(RelayFrame),
+    /// A question to the node addressed (see `ask`).
+    Ask { id: u64, question: Question },
+    /// The answer to question `id` of the node addressed.
+    Answer { id: u64, answer: Answer },
 }
 
 /// Kinds of [`BusMessage`], to tell "unknown kind" from "bad fields".
-const KNOWN_KINDS: &[&str] = &["announce", "kick", "close_room", "rooms_changed", "relay"];
+const KNOWN_KINDS: &[&str] = &[
+    "announce",
+    "kick",
+    "close_room",
+    "rooms_changed",
+    "relay",
+    "ask",
+    "answer",
+];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

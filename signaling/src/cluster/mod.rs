@@ -2,15 +2,19 @@
 //!
 //! `link` is the self-healing Redis client, `registry` the node heartbeats,
 //! `placement` the atomic room -> node map, `bus` node-to-node messages and
-//! `relay` the ordering of one relayed WebSocket. Nothing here is wired into
-//! the server yet: single-node behaviour does not touch Redis at all.
+//! `relay` the ordering of one relayed WebSocket, `ask` questions and
+//! answers between nodes, `operators` the admin API across the cluster.
+//! Single-node behaviour does not touch Redis at all.
 
+pub mod ask;
 pub mod bus;
 pub mod front;
 pub(crate) mod host;
 pub mod keys;
 pub mod link;
+pub(crate) mod metrics;
 pub mod node;
+pub(crate) mod operators;
 pub mod placement;
 pub mod registry;
 pub mod relay;

@@ -90,6 +90,8 @@ pub struct ClusterNode {
     remote_rooms_changed: Notify,
     next_stream: AtomicU64,
     pub counters: ClusterCounters,
+    /// Questions to other nodes in flight (operators; see `ask`).
+    pub asks: super::ask::Asks,
 }
 
 impl ClusterNode {
@@ -147,6 +149,7 @@ impl ClusterNode {
             remote_rooms_changed: Notify::new(),
             next_stream: AtomicU64::new(1),
             counters: ClusterCounters::default(),
+            asks: super::ask::Asks::default(),
         });
         node.forget_previous_life().await;
         tracing::info!(node = %node.id, redis = %node.link.url(), "joined the cluster");
@@ -180,6 +183,7 @@ impl ClusterNode {
     ) {
         tokio::spawn(self.clone().dispatch(state.clone(), envelopes));
         tokio::spawn(self.clone().watch_nodes());
+        tokio::spawn(self.clone().probe_round_trips());
         let changed = Arc::new(Notify::new());
         local.watch_changes(changed.clone());
         tokio::spawn(self.clone().sync_rooms(local.clone(), changed));
@@ -231,6 +235,10 @@ impl ClusterNode {
             match envelope.message {
                 BusMessage::Relay(frame) => self.on_relay(&state, &envelope.from, frame),
                 BusMessage::RoomsChanged {} => self.remote_rooms_changed.notify_one(),
+                BusMessage::Ask { id, question } => {
+                    self.answer(&state, &envelope.from, id, question)
+                }
+                BusMessage::Answer { id, answer } => self.asks.resolve(&envelope.from, id, answer),
                 other => tracing::debug!(from = %envelope.from, ?other, "bus message not handled"),
             }
         }
