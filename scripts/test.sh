@@ -8,7 +8,9 @@
 #           aiortc end-to-end (tests/aiortc); a publisher behind 10 % loss
 #           in network namespaces (tests/netem, needs root: skipped without);
 #           bench (benches/ noom-load --quick: media flows through Noom and
-#           the UDP+SRTP limit; no figure is judged)
+#           the UDP+SRTP limit; noom-load cluster --quick: chat and media
+#           cross nodes of a 2-node cluster over a real Redis; no figure is
+#           judged)
 # The two end-to-end suites run in a fresh network namespace that has only
 # loopback (unshare -n). Exits non-zero when anything fails; the last line is
 # "N passed, N failed" over the suites.
@@ -134,7 +136,8 @@ install_system_packages() {
     # tests/netem falls back to nftables where the kernel has no sch_netem.
     want netem && ! command -v nft >/dev/null && missing+=(nftables)
     # signaling/tests/cluster_redis.rs runs a real Redis (issue #14).
-    want cargo && [ ! -x /usr/bin/redis-server ] && missing+=(redis-server)
+    # ... and so does the cluster bench (noom-load cluster --quick).
+    (want cargo || want bench) && [ ! -x /usr/bin/redis-server ] && missing+=(redis-server)
     want cargo && ! command -v openssl >/dev/null && missing+=(openssl)
     if want browser && ! command -v node >/dev/null; then missing+=(nodejs); fi
     if want browser && ! command -v npm >/dev/null; then missing+=(npm); fi
@@ -300,6 +303,19 @@ if want bench; then
     fi
 else
     suite_skipped "bench (noom-load --quick)"
+fi
+
+# Several nodes over one Redis: chat and media cross nodes (issue #14).
+if want bench; then
+    if [ $BUILD_OK -ne 1 ]; then
+        suite_not_run "bench cluster (noom-load cluster --quick)" "build failed"
+    else
+        run_suite "bench cluster (noom-load cluster --quick)" in_loopback_netns \
+            env NOOM_BIN="$NOOM_BIN" timeout --kill-after=10 120 \
+            "$TARGET_DIR/debug/noom-load" cluster --quick
+    fi
+else
+    suite_skipped "bench cluster (noom-load cluster --quick)"
 fi
 
 if want fuzz; then

@@ -4,12 +4,15 @@
 //! fan-out, scenarios, and the report (tables and an SVG chart). See
 //! RESULTS.md and compare.sh.
 
+pub mod cluster;
+pub mod cluster_bench;
 pub mod janus;
 pub mod janus_peer;
 pub mod limit;
 pub mod media;
 pub mod noom;
 pub mod procfs;
+pub mod redis_probe;
 pub mod report;
 pub mod scenario;
 pub mod stamp;

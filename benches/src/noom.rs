@@ -66,6 +66,17 @@ level = "warn"
 
 impl NoomServer {
     pub async fn start(bin: &Path, shards: usize) -> Result<NoomServer> {
+        Self::start_with_env(bin, shards, &[]).await
+    }
+
+    /// [`NoomServer::start`] with extra environment (a cluster node's
+    /// `NOOM_CLUSTER_REDIS_URL` and `NOOM_NODE_ID`). Returns once `/readyz`
+    /// says `ready` (on a clustered node: registered with Redis).
+    pub async fn start_with_env(
+        bin: &Path,
+        shards: usize,
+        env: &[(&str, String)],
+    ) -> Result<NoomServer> {
         let dir = TempDir::new("noom-load")?;
         let config = dir.0.join("config.toml");
         std::fs::write(&config, CONFIG)?;
@@ -92,6 +103,7 @@ impl NoomServer {
             .env("NOOM_MEDIA_PORT", "0")
             .env("NOOM_MEDIA_SHARDS", shards.to_string())
             .env_remove("NOOM_PUBLIC_IP")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             // Noom logs to stdout: NOOM_LOAD_SERVER_LOG keeps it.
             .stdout(match std::env::var_os("NOOM_LOAD_SERVER_LOG") {
@@ -108,8 +120,8 @@ impl NoomServer {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(body) = http_get(http, "/healthz").await {
-                if body.trim() == "ok" {
+            if let Ok(body) = http_get(http, "/readyz").await {
+                if body.trim() == "ready" {
                     return Ok(server);
                 }
             }
@@ -117,7 +129,7 @@ impl NoomServer {
                 bail!("{} exited at start: {status}", bin.display());
             }
             if std::time::Instant::now() > deadline {
-                bail!("{} did not answer /healthz within 60 s", bin.display());
+                bail!("{} was not ready (/readyz) within 60 s", bin.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -7,6 +7,9 @@
 //! noom-load run --target limit --subscribers 10
 //! noom-load report results.jsonl --svg chart.svg --md tables.md
 //! noom-load --quick            # < 60 s: packets flowed through Noom and the limit
+//! noom-load cluster --nodes 3  # several nodes over one Redis (starts them)
+//! noom-load cluster --node http://127.0.0.1:8081 --node http://127.0.0.1:8082 --redis 127.0.0.1:6390
+//! noom-load cluster --quick    # < 60 s: the cluster figures exist
 //! ```
 
 use std::io::Write as _;
@@ -19,6 +22,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+use noom_benches::cluster::Cluster;
+use noom_benches::cluster_bench;
 use noom_benches::media::MediaProfile;
 use noom_benches::report;
 use noom_benches::scenario::{self, Scenario, Target};
@@ -103,6 +108,51 @@ struct RunArgs {
     json_out: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Clone)]
+struct ClusterArgs {
+    /// A running cluster's node (http://IP:PORT), once per node (at least
+    /// two); needs --redis. Without --node the bench starts its own cluster.
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// The running cluster's Redis (IP:PORT, no password).
+    #[arg(long)]
+    redis: Option<SocketAddr>,
+    /// The running cluster's `cluster.key_prefix`.
+    #[arg(long, default_value = "noom")]
+    key_prefix: String,
+    /// Nodes to start (without --node).
+    #[arg(long = "nodes", default_value_t = 3)]
+    start_nodes: usize,
+    /// The noom binary for the nodes the bench starts.
+    #[arg(long, env = "NOOM_BIN", default_value = "target/release/noom")]
+    noom_bin: PathBuf,
+    /// Chat messages for the latency figures.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    /// Milliseconds between two chat messages.
+    #[arg(long, default_value_t = 10)]
+    message_gap_ms: u64,
+    /// Subscribers per path for join -> first frame.
+    #[arg(long, default_value_t = 10)]
+    frame_trials: usize,
+    /// Participants idle in rooms while Redis commands are counted.
+    #[arg(long, default_value_t = 60)]
+    idle_participants: usize,
+    /// Participants per room among them.
+    #[arg(long, default_value_t = 3)]
+    room_size: usize,
+    /// Seconds of each Redis counting window (idle cluster, then loaded).
+    #[arg(long, default_value_t = 60.0)]
+    window: f64,
+    /// Under 60 s: 2 nodes, few samples, 5 s windows; fails unless every
+    /// figure was measured.
+    #[arg(long)]
+    quick: bool,
+    /// Append the result (one JSON line) here.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one scenario against one target.
@@ -117,6 +167,10 @@ enum Cmd {
         #[arg(long)]
         md: Option<PathBuf>,
     },
+    /// Several nodes over one Redis: cross-node chat latency, join -> first
+    /// frame via the host node vs another node, Redis commands per
+    /// participant per minute.
+    Cluster(ClusterArgs),
     /// The limit server process (started by `run --target limit`).
     LimitServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -147,6 +201,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Cmd::Run(args)) => run(args).await,
             Some(Cmd::Report { results, svg, md }) => report_cmd(&results, svg, md),
+            Some(Cmd::Cluster(args)) => cluster(args).await,
             Some(Cmd::LimitServer { .. }) => unreachable!(),
             None => bail!("nothing to do: give a subcommand (run, report) or --quick"),
         }
@@ -243,6 +298,61 @@ async fn run(args: RunArgs) -> Result<()> {
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         writeln!(f, "{v}")?;
+    }
+    Ok(())
+}
+
+async fn cluster(args: ClusterArgs) -> Result<()> {
+    let plan = if args.quick {
+        cluster_bench::Plan {
+            messages: 50,
+            message_gap: Duration::from_millis(5),
+            frame_trials: 1,
+            idle_participants: 6,
+            room_size: 3,
+            window: Duration::from_secs(5),
+        }
+    } else {
+        cluster_bench::Plan {
+            messages: args.messages,
+            message_gap: Duration::from_millis(args.message_gap_ms),
+            frame_trials: args.frame_trials,
+            idle_participants: args.idle_participants,
+            room_size: args.room_size,
+            window: Duration::from_secs_f64(args.window),
+        }
+    };
+    let cluster = if args.nodes.is_empty() {
+        let n = if args.quick { 2 } else { args.start_nodes };
+        Cluster::start(&args.noom_bin, n).await?
+    } else {
+        let Some(redis) = args.redis else {
+            bail!("--node needs --redis IP:PORT (the cluster's Redis)");
+        };
+        Cluster::external(&args.nodes, redis, &args.key_prefix)?
+    };
+    let v = cluster_bench::run(&cluster, &plan).await?;
+    println!("{}", cluster_bench::summary(&v));
+    if let Some(path) = &args.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(f, "{v}")?;
+    }
+    if args.quick {
+        let measured = [
+            "/chat/p99_ms",
+            "/first_frame/other_p50_ms",
+            "/first_frame/host_p50_ms",
+        ]
+        .iter()
+        .all(|p| v.pointer(p).and_then(Value::as_f64).is_some());
+        if !measured {
+            bail!("cluster quick: a figure is missing: {v}");
+        }
+        println!("cluster quick: chat and media crossed nodes");
     }
     Ok(())
 }
