@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::contract::{brief, expect_error, rooms_of, Joined};
 use crate::media_peer::{MediaPeer, Signal};
+use crate::media_route::MediaRoute;
 use crate::media_state::{MediaHooks, MediaOptions};
 use crate::MSG_TIMEOUT;
 
@@ -37,7 +38,7 @@ pub struct Client {
     pending: VecDeque<Value>,
     history: Arc<Mutex<VecDeque<Value>>>,
     close_reason: Arc<Mutex<Option<String>>>,
-    media_route: Arc<Mutex<Option<mpsc::UnboundedSender<Signal>>>>,
+    media_route: Arc<Mutex<MediaRoute>>,
     pub(crate) media: Option<MediaPeer>,
     tasks: Vec<JoinHandle<()>>,
     next_req: u64,
@@ -64,8 +65,7 @@ impl Client {
         let (in_tx, in_rx) = mpsc::unbounded_channel::<Value>();
         let history = Arc::new(Mutex::new(VecDeque::new()));
         let close_reason = Arc::new(Mutex::new(None));
-        let media_route: Arc<Mutex<Option<mpsc::UnboundedSender<Signal>>>> =
-            Arc::new(Mutex::new(None));
+        let media_route = Arc::new(Mutex::new(MediaRoute::default()));
 
         let writer_label = label.to_owned();
         let writer = tokio::spawn(async move {
@@ -135,16 +135,18 @@ impl Client {
                     }
                     match v["type"].as_str() {
                         Some("offer") => {
-                            if let (Some(tx), Some(sdp)) =
-                                (media_route.lock().unwrap().as_ref(), v["sdp"].as_str())
-                            {
-                                let _ = tx.send(Signal::Offer(sdp.to_owned()));
+                            if let Some(sdp) = v["sdp"].as_str() {
+                                let offer = Signal::Offer(sdp.to_owned());
+                                media_route.lock().unwrap().route(offer);
                             }
                         }
                         Some("candidate") => {
-                            if let Some(tx) = media_route.lock().unwrap().as_ref() {
-                                let _ = tx.send(Signal::Candidate(v["candidate"].clone()));
-                            }
+                            let candidate = Signal::Candidate(v["candidate"].clone());
+                            media_route.lock().unwrap().route(candidate);
+                        }
+                        // A `joined` nobody asked for: the server moved us.
+                        Some("joined") if v.get("req").is_none() => {
+                            media_route.lock().unwrap().moved();
                         }
                         _ => {}
                     }
@@ -417,9 +419,39 @@ impl Client {
             old.close().await;
         }
         let peer = MediaPeer::new(&self.label, self.out.clone(), opts, hooks).await?;
-        *self.media_route.lock().unwrap() = Some(peer.signal_tx.clone());
+        self.media_route
+            .lock()
+            .unwrap()
+            .attach(peer.signal_tx.clone());
         self.media = Some(peer);
         self.join(room, name).await
+    }
+
+    /// The server moved this participant (several nodes: its room's node
+    /// was lost or drained, or an operator moved the room): awaits the
+    /// `joined` nobody asked for, then answers the offer that follows with
+    /// a new peer connection (new tracks and SSRCs), as the contract says.
+    /// Offers that arrived before this call were parked for the new peer.
+    pub async fn follow_move(&mut self, timeout: Duration, opts: MediaOptions) -> Result<Joined> {
+        let joined = self
+            .recv_where("a `joined` without req (moved)", timeout, |m| {
+                m["type"] == "joined" && m.get("req").is_none()
+            })
+            .await?;
+        let joined = Joined::from_json(&joined)
+            .with_context(|| format!("{}: the `joined` of a move", self.label))?;
+        if let Some(mut old) = self.media.take() {
+            old.close().await;
+        }
+        let peer =
+            MediaPeer::new(&self.label, self.out.clone(), opts, MediaHooks::default()).await?;
+        self.media_route
+            .lock()
+            .unwrap()
+            .attach(peer.signal_tx.clone());
+        self.media = Some(peer);
+        self.id = Some(joined.you.clone());
+        Ok(joined)
     }
 
     /// `leave` -> `ok`. The peer connection (if any) keeps running and
@@ -429,14 +461,14 @@ impl Client {
         self.request_ok(json!({"type": "leave"}))
             .await
             .with_context(|| format!("{}: leave", self.label))?;
-        *self.media_route.lock().unwrap() = None;
+        self.media_route.lock().unwrap().detach();
         self.id = None;
         Ok(())
     }
 
     /// Closes the peer connection and the WebSocket.
     pub async fn close(mut self) {
-        *self.media_route.lock().unwrap() = None;
+        self.media_route.lock().unwrap().detach();
         if let Some(mut m) = self.media.take() {
             m.close().await;
         }
@@ -454,7 +486,7 @@ impl Client {
 
     /// Closes the peer connection only; the WebSocket stays.
     pub async fn close_media(&mut self) {
-        *self.media_route.lock().unwrap() = None;
+        self.media_route.lock().unwrap().detach();
         if let Some(mut m) = self.media.take() {
             m.close().await;
         }
@@ -468,16 +500,15 @@ impl Client {
         let peer =
             MediaPeer::new(&self.label, self.out.clone(), opts, MediaHooks::default()).await?;
         // Route first: the fresh offer may follow the `ok` at once.
-        let old_route = self
-            .media_route
-            .lock()
-            .unwrap()
-            .replace(peer.signal_tx.clone());
-        if old_route.is_none() {
-            bail!(
-                "{}: restart_media without a joined peer connection",
-                self.label
-            );
+        {
+            let mut route = self.media_route.lock().unwrap();
+            if !route.is_attached() {
+                bail!(
+                    "{}: restart_media without a joined peer connection",
+                    self.label
+                );
+            }
+            route.attach(peer.signal_tx.clone());
         }
         if let Some(mut old) = self.media.replace(peer) {
             old.close().await;

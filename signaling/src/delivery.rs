@@ -15,6 +15,10 @@ use tokio::sync::watch;
 pub enum OperatorAction {
     /// Tell the client why (`kicked`), leave the room, close the connection.
     Kick { reason: String },
+    /// Several nodes: the participant's room now lives on `node` (this
+    /// node drains, or the room map names another owner): leave here and
+    /// hand the client over, rejoining there with the same identity.
+    Rehome { node: String },
 }
 
 /// The handle the rooms keep for a connection, in the lobby or in a room.

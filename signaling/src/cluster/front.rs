@@ -39,6 +39,7 @@ const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Serves one WebSocket of a clustered node until it closes.
 pub async fn run(socket: WebSocket, state: Arc<AppState>, node: Arc<ClusterNode>) {
+    let _counted = node.front_guard();
     let (mut ws_tx, ws_rx) = socket.split();
     let mut client = session::ws_frames(ws_rx);
     let attachment = attach_local(&node, &state, None);
@@ -73,9 +74,18 @@ impl Front {
         ws_tx: &mut WsSink,
     ) -> Ending {
         let mut live = self.node.live();
+        let mut shutdown = self.state.shutdown.subscribe();
         loop {
             tokio::select! {
                 biased;
+                // This process exits (after a drain handed its rooms over).
+                // A session here says goodbye itself (`shutdown`); one on
+                // another node ends as if the client had left, and the
+                // client is told to reconnect at once (1012).
+                _ = shutdown.recv(), if self.attachment.is_remote() => {
+                    self.goodbye().await;
+                    return Ending::Close { code: 1012, reason: "service restart: reconnect".into() };
+                }
                 event = self.attachment.events.recv() => match event {
                     Some(ToFront::Text { text }) => {
                         self.hops = 0;
@@ -146,6 +156,10 @@ impl Front {
             .ok_or_else(|| unavailable("lost track of the session; reconnect"))?;
         let attachment = match self.attach(&handoff.node, handoff.rejoin.clone()).await {
             Some(attachment) => attachment,
+            // A client in the lobby goes on in this node's lobby.
+            None if handoff.rejoin.is_none() && handoff.room.is_empty() => {
+                attach_local(&self.node, &self.state, None)
+            }
             None => {
                 // The room's node is gone already: find it a new one.
                 let home = self.new_home(&handoff.room, &handoff.node).await?;

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod front;
+pub mod healing;
 pub(crate) mod host;
 pub mod keys;
 pub mod link;

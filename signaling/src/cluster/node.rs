@@ -16,7 +16,7 @@ use crate::local_rooms::LocalRooms;
 use crate::session::ClientFrame;
 use crate::AppState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -54,6 +54,17 @@ pub struct ClusterCounters {
     pub stray_frames: AtomicU64,
     /// Participants rejoined on a new node after theirs was lost.
     pub rehomed: AtomicU64,
+    /// Rooms hosted here that the map had lost and this node adopted back.
+    pub adopted: AtomicU64,
+}
+
+/// Keeps a fronted WebSocket counted while it lives.
+pub(crate) struct FrontGuard(Arc<ClusterNode>);
+
+impl Drop for FrontGuard {
+    fn drop(&mut self) {
+        self.0.fronts.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// One end of a relayed connection that lives on this node.
@@ -89,6 +100,10 @@ pub struct ClusterNode {
     /// Another node's room list changed.
     remote_rooms_changed: Notify,
     next_stream: AtomicU64,
+    /// Set by a drain: take no new rooms, not even ones with members here.
+    pub(crate) draining: AtomicBool,
+    /// WebSockets this node fronts (a shutdown waits for their goodbyes).
+    fronts: watch::Sender<usize>,
     pub counters: ClusterCounters,
 }
 
@@ -146,6 +161,8 @@ impl ClusterNode {
             live,
             remote_rooms_changed: Notify::new(),
             next_stream: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            fronts: watch::Sender::new(0),
             counters: ClusterCounters::default(),
         });
         node.forget_previous_life().await;
@@ -183,12 +200,30 @@ impl ClusterNode {
         let changed = Arc::new(Notify::new());
         local.watch_changes(changed.clone());
         tokio::spawn(self.clone().sync_rooms(local.clone(), changed));
+        tokio::spawn(super::healing::keep_ownership(self.clone(), local.clone()));
         tokio::spawn(self.clone().publish_load(state, local));
     }
 
     /// Whether Redis answers (readiness).
     pub fn redis_up(&self) -> bool {
         self.link.is_up()
+    }
+
+    /// Counts a fronted WebSocket until the guard drops.
+    pub(crate) fn front_guard(self: &Arc<Self>) -> FrontGuard {
+        self.fronts.send_modify(|n| *n += 1);
+        FrontGuard(self.clone())
+    }
+
+    /// Waits (at most `limit`) until every fronted WebSocket has closed.
+    pub async fn fronts_closed(&self, limit: Duration) {
+        let mut fronts = self.fronts.subscribe();
+        let _ = tokio::time::timeout(limit, fronts.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Whether this node is handing its rooms off before it exits.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &ClusterSettings {
