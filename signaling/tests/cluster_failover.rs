@@ -190,3 +190,95 @@ async fn sigkill_of_a_rooms_node_heals() -> Result<()> {
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_a_node_without_failing_a_request() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline("SIGTERM drain", Duration::from_secs(120), async {
+        let redis = RedisServer::start().await;
+        let mut nodes = Vec::new();
+        for id in ["node-a", "node-b", "node-c"] {
+            nodes.push(NodeProcess::start(&redis.url(), id).await?);
+        }
+        // Bob opens the room through its host, so his WebSocket is on the
+        // node that will drain; Ann and Cat come through the two others.
+        let mut bob = TestClient::connect_url(&nodes[0].ws_url(), "bob").await?;
+        bob.join_with_media("r1", "Bob").await?;
+        let host = host_of(&redis, "r1").context("r1 is placed")?;
+        let host_index = nodes.iter().position(|n| n.id == host).context("host")?;
+        if host_index != 0 {
+            bob.leave().await?;
+            bob = TestClient::connect_url(&nodes[host_index].ws_url(), "bob").await?;
+            bob.join_with_media("r1", "Bob").await?;
+        }
+        let others: Vec<usize> = (0..3).filter(|i| *i != host_index).collect();
+        let mut ann = TestClient::connect_url(&nodes[others[0]].ws_url(), "ann").await?;
+        ann.join_with_media("r1", "Ann").await?;
+        let mut cat = TestClient::connect_url(&nodes[others[1]].ws_url(), "cat").await?;
+        cat.join_with_media("r1", "Cat").await?;
+        let ann_id = ann.id.clone().context("ann id")?;
+        let cat_id = cat.id.clone().context("cat id")?;
+        media_flows(&ann, &ann_id, &cat, &cat_id, MEDIA_TIMEOUT).await?;
+
+        let term_at = Instant::now();
+        nodes[host_index].terminate();
+
+        // Ann keeps talking through the drain: every request is answered.
+        let moved = |c: &TestClient| {
+            !c.history_where(|m| m["type"] == "joined" && m.get("req").is_none())
+                .is_empty()
+        };
+        let mut sent = 0;
+        while !moved(&ann) || sent < 5 {
+            sent += 1;
+            ensure!(sent < 200, "Ann was never moved");
+            ann.request_ok(json!({"type": "chat", "text": format!("during drain {sent}")}))
+                .await
+                .context("a request during the drain failed")?;
+        }
+        let ann_joined = ann.follow_move(MSG_TIMEOUT, MediaOptions::default()).await?;
+        let cat_joined = cat.follow_move(MSG_TIMEOUT, MediaOptions::default()).await?;
+        media_flows(&ann, &ann_joined.you, &cat, &cat_joined.you, MEDIA_TIMEOUT).await?;
+        let media_back = term_at.elapsed();
+        let status = nodes[host_index]
+            .wait_exit(Duration::from_secs(20))
+            .await?;
+        let exited = term_at.elapsed();
+        println!("DRAIN: SIGTERM -> moved members' media back in {media_back:?}; process exited ({status}) after {exited:?}");
+        for line in nodes[host_index].lines_with("drained") {
+            println!("DRAIN: node log: {line}");
+        }
+        ensure!(status.success(), "the drained node exited with {status}");
+        ensure!(
+            nodes[host_index].logged("drained: rooms handed over"),
+            "the node did not report its drain:\n{}",
+            nodes[host_index].log_text()
+        );
+        let new_host = host_of(&redis, "r1").context("r1 is mapped")?;
+        ensure!(new_host != host, "r1 still mapped to the drained node");
+        ensure!(
+            redis.raw(&["HEXISTS", "noom:nodes", &host]) == ":0",
+            "the drained node is still registered"
+        );
+
+        // Bob's WebSocket was on the drained node: he was moved too, then
+        // told to reconnect at once (1012); he rejoins through a live node.
+        bob.recv_where("Bob's WebSocket closes", MSG_TIMEOUT, |_| false)
+            .await
+            .err()
+            .filter(|e| e.to_string().contains("1012"))
+            .context("Bob's connection should close with 1012 (service restart)")?;
+        let mut bob = TestClient::connect_url(&nodes[others[1]].ws_url(), "bob2").await?;
+        let bob_joined = bob.join_with_media("r1", "Bob").await?;
+        ensure!(
+            bob_joined.participants.len() == 2,
+            "Bob sees Ann and Cat only: {:?}",
+            bob_joined.participants
+        );
+        media_flows(&ann, &ann_joined.you, &bob, &bob_joined.you, MEDIA_TIMEOUT).await?;
+        Ok(())
+    })
+    .await
+}

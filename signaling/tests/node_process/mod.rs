@@ -170,6 +170,12 @@ level = "info"
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// The lines the process logged that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
     pub fn log_text(&self) -> String {
         let log = self.log.lock().unwrap();
         let start = log.len().saturating_sub(80);
