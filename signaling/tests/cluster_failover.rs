@@ -11,53 +11,14 @@ mod redis_server;
 mod support;
 
 use anyhow::{ensure, Context as _, Result};
-use node_process::{NodeProcess, NODE_TIMEOUT_MS};
+use node_process::{beat_age_ms, host_of, media_flows, NodeProcess, NODE_TIMEOUT_MS};
 use redis_server::RedisServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{with_deadline, MediaKind, MediaOptions, TestClient, MEDIA_TIMEOUT, MSG_TIMEOUT};
+use support::{with_deadline, MediaOptions, TestClient, MEDIA_TIMEOUT, MSG_TIMEOUT};
 
 /// What the issue allows for a failover (aim: 5 s).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
-
-/// Who hosts `room`, straight from Redis.
-fn host_of(redis: &RedisServer, room: &str) -> Option<String> {
-    let owner = redis.raw(&["HGET", "noom:room_node", room]);
-    (!owner.starts_with('$') && !owner.is_empty()).then_some(owner)
-}
-
-/// Age of `node`'s heartbeat on Redis's clock, in ms.
-fn beat_age_ms(redis: &RedisServer, node: &str) -> i64 {
-    let script = "local t = redis.call('TIME') \
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
-        local beat = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0 \
-        return now - beat";
-    let reply = redis.raw(&["EVAL", script, "1", "noom:node_beat", node]);
-    reply
-        .trim_start_matches(':')
-        .parse()
-        .unwrap_or_else(|_| panic!("beat age reply {reply:?}"))
-}
-
-/// Both directions of audio and video between `a` and `b` (ids `a_id`,
-/// `b_id`) carry packets.
-async fn media_flows(
-    a: &TestClient,
-    a_id: &str,
-    b: &TestClient,
-    b_id: &str,
-    limit: Duration,
-) -> Result<()> {
-    for kind in [MediaKind::Audio, MediaKind::Video] {
-        a.wait_packets_above(b_id, kind, 5, limit)
-            .await
-            .with_context(|| format!("{} receives {kind:?} from {b_id}", a.label))?;
-        b.wait_packets_above(a_id, kind, 5, limit)
-            .await
-            .with_context(|| format!("{} receives {kind:?} from {a_id}", b.label))?;
-    }
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_a_rooms_node_heals() -> Result<()> {

@@ -75,6 +75,8 @@ impl Front {
     ) -> Ending {
         let mut live = self.node.live();
         let mut shutdown = self.state.shutdown.subscribe();
+        let mut link = self.node.link.status();
+        let mut reconnects = link.borrow_and_update().reconnects;
         loop {
             tokio::select! {
                 biased;
@@ -110,6 +112,17 @@ impl Front {
                     if host != self.node.id && !self.node.is_live(&host) {
                         if let Err(ending) = self.rehome().await {
                             return ending;
+                        }
+                    }
+                }
+                _ = link.changed() => {
+                    let now = link.borrow_and_update().reconnects;
+                    if now != reconnects {
+                        reconnects = now;
+                        if self.attachment.is_remote() {
+                            if let Err(ending) = self.resync().await {
+                                return ending;
+                            }
                         }
                     }
                 }
@@ -199,6 +212,30 @@ impl Front {
             .await
             .ok_or_else(|| unavailable("no node can host the room now; reconnect"))?;
         Ok(())
+    }
+
+    /// Redis was lost and came back: frames of the relayed stream may have
+    /// been lost with it (pub/sub does not queue), and the host ends a
+    /// session it could not write to. So the stream is replaced: the old
+    /// session is told the client left, and a new one rejoins the room on
+    /// the same host (no map change, so no move), or elsewhere if that
+    /// node is gone. The client gets `joined` and a new offer.
+    async fn resync(&mut self) -> Result<(), Ending> {
+        let host = self.attachment.host.clone();
+        self.attachment.send(&self.node, ClientFrame::Gone).await;
+        self.sent = Replay::default();
+        let Some(identity) = self.identity.clone() else {
+            self.attachment = attach_local(&self.node, &self.state, None);
+            return Ok(());
+        };
+        tracing::info!(room = %identity.room, %host, "Redis came back: renewing the relayed session");
+        if self.node.is_live(&host) {
+            if let Some(attachment) = self.attach(&host, Some(identity)).await {
+                self.attachment = attachment;
+                return Ok(());
+            }
+        }
+        self.rehome().await
     }
 
     /// A live node for `room`, taking it from `lost` (compare-and-set: the

@@ -349,8 +349,19 @@ impl ClusterNode {
         let mut tick = tokio::time::interval(self.settings.heartbeat.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silent: HashMap<String, u32> = HashMap::new();
+        let mut absent: HashMap<String, tokio::time::Instant> = HashMap::new();
+        let mut link = self.link.status();
+        let mut settled_at = tokio::time::Instant::now();
         loop {
             tick.tick().await;
+            let now = tokio::time::Instant::now();
+            // Redis came back (maybe empty): other nodes need a heartbeat
+            // and a re-subscription to show up again. Until they have had
+            // the time, missing from the bus is no evidence of death.
+            if link.has_changed().unwrap_or(false) {
+                link.borrow_and_update();
+                settled_at = now + self.settings.node_timeout;
+            }
             let Ok(nodes) = self.registry.nodes().await else {
                 continue; // Redis is down: keep the last picture.
             };
@@ -359,11 +370,35 @@ impl ClusterNode {
                 .filter(|n| n.alive && n.record.id != self.id)
                 .map(|n| n.record.id.clone())
                 .collect();
-            let subscribed = self.subscriber_counts(&ids).await;
+            // Our own channel is asked too: if even we are not subscribed,
+            // Redis lost its subscriptions (a restart) and everyone is
+            // re-subscribing.
+            let mut asked = vec![self.id.clone()];
+            asked.extend(ids.iter().cloned());
+            let mut subscribed = self.subscriber_counts(&asked).await.into_iter();
+            if subscribed.next().flatten() == Some(0) {
+                settled_at = now + self.settings.node_timeout;
+            }
+            let settling = now < settled_at;
             let mut live = BTreeSet::from([self.id.clone()]);
+            // A node missing from the registry altogether (not stale: gone,
+            // as after a Redis restart before its next heartbeat) keeps its
+            // place for a node timeout; a SIGKILLed node is still listed,
+            // with a stale heartbeat or no subscriber, and goes at once.
+            for id in self.live.borrow().iter() {
+                if nodes.iter().any(|n| n.record.id == *id) {
+                    absent.remove(id);
+                } else if *id != self.id {
+                    let since = *absent.entry(id.clone()).or_insert(now);
+                    if now < since + self.settings.node_timeout {
+                        live.insert(id.clone());
+                    }
+                }
+            }
+            absent.retain(|id, _| self.live.borrow().contains(id));
             for (id, subscribers) in ids.iter().zip(subscribed) {
                 let quiet = silent.entry(id.clone()).or_default();
-                *quiet = if subscribers == Some(0) {
+                *quiet = if subscribers == Some(0) && !settling {
                     *quiet + 1
                 } else {
                     0

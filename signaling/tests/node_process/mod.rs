@@ -5,7 +5,8 @@
 //! sees a dead node in a fraction of a second.
 //!
 //! The binary is `NOOM_BIN` when set (scripts/test.sh), else the one cargo
-//! built for this test.
+//! built for this test. Test files using it also declare `mod support;`
+//! and `mod redis_server;`.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -17,6 +18,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+use crate::redis_server::RedisServer;
+use crate::support::{MediaKind, TestClient};
 
 /// Heartbeat and liveness of test nodes (the defaults are 1 s and 5 s).
 pub const HEARTBEAT_MS: u64 = 200;
@@ -195,6 +199,45 @@ impl Drop for NodeProcess {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Who hosts `room`, straight from Redis.
+pub fn host_of(redis: &RedisServer, room: &str) -> Option<String> {
+    let owner = redis.raw(&["HGET", "noom:room_node", room]);
+    (!owner.starts_with('$') && !owner.is_empty()).then_some(owner)
+}
+
+/// Age of `node`'s heartbeat on Redis's clock, in ms.
+pub fn beat_age_ms(redis: &RedisServer, node: &str) -> i64 {
+    let script = "local t = redis.call('TIME') \
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+        local beat = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0 \
+        return now - beat";
+    let reply = redis.raw(&["EVAL", script, "1", "noom:node_beat", node]);
+    reply
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("beat age reply {reply:?}"))
+}
+
+/// Both directions of audio and video between `a` and `b` (ids `a_id`,
+/// `b_id`) carry packets.
+pub async fn media_flows(
+    a: &TestClient,
+    a_id: &str,
+    b: &TestClient,
+    b_id: &str,
+    limit: Duration,
+) -> Result<()> {
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        a.wait_packets_above(b_id, kind, 5, limit)
+            .await
+            .with_context(|| format!("{} receives {kind:?} from {b_id}", a.label))?;
+        b.wait_packets_above(a_id, kind, 5, limit)
+            .await
+            .with_context(|| format!("{} receives {kind:?} from {a_id}", b.label))?;
+    }
+    Ok(())
 }
 
 /// The address of a JSON log line `noom listening`.
