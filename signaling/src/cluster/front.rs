@@ -10,6 +10,7 @@
 //! participant's identity (to rejoin it elsewhere).
 
 use super::host::{self, FrontSink};
+use super::link::LinkState;
 use super::node::{ClusterNode, EndKind, StreamEnd, STREAM_QUEUE};
 use super::placement::Move;
 use super::relay::{RelayReceiver, RelaySender};
@@ -33,6 +34,10 @@ const REPLAY_FRAMES: usize = 256;
 /// Handoffs in a row with nothing said to the client: the room map is
 /// changing under us faster than we follow; the client reconnects instead.
 const MAX_HOPS: u32 = 6;
+
+/// How long Redis must stay up again before relayed sessions are renewed
+/// (one renewal for a flapping link, not one per flap).
+const RESYNC_SETTLE: Duration = Duration::from_millis(300);
 
 /// How long a client that left still waits for its session to end.
 const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
@@ -77,7 +82,11 @@ impl Front {
         let mut shutdown = self.state.shutdown.subscribe();
         let mut link = self.node.link.status();
         let mut reconnects = link.borrow_and_update().reconnects;
+        // When to renew a relayed session after Redis came back; a link
+        // that flaps renews once it has been up for RESYNC_SETTLE.
+        let mut resync_at: Option<tokio::time::Instant> = None;
         loop {
+            let resync_due = resync_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
                 // This process exits (after a drain handed its rooms over).
@@ -116,13 +125,18 @@ impl Front {
                     }
                 }
                 _ = link.changed() => {
-                    let now = link.borrow_and_update().reconnects;
-                    if now != reconnects {
-                        reconnects = now;
-                        if self.attachment.is_remote() {
-                            if let Err(ending) = self.resync().await {
-                                return ending;
-                            }
+                    let status = *link.borrow_and_update();
+                    if status.reconnects != reconnects || resync_at.is_some() {
+                        reconnects = status.reconnects;
+                        resync_at = (status.state == LinkState::Up)
+                            .then(|| tokio::time::Instant::now() + RESYNC_SETTLE);
+                    }
+                }
+                _ = tokio::time::sleep_until(resync_due), if resync_at.is_some() => {
+                    resync_at = None;
+                    if self.attachment.is_remote() {
+                        if let Err(ending) = self.resync().await {
+                            return ending;
                         }
                     }
                 }
@@ -197,12 +211,26 @@ impl Front {
         let lost = self.attachment.host.clone();
         self.sent = Replay::default();
         let Some(identity) = self.identity.clone() else {
+            if self.attachment.is_remote() {
+                self.attachment.send(&self.node, ClientFrame::Gone).await;
+            }
             self.attachment = attach_local(&self.node, &self.state, None);
             return Ok(());
         };
         self.hops += 1;
         if self.hops > MAX_HOPS {
             return Err(unavailable("the room's node was lost; reconnect"));
+        }
+        // Only the stream broke (lost frames, a full queue, Redis came
+        // back): the room stays where it is, the client rejoins it there.
+        if self.node.is_live(&lost) {
+            tracing::info!(room = %identity.room, host = %lost, "relayed stream broken: rejoining on the same node");
+            // The old session may not know: it leaves, no ghost stays.
+            self.attachment.send(&self.node, ClientFrame::Gone).await;
+            if let Some(attachment) = self.attach(&lost, Some(identity.clone())).await {
+                self.attachment = attachment;
+                return Ok(());
+            }
         }
         tracing::info!(room = %identity.room, %lost, "room's node lost: rejoining elsewhere");
         self.node.counters.rehomed.fetch_add(1, Ordering::Relaxed);
@@ -221,20 +249,7 @@ impl Front {
     /// the same host (no map change, so no move), or elsewhere if that
     /// node is gone. The client gets `joined` and a new offer.
     async fn resync(&mut self) -> Result<(), Ending> {
-        let host = self.attachment.host.clone();
-        self.attachment.send(&self.node, ClientFrame::Gone).await;
-        self.sent = Replay::default();
-        let Some(identity) = self.identity.clone() else {
-            self.attachment = attach_local(&self.node, &self.state, None);
-            return Ok(());
-        };
-        tracing::info!(room = %identity.room, %host, "Redis came back: renewing the relayed session");
-        if self.node.is_live(&host) {
-            if let Some(attachment) = self.attach(&host, Some(identity)).await {
-                self.attachment = attachment;
-                return Ok(());
-            }
-        }
+        tracing::info!(host = %self.attachment.host, "Redis came back: renewing the relayed session");
         self.rehome().await
     }
 

@@ -354,17 +354,19 @@ impl ClusterNode {
         let mut settled_at = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            let now = tokio::time::Instant::now();
-            // Redis came back (maybe empty): other nodes need a heartbeat
-            // and a re-subscription to show up again. Until they have had
-            // the time, missing from the bus is no evidence of death.
-            if link.has_changed().unwrap_or(false) {
-                link.borrow_and_update();
-                settled_at = now + self.settings.node_timeout;
-            }
             let Ok(nodes) = self.registry.nodes().await else {
                 continue; // Redis is down: keep the last picture.
             };
+            let now = tokio::time::Instant::now();
+            // Redis came back (maybe empty, maybe after a hang that left
+            // every heartbeat stale, ours too): other nodes need a
+            // heartbeat and a re-subscription to show up again. Until they
+            // have had the time, stale or missing is no evidence of death.
+            let we_are_fresh = nodes.iter().any(|n| n.record.id == self.id && n.alive);
+            if link.has_changed().unwrap_or(false) || !we_are_fresh {
+                link.borrow_and_update();
+                settled_at = now + self.settings.node_timeout;
+            }
             let ids: Vec<String> = nodes
                 .iter()
                 .filter(|n| n.alive && n.record.id != self.id)
@@ -381,6 +383,9 @@ impl ClusterNode {
             }
             let settling = now < settled_at;
             let mut live = BTreeSet::from([self.id.clone()]);
+            if settling {
+                live.extend(self.live.borrow().iter().cloned());
+            }
             // A node missing from the registry altogether (not stale: gone,
             // as after a Redis restart before its next heartbeat) keeps its
             // place for a node timeout; a SIGKILLed node is still listed,

@@ -193,7 +193,7 @@ level = "info"
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("NOOM_TEST_NODE_LOGS").is_some() {
             eprintln!("--- log of node {} ---\n{}", self.id, self.log_text());
         }
         self.kill();
