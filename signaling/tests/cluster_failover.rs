@@ -35,25 +35,20 @@ async fn sigkill_of_a_rooms_node_heals() -> Result<()> {
                 nodes.push(NodeProcess::start(&redis.url(), id).await?);
             }
 
-            // Ann opens the room; it lands on the least-loaded node (the host).
-            let mut ann = TestClient::connect_url(&nodes[0].ws_url(), "ann").await?;
-            ann.join_with_media("r1", "Ann").await?;
+            // Carl opens the room through node-a; with idle nodes the room goes
+            // to the least-loaded one, ties by id: node-a hosts it.
+            let mut carl = TestClient::connect_url(&nodes[0].ws_url(), "carl").await?;
+            carl.join("r1", "Carl").await?;
             let host = host_of(&redis, "r1").context("r1 is placed")?;
-            let host_index = nodes.iter().position(|n| n.id == host).context("host")?;
-            let others: Vec<usize> = (0..3).filter(|i| *i != host_index).collect();
-            // Ann must reach the room through a node that survives: if she came
-            // in through the host, she moves over.
-            if host_index == 0 {
-                ann.leave().await?;
-                ann = TestClient::connect_url(&nodes[others[0]].ws_url(), "ann").await?;
-                ann.join_with_media("r1", "Ann").await?;
-            }
-            let (front_1, front_2) = (others[0], others[1]);
+            ensure!(host == "node-a", "r1 should go to node-a, went to {host}");
+            let host_index = 0;
+            let (front_1, front_2) = (1, 2);
+            // Ann and Bob reach the room through the nodes that survive; Carl
+            // and Dan hold their WebSockets on the host itself.
+            let mut ann = TestClient::connect_url(&nodes[front_1].ws_url(), "ann").await?;
+            ann.join_with_media("r1", "Ann").await?;
             let mut bob = TestClient::connect_url(&nodes[front_2].ws_url(), "bob").await?;
             bob.join_with_media("r1", "Bob").await?;
-            // Carl and Dan hold their WebSockets on the host itself.
-            let mut carl = TestClient::connect_url(&nodes[host_index].ws_url(), "carl").await?;
-            carl.join("r1", "Carl").await?;
             let mut dan = TestClient::connect_url(&nodes[host_index].ws_url(), "dan").await?;
             dan.join("r1", "Dan").await?;
             let ann_id = ann.id.clone().context("ann id")?;
@@ -163,17 +158,15 @@ async fn sigterm_drains_a_node_without_failing_a_request() -> Result<()> {
         for id in ["node-a", "node-b", "node-c"] {
             nodes.push(NodeProcess::start(&redis.url(), id).await?);
         }
-        // Bob opens the room through its host, so his WebSocket is on the
-        // node that will drain; Ann and Cat come through the two others.
+        // Bob opens the room through node-a, which hosts it: his WebSocket
+        // is on the node that will drain; Ann and Cat come through the two
+        // others.
         let mut bob = TestClient::connect_url(&nodes[0].ws_url(), "bob").await?;
         bob.join_with_media("r1", "Bob").await?;
         let host = host_of(&redis, "r1").context("r1 is placed")?;
-        let host_index = nodes.iter().position(|n| n.id == host).context("host")?;
-        if host_index != 0 {
-            bob.leave().await?;
-            bob = TestClient::connect_url(&nodes[host_index].ws_url(), "bob").await?;
-            bob.join_with_media("r1", "Bob").await?;
-        }
+        // Idle nodes: the room goes to the least loaded, ties by id.
+        ensure!(host == "node-a", "r1 should go to node-a, went to {host}");
+        let host_index = 0;
         let others: Vec<usize> = (0..3).filter(|i| *i != host_index).collect();
         let mut ann = TestClient::connect_url(&nodes[others[0]].ws_url(), "ann").await?;
         ann.join_with_media("r1", "Ann").await?;
@@ -239,6 +232,65 @@ async fn sigterm_drains_a_node_without_failing_a_request() -> Result<()> {
             bob_joined.participants
         );
         media_flows(&ann, &ann_joined.you, &bob, &bob_joined.you, MEDIA_TIMEOUT).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The room map drifts from what the nodes host (a release raced a join,
+/// or a partition let another node take the room): the node that hosts the
+/// room adopts it back when the map lost it, and hands its members over
+/// when the map names another live node, so every room ends with exactly
+/// one owner and its members together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_room_map_heals_itself() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline("room map healing", Duration::from_secs(90), async {
+        let redis = RedisServer::start().await;
+        let nodes = [
+            NodeProcess::start(&redis.url(), "node-a").await?,
+            NodeProcess::start(&redis.url(), "node-b").await?,
+        ];
+        let mut ann = TestClient::connect_url(&nodes[0].ws_url(), "ann").await?;
+        ann.join_with_media("r1", "Ann").await?;
+        let mut bob = TestClient::connect_url(&nodes[1].ws_url(), "bob").await?;
+        bob.join_with_media("r1", "Bob").await?;
+        let host = host_of(&redis, "r1").context("r1 is placed")?;
+        let other = if host == "node-a" { "node-b" } else { "node-a" };
+
+        // Unmapped: adopted back by its host, nobody moves.
+        redis.raw(&["HDEL", "noom:room_node", "r1"]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while host_of(&redis, "r1").as_deref() != Some(host.as_str()) {
+            ensure!(
+                Instant::now() < deadline,
+                "r1 was not adopted back by {host}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(
+            ann.history_where(|m| m["type"] == "joined" && m.get("req").is_none())
+                .is_empty(),
+            "an adoption must not move anyone"
+        );
+
+        // Mapped to the other live node: the members follow the map there.
+        let changed_at = Instant::now();
+        redis.raw(&["HSET", "noom:room_node", "r1", other]);
+        let ann_joined = ann
+            .follow_move(FAILOVER_LIMIT, MediaOptions::default())
+            .await?;
+        let bob_joined = bob
+            .follow_move(FAILOVER_LIMIT, MediaOptions::default())
+            .await?;
+        media_flows(&ann, &ann_joined.you, &bob, &bob_joined.you, FAILOVER_LIMIT).await?;
+        println!(
+            "MAP HEAL: members handed to the map's owner, media back in {:?}",
+            changed_at.elapsed()
+        );
+        ensure!(host_of(&redis, "r1").as_deref() == Some(other));
         Ok(())
     })
     .await

@@ -203,8 +203,9 @@ impl Drop for NodeProcess {
 
 /// Who hosts `room`, straight from Redis.
 pub fn host_of(redis: &RedisServer, room: &str) -> Option<String> {
-    let owner = redis.raw(&["HGET", "noom:room_node", room]);
-    (!owner.starts_with('$') && !owner.is_empty()).then_some(owner)
+    let script = "return redis.call('HGET', KEYS[1], ARGV[1]) or ''";
+    let owner = redis.raw(&["EVAL", script, "1", "noom:room_node", room]);
+    (!owner.is_empty()).then_some(owner)
 }
 
 /// Age of `node`'s heartbeat on Redis's clock, in ms.
