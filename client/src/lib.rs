@@ -21,6 +21,7 @@ pub mod data_channel;
 pub mod diagnostics;
 pub mod http;
 pub mod media_peer;
+mod media_route;
 pub mod media_state;
 pub mod peer_setup;
 mod receive;

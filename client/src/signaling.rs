@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::contract::{brief, expect_error, rooms_of, Joined};
-use crate::media_peer::{MediaPeer, Signal, Signals};
+use crate::media_peer::{MediaPeer, Signal};
+use crate::media_route::MediaRoute;
 use crate::media_state::{MediaHooks, MediaOptions};
 use crate::MSG_TIMEOUT;
 
@@ -37,10 +38,7 @@ pub struct Client {
     pending: VecDeque<Value>,
     history: Arc<Mutex<VecDeque<Value>>>,
     close_reason: Arc<Mutex<Option<String>>>,
-    media_route: Arc<Mutex<Option<mpsc::UnboundedSender<Signal>>>>,
-    /// Where the reader holds the signals that follow a move's `joined`
-    /// (for the new peer connection [`Client::follow_move`] makes).
-    moved_signals: Arc<Mutex<Option<Signals>>>,
+    media_route: Arc<Mutex<MediaRoute>>,
     pub(crate) media: Option<MediaPeer>,
     tasks: Vec<JoinHandle<()>>,
     next_req: u64,
@@ -67,9 +65,7 @@ impl Client {
         let (in_tx, in_rx) = mpsc::unbounded_channel::<Value>();
         let history = Arc::new(Mutex::new(VecDeque::new()));
         let close_reason = Arc::new(Mutex::new(None));
-        let media_route: Arc<Mutex<Option<mpsc::UnboundedSender<Signal>>>> =
-            Arc::new(Mutex::new(None));
-        let moved_signals: Arc<Mutex<Option<Signals>>> = Arc::new(Mutex::new(None));
+        let media_route = Arc::new(Mutex::new(MediaRoute::default()));
 
         let writer_label = label.to_owned();
         let writer = tokio::spawn(async move {
@@ -93,7 +89,6 @@ impl Client {
             let history = Arc::clone(&history);
             let close_reason = Arc::clone(&close_reason);
             let media_route = Arc::clone(&media_route);
-            let moved_signals = Arc::clone(&moved_signals);
             let pong_tx = out_tx.clone();
             tokio::spawn(async move {
                 let reason = loop {
@@ -138,29 +133,22 @@ impl Client {
                         }
                         history.push_back(v.clone());
                     }
-                    {
-                        let mut route = media_route.lock().unwrap();
-                        match v["type"].as_str() {
-                            // A `joined` while in a room (no `req`: not a
-                            // reply) is a move: what follows is for a new
-                            // peer connection, so it is held for it.
-                            Some("joined") if v.get("req").is_none() && route.is_some() => {
-                                let (tx, rx) = mpsc::unbounded_channel();
-                                *route = Some(tx.clone());
-                                *moved_signals.lock().unwrap() = Some((tx, rx));
+                    match v["type"].as_str() {
+                        Some("offer") => {
+                            if let Some(sdp) = v["sdp"].as_str() {
+                                let offer = Signal::Offer(sdp.to_owned());
+                                media_route.lock().unwrap().route(offer);
                             }
-                            Some("offer") => {
-                                if let (Some(tx), Some(sdp)) = (route.as_ref(), v["sdp"].as_str()) {
-                                    let _ = tx.send(Signal::Offer(sdp.to_owned()));
-                                }
-                            }
-                            Some("candidate") => {
-                                if let Some(tx) = route.as_ref() {
-                                    let _ = tx.send(Signal::Candidate(v["candidate"].clone()));
-                                }
-                            }
-                            _ => {}
                         }
+                        Some("candidate") => {
+                            let candidate = Signal::Candidate(v["candidate"].clone());
+                            media_route.lock().unwrap().route(candidate);
+                        }
+                        // A `joined` nobody asked for: the server moved us.
+                        Some("joined") if v.get("req").is_none() => {
+                            media_route.lock().unwrap().moved();
+                        }
+                        _ => {}
                     }
                     if in_tx.send(v).is_err() {
                         break "client dropped".to_owned();
@@ -179,7 +167,6 @@ impl Client {
             history,
             close_reason,
             media_route,
-            moved_signals,
             media: None,
             tasks: vec![reader, writer],
             next_req: 1,
@@ -446,53 +433,53 @@ impl Client {
             old.close().await;
         }
         let peer = MediaPeer::new(&self.label, self.out.clone(), opts, hooks).await?;
-        *self.media_route.lock().unwrap() = Some(peer.signal_tx.clone());
+        self.media_route
+            .lock()
+            .unwrap()
+            .attach(peer.signal_tx.clone());
         self.media = Some(peer);
         self.join(room, name).await
     }
 
-    /// Follows an operator's move (a `joined` push while in a room): awaits
-    /// it, closes the current peer connection and answers the offer that
-    /// follows with a new one made with `opts` (when the client had media),
-    /// as the contract's "Several nodes" section asks of every client.
-    /// Returns the new `joined`.
-    pub async fn follow_move(&mut self, opts: MediaOptions) -> Result<Joined> {
-        let joined = self.moved().await?;
+    /// The server moved this participant (several nodes: its room's node
+    /// was lost or drained, or an operator moved the room): awaits the
+    /// `joined` nobody asked for, then answers the offer that follows with
+    /// a new peer connection (new tracks and SSRCs), as the contract says.
+    /// Offers that arrived before this call were parked for the new peer.
+    pub async fn follow_move(&mut self, timeout: Duration, opts: MediaOptions) -> Result<Joined> {
+        let joined = self.moved(timeout).await?;
         self.media_after_move(opts).await?;
         Ok(joined)
     }
 
     /// The first half of [`Client::follow_move`]: awaits the move's `joined`
-    /// (the server's offer that follows is held back for the new peer).
-    pub async fn moved(&mut self) -> Result<Joined> {
-        let v = self
-            .recv_where("a `joined` push (a move)", MSG_TIMEOUT, |m| {
+    /// (what the server sends after it is parked for the new peer).
+    pub async fn moved(&mut self, timeout: Duration) -> Result<Joined> {
+        let joined = self
+            .recv_where("a `joined` without req (moved)", timeout, |m| {
                 m["type"] == "joined" && m.get("req").is_none()
             })
             .await?;
-        let joined = Joined::from_json(&v).with_context(|| format!("{}: moved", self.label))?;
+        let joined = Joined::from_json(&joined)
+            .with_context(|| format!("{}: the `joined` of a move", self.label))?;
         self.id = Some(joined.you.clone());
         Ok(joined)
     }
 
     /// The second half of [`Client::follow_move`]: replaces the peer
-    /// connection, which then answers the offer held since the `joined`.
+    /// connection (when the client had media), which then answers the
+    /// parked offer.
     pub async fn media_after_move(&mut self, opts: MediaOptions) -> Result<()> {
-        let held = self.moved_signals.lock().unwrap().take();
-        let Some(signals) = held else {
+        let Some(mut old) = self.media.take() else {
             return Ok(()); // No media before the move: none after.
         };
-        if let Some(mut old) = self.media.take() {
-            old.close().await;
-        }
-        let peer = MediaPeer::with_signals(
-            &self.label,
-            self.out.clone(),
-            opts,
-            MediaHooks::default(),
-            signals,
-        )
-        .await?;
+        old.close().await;
+        let peer =
+            MediaPeer::new(&self.label, self.out.clone(), opts, MediaHooks::default()).await?;
+        self.media_route
+            .lock()
+            .unwrap()
+            .attach(peer.signal_tx.clone());
         self.media = Some(peer);
         Ok(())
     }
@@ -504,14 +491,14 @@ impl Client {
         self.request_ok(json!({"type": "leave"}))
             .await
             .with_context(|| format!("{}: leave", self.label))?;
-        *self.media_route.lock().unwrap() = None;
+        self.media_route.lock().unwrap().detach();
         self.id = None;
         Ok(())
     }
 
     /// Closes the peer connection and the WebSocket.
     pub async fn close(mut self) {
-        *self.media_route.lock().unwrap() = None;
+        self.media_route.lock().unwrap().detach();
         if let Some(mut m) = self.media.take() {
             m.close().await;
         }
@@ -529,7 +516,7 @@ impl Client {
 
     /// Closes the peer connection only; the WebSocket stays.
     pub async fn close_media(&mut self) {
-        *self.media_route.lock().unwrap() = None;
+        self.media_route.lock().unwrap().detach();
         if let Some(mut m) = self.media.take() {
             m.close().await;
         }
@@ -543,16 +530,15 @@ impl Client {
         let peer =
             MediaPeer::new(&self.label, self.out.clone(), opts, MediaHooks::default()).await?;
         // Route first: the fresh offer may follow the `ok` at once.
-        let old_route = self
-            .media_route
-            .lock()
-            .unwrap()
-            .replace(peer.signal_tx.clone());
-        if old_route.is_none() {
-            bail!(
-                "{}: restart_media without a joined peer connection",
-                self.label
-            );
+        {
+            let mut route = self.media_route.lock().unwrap();
+            if !route.is_attached() {
+                bail!(
+                    "{}: restart_media without a joined peer connection",
+                    self.label
+                );
+            }
+            route.attach(peer.signal_tx.clone());
         }
         if let Some(mut old) = self.media.replace(peer) {
             old.close().await;

@@ -50,8 +50,9 @@ impl Rooms for ClusterRooms {
     }
 
     async fn join(&self, request: JoinRequest) -> Result<Joined, JoinError> {
-        // A room with members here is ours: no Redis on that path.
-        if !self.local.hosts(&request.room) {
+        // A room with members here is ours: no Redis on that path, unless
+        // this node is draining (its rooms are moving away).
+        if self.node.is_draining() || !self.local.hosts(&request.room) {
             let claim = self.node.placement.claim(&request.room).await;
             let owner = match claim {
                 Ok(claim) => claim.owner().to_owned(),

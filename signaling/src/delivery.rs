@@ -18,16 +18,25 @@ pub enum OperatorAction {
     /// Leave the current room and enter `room` with the same name and mute
     /// state (see [`Rooms::follow_move`](crate::rooms::Rooms::follow_move)).
     MoveTo { room: String },
+    /// Several nodes: the participant's room now lives on `node` (this
+    /// node drains, or the room map names another owner): leave here and
+    /// hand the client over, rejoining there with the same identity.
+    Rehome { node: String },
 }
 
 impl OperatorAction {
     /// Whether this action takes the slot from `pending`: a kick overrides
-    /// a move not yet made (the member leaves anyway), nothing overrides a
+    /// a move or re-homing not yet made (the member leaves anyway), a
+    /// re-homing (its node is going) overrides a move, nothing overrides a
     /// kick, and a member is never asked to make two moves at once.
     fn overrides(&self, pending: Option<&OperatorAction>) -> bool {
         match (pending, self) {
             (None, _) => true,
-            (Some(OperatorAction::MoveTo { .. }), OperatorAction::Kick { .. }) => true,
+            (
+                Some(OperatorAction::MoveTo { .. }),
+                OperatorAction::Kick { .. } | OperatorAction::Rehome { .. },
+            ) => true,
+            (Some(OperatorAction::Rehome { .. }), OperatorAction::Kick { .. }) => true,
             (Some(_), _) => false,
         }
     }

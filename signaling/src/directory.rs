@@ -410,6 +410,20 @@ impl Directory {
         Some(room.members.len())
     }
 
+    /// Several nodes: asks every member's session to continue on `node`
+    /// (the room moved there); returns how many were asked.
+    pub fn rehome_room(&self, room_name: &str, node: &str) -> usize {
+        let Some(room) = self.rooms.get(room_name) else {
+            return 0;
+        };
+        for member in &room.members {
+            member.delivery.act(OperatorAction::Rehome {
+                node: node.to_owned(),
+            });
+        }
+        room.members.len()
+    }
+
     /// Sends `text` to everyone connected (lobby included), or to one room.
     /// Returns the number of connections reached.
     pub fn announce(&self, text: &str, room_name: Option<&str>, ts: u64) -> Option<usize> {

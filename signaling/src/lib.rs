@@ -58,6 +58,8 @@ pub struct AppState {
 pub struct Server {
     http_addr: SocketAddr,
     state: Arc<AppState>,
+    /// This node's own rooms (a drain moves them away).
+    local: Arc<LocalRooms>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -150,7 +152,7 @@ impl Server {
             config,
         });
         if let Some((node, envelopes)) = cluster {
-            node.run(state.clone(), local, envelopes);
+            node.run(state.clone(), local.clone(), envelopes);
         }
         let app = Router::new()
             .route("/ws", get(ws_upgrade))
@@ -185,6 +187,7 @@ impl Server {
         Ok(Server {
             http_addr,
             state,
+            local,
             task,
         })
     }
@@ -203,10 +206,23 @@ impl Server {
             .collect()
     }
 
+    /// Several nodes: hands this node's rooms and their members over to
+    /// other nodes (they get `joined` and a new offer) and leaves the
+    /// cluster, within `limit`; call before [`Server::shutdown`]. Does
+    /// nothing on a single node. Returns what it did, for the log.
+    pub async fn drain(&self, limit: Duration) -> Option<cluster::healing::Drained> {
+        let node = self.state.cluster.as_ref()?;
+        Some(cluster::healing::drain(node, &self.local, limit).await)
+    }
+
     /// Tells clients, closes WebSockets and peer connections, and stops.
     pub async fn shutdown(self) {
         let _ = self.state.shutdown.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if let Some(node) = &self.state.cluster {
+            // Let every WebSocket hear its last word before the exit.
+            node.fronts_closed(Duration::from_secs(3)).await;
+        }
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.media.shutdown()).await;
     }

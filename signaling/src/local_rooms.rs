@@ -60,6 +60,12 @@ impl LocalRooms {
         self.directory().rooms().any(|(name, _)| name == room)
     }
 
+    /// Several nodes: hands every member of `room` over to `node`, where
+    /// the room map now puts it. Returns how many members were asked.
+    pub fn rehome_room(&self, room: &str, node: &str) -> usize {
+        self.directory().rehome_room(room, node)
+    }
+
     fn directory(&self) -> MutexGuard<'_, Directory> {
         self.directory
             .lock()

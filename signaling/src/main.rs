@@ -56,6 +56,10 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// How long a clustered node may take to hand its rooms over on SIGTERM
+/// before it shuts down regardless (orchestrators usually allow 30 s).
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -104,6 +108,15 @@ async fn main() -> std::process::ExitCode {
         }
     };
     wait_for_signal().await;
+    let started = std::time::Instant::now();
+    if let Some(drained) = server.drain(DRAIN_LIMIT).await {
+        tracing::info!(
+            rooms_moved = drained.rooms_moved,
+            left_behind = drained.left_behind,
+            ms = started.elapsed().as_millis() as u64,
+            "drained: rooms handed over to other nodes"
+        );
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     std::process::ExitCode::SUCCESS

@@ -281,6 +281,7 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
                     break Ending::LastWord { text: serde_json::json!({"type": "kicked", "reason": reason}).to_string() };
                 }
                 OperatorAction::MoveTo { room } => session.on_move(room).await,
+                OperatorAction::Rehome { node } => break session.rehome_ending(node),
             },
             _ = shutdown.recv() => {
                 break Ending::LastWord { text: serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string() };
@@ -694,6 +695,28 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// The session continues on `node`, rejoining the participant's room
+    /// there with its identity. A session that left its room meanwhile
+    /// goes on in `node`'s lobby, which lists the same rooms (the action
+    /// cannot be taken back, and every node serves any client).
+    fn rehome_ending(&self, node: String) -> Ending {
+        let identity = self
+            .identity
+            .as_ref()
+            .and_then(|watcher| watcher.borrow().clone());
+        let room = identity
+            .as_ref()
+            .map(|i| i.room.clone())
+            .unwrap_or_default();
+        tracing::info!(conn = self.conn, %room, %node, "handing the client over to another node");
+        Ending::Handoff(Handoff {
+            node,
+            room,
+            processed: self.frames_taken,
+            rejoin: identity,
+        })
     }
 
     /// Makes the participant a member of `identity.room` and starts its media.

@@ -82,8 +82,12 @@ async fn a_moved_room_joins_the_destination_with_media_and_chat() -> Result<()> 
             "move reply: {reply}"
         );
 
-        let j1 = a1.follow_move(MediaOptions::default()).await?;
-        let j2 = a2.follow_move(MediaOptions::default()).await?;
+        let j1 = a1
+            .follow_move(support::MSG_TIMEOUT, MediaOptions::default())
+            .await?;
+        let j2 = a2
+            .follow_move(support::MSG_TIMEOUT, MediaOptions::default())
+            .await?;
         for (c, j, old) in [(&a1, &j1, &a1_old), (&a2, &j2, &a2_old)] {
             ensure!(j.room == "b", "{}: joined {:?}", c.label, j.room);
             ensure!(&j.you != old, "{}: kept its old id {old}", c.label);
@@ -323,7 +327,9 @@ async fn a_refused_move_changes_nothing() -> Result<()> {
         ensure!(reply["moved"] == 2, "{reply}");
         let mut arrived = BTreeSet::new();
         for c in clients.iter_mut().take(2) {
-            let j = c.follow_move(MediaOptions::default()).await?;
+            let j = c
+                .follow_move(support::MSG_TIMEOUT, MediaOptions::default())
+                .await?;
             ensure!(j.room == "c", "{}: {:?}", c.label, j.room);
             arrived.insert(j.you);
         }
@@ -363,7 +369,7 @@ async fn an_answer_from_the_replaced_peer_connection_is_refused() -> Result<()> 
         let stale = a1.take_held_answer(MEDIA_TIMEOUT).await?;
 
         post_ok(addr, "/api/rooms/a/move", json!({"to": "b"})).await?;
-        let joined = a1.moved().await?;
+        let joined = a1.moved(support::MSG_TIMEOUT).await?;
         // The server's new offer is outstanding (the new peer connection
         // does not exist yet): the stale answer must not be taken for it.
         let reply = a1

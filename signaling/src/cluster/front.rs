@@ -10,6 +10,7 @@
 //! participant's identity (to rejoin it elsewhere).
 
 use super::host::{self, FrontSink};
+use super::link::LinkState;
 use super::node::{ClusterNode, EndKind, StreamEnd, STREAM_QUEUE};
 use super::placement::Move;
 use super::relay::{RelayReceiver, RelaySender};
@@ -36,6 +37,10 @@ const REPLAY_FRAMES: usize = 256;
 /// changing under us faster than we follow; the client reconnects instead.
 const MAX_HOPS: u32 = 6;
 
+/// How long Redis must stay up again before relayed sessions are renewed
+/// (one renewal for a flapping link, not one per flap).
+const RESYNC_SETTLE: Duration = Duration::from_millis(300);
+
 /// How long a client that left still waits for its session to end.
 const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
 
@@ -44,6 +49,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, node: Arc<ClusterNode>
     // Counted where the WebSocket is, wherever its session runs.
     state.metrics.ws_connections.inc();
     let metrics_state = state.clone();
+    let _counted = node.front_guard();
     let (mut ws_tx, ws_rx) = socket.split();
     let mut client = session::ws_frames(ws_rx);
     let attachment = attach_local(&node, &state, None);
@@ -84,9 +90,24 @@ impl Front {
         ws_tx: &mut WsSink,
     ) -> Ending {
         let mut live = self.node.live();
+        let mut shutdown = self.state.shutdown.subscribe();
+        let mut link = self.node.link.status();
+        let mut reconnects = link.borrow_and_update().reconnects;
+        // When to renew a relayed session after Redis came back; a link
+        // that flaps renews once it has been up for RESYNC_SETTLE.
+        let mut resync_at: Option<tokio::time::Instant> = None;
         loop {
+            let resync_due = resync_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
+                // This process exits (after a drain handed its rooms over).
+                // A session here says goodbye itself (`shutdown`); one on
+                // another node ends as if the client had left, and the
+                // client is told to reconnect at once (1012).
+                _ = shutdown.recv(), if self.attachment.is_remote() => {
+                    self.goodbye().await;
+                    return Ending::Close { code: 1012, reason: "service restart: reconnect".into() };
+                }
                 event = self.attachment.events.recv() => match event {
                     Some(ToFront::Text { text }) => {
                         self.hops = 0;
@@ -110,6 +131,22 @@ impl Front {
                     let host = self.attachment.host.clone();
                     if host != self.node.id && !self.node.is_live(&host) {
                         if let Err(ending) = self.rehome().await {
+                            return ending;
+                        }
+                    }
+                }
+                _ = link.changed() => {
+                    let status = *link.borrow_and_update();
+                    if status.reconnects != reconnects || resync_at.is_some() {
+                        reconnects = status.reconnects;
+                        resync_at = (status.state == LinkState::Up)
+                            .then(|| tokio::time::Instant::now() + RESYNC_SETTLE);
+                    }
+                }
+                _ = tokio::time::sleep_until(resync_due), if resync_at.is_some() => {
+                    resync_at = None;
+                    if self.attachment.is_remote() {
+                        if let Err(ending) = self.resync().await {
                             return ending;
                         }
                     }
@@ -179,6 +216,10 @@ impl Front {
             .ok_or_else(|| unavailable("lost track of the session; reconnect"))?;
         let attachment = match self.attach(&handoff.node, handoff.rejoin.clone()).await {
             Some(attachment) => attachment,
+            // A client in the lobby goes on in this node's lobby.
+            None if handoff.rejoin.is_none() && handoff.room.is_empty() => {
+                attach_local(&self.node, &self.state, None)
+            }
             None => {
                 // The room's node is gone already: find it a new one.
                 let home = self.new_home(&handoff.room, &handoff.node).await?;
@@ -203,12 +244,26 @@ impl Front {
         let lost = self.attachment.host.clone();
         self.sent = Replay::default();
         let Some(identity) = self.identity.clone() else {
+            if self.attachment.is_remote() {
+                self.attachment.send(&self.node, ClientFrame::Gone).await;
+            }
             self.attachment = attach_local(&self.node, &self.state, None);
             return Ok(());
         };
         self.hops += 1;
         if self.hops > MAX_HOPS {
             return Err(unavailable("the room's node was lost; reconnect"));
+        }
+        // Only the stream broke (lost frames, a full queue, Redis came
+        // back): the room stays where it is, the client rejoins it there.
+        if self.node.is_live(&lost) {
+            tracing::info!(room = %identity.room, host = %lost, "relayed stream broken: rejoining on the same node");
+            // The old session may not know: it leaves, no ghost stays.
+            self.attachment.send(&self.node, ClientFrame::Gone).await;
+            if let Some(attachment) = self.attach(&lost, Some(identity.clone())).await {
+                self.attachment = attachment;
+                return Ok(());
+            }
         }
         tracing::info!(room = %identity.room, %lost, "room's node lost: rejoining elsewhere");
         self.node.counters.rehomed.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +273,17 @@ impl Front {
             .await
             .ok_or_else(|| unavailable("no node can host the room now; reconnect"))?;
         Ok(())
+    }
+
+    /// Redis was lost and came back: frames of the relayed stream may have
+    /// been lost with it (pub/sub does not queue), and the host ends a
+    /// session it could not write to. So the stream is replaced: the old
+    /// session is told the client left, and a new one rejoins the room on
+    /// the same host (no map change, so no move), or elsewhere if that
+    /// node is gone. The client gets `joined` and a new offer.
+    async fn resync(&mut self) -> Result<(), Ending> {
+        tracing::info!(host = %self.attachment.host, "Redis came back: renewing the relayed session");
+        self.rehome().await
     }
 
     /// A live node for `room`, taking it from `lost` (compare-and-set: the

@@ -9,6 +9,7 @@
 pub mod ask;
 pub mod bus;
 pub mod front;
+pub mod healing;
 pub(crate) mod host;
 pub mod keys;
 pub mod link;

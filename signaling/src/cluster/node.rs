@@ -16,7 +16,7 @@ use crate::local_rooms::LocalRooms;
 use crate::session::ClientFrame;
 use crate::AppState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -54,6 +54,17 @@ pub struct ClusterCounters {
     pub stray_frames: AtomicU64,
     /// Participants rejoined on a new node after theirs was lost.
     pub rehomed: AtomicU64,
+    /// Rooms hosted here that the map had lost and this node adopted back.
+    pub adopted: AtomicU64,
+}
+
+/// Keeps a fronted WebSocket counted while it lives.
+pub(crate) struct FrontGuard(Arc<ClusterNode>);
+
+impl Drop for FrontGuard {
+    fn drop(&mut self) {
+        self.0.fronts.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// One end of a relayed connection that lives on this node.
@@ -89,6 +100,10 @@ pub struct ClusterNode {
     /// Another node's room list changed.
     remote_rooms_changed: Notify,
     next_stream: AtomicU64,
+    /// Set by a drain: take no new rooms, not even ones with members here.
+    pub(crate) draining: AtomicBool,
+    /// WebSockets this node fronts (a shutdown waits for their goodbyes).
+    fronts: watch::Sender<usize>,
     pub counters: ClusterCounters,
     /// Questions to other nodes in flight (operators; see `ask`).
     pub asks: super::ask::Asks,
@@ -148,6 +163,8 @@ impl ClusterNode {
             live,
             remote_rooms_changed: Notify::new(),
             next_stream: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            fronts: watch::Sender::new(0),
             counters: ClusterCounters::default(),
             asks: super::ask::Asks::default(),
         });
@@ -187,12 +204,30 @@ impl ClusterNode {
         let changed = Arc::new(Notify::new());
         local.watch_changes(changed.clone());
         tokio::spawn(self.clone().sync_rooms(local.clone(), changed));
+        tokio::spawn(super::healing::keep_ownership(self.clone(), local.clone()));
         tokio::spawn(self.clone().publish_load(state, local));
     }
 
     /// Whether Redis answers (readiness).
     pub fn redis_up(&self) -> bool {
         self.link.is_up()
+    }
+
+    /// Counts a fronted WebSocket until the guard drops.
+    pub(crate) fn front_guard(self: &Arc<Self>) -> FrontGuard {
+        self.fronts.send_modify(|n| *n += 1);
+        FrontGuard(self.clone())
+    }
+
+    /// Waits (at most `limit`) until every fronted WebSocket has closed.
+    pub async fn fronts_closed(&self, limit: Duration) {
+        let mut fronts = self.fronts.subscribe();
+        let _ = tokio::time::timeout(limit, fronts.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Whether this node is handing its rooms off before it exits.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -322,21 +357,61 @@ impl ClusterNode {
         let mut tick = tokio::time::interval(self.settings.heartbeat.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silent: HashMap<String, u32> = HashMap::new();
+        let mut absent: HashMap<String, tokio::time::Instant> = HashMap::new();
+        let mut link = self.link.status();
+        let mut settled_at = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let Ok(nodes) = self.registry.nodes().await else {
                 continue; // Redis is down: keep the last picture.
             };
+            let now = tokio::time::Instant::now();
+            // Redis came back (maybe empty, maybe after a hang that left
+            // every heartbeat stale, ours too): other nodes need a
+            // heartbeat and a re-subscription to show up again. Until they
+            // have had the time, stale or missing is no evidence of death.
+            let we_are_fresh = nodes.iter().any(|n| n.record.id == self.id && n.alive);
+            if link.has_changed().unwrap_or(false) || !we_are_fresh {
+                link.borrow_and_update();
+                settled_at = now + self.settings.node_timeout;
+            }
             let ids: Vec<String> = nodes
                 .iter()
                 .filter(|n| n.alive && n.record.id != self.id)
                 .map(|n| n.record.id.clone())
                 .collect();
-            let subscribed = self.subscriber_counts(&ids).await;
+            // Our own channel is asked too: if even we are not subscribed,
+            // Redis lost its subscriptions (a restart) and everyone is
+            // re-subscribing.
+            let mut asked = vec![self.id.clone()];
+            asked.extend(ids.iter().cloned());
+            let mut subscribed = self.subscriber_counts(&asked).await.into_iter();
+            if subscribed.next().flatten() == Some(0) {
+                settled_at = now + self.settings.node_timeout;
+            }
+            let settling = now < settled_at;
             let mut live = BTreeSet::from([self.id.clone()]);
+            if settling {
+                live.extend(self.live.borrow().iter().cloned());
+            }
+            // A node missing from the registry altogether (not stale: gone,
+            // as after a Redis restart before its next heartbeat) keeps its
+            // place for a node timeout; a SIGKILLed node is still listed,
+            // with a stale heartbeat or no subscriber, and goes at once.
+            for id in self.live.borrow().iter() {
+                if nodes.iter().any(|n| n.record.id == *id) {
+                    absent.remove(id);
+                } else if *id != self.id {
+                    let since = *absent.entry(id.clone()).or_insert(now);
+                    if now < since + self.settings.node_timeout {
+                        live.insert(id.clone());
+                    }
+                }
+            }
+            absent.retain(|id, _| self.live.borrow().contains(id));
             for (id, subscribers) in ids.iter().zip(subscribed) {
                 let quiet = silent.entry(id.clone()).or_default();
-                *quiet = if subscribers == Some(0) {
+                *quiet = if subscribers == Some(0) && !settling {
                     *quiet + 1
                 } else {
                     0

@@ -102,10 +102,25 @@ if redis.call('HINCRBY', KEYS[2], owner, -1) <= 0 then redis.call('HDEL', KEYS[2
 return 1
 "#;
 
+/// ARGV[2] = room, ARGV[3] = this node. Maps the room to this node if no
+/// live node owns it (Redis restarted empty, a release raced a join, or
+/// the owner died). Returns {owner, how}: 0 = already ours, 1 = adopted,
+/// 2 = another live node owns it.
+const ADOPT: &str = r#"
+local room, me = ARGV[2], ARGV[3]
+local current = redis.call('HGET', KEYS[1], room)
+if current == me then return {me, 0} end
+if current and alive(current, false) then return {current, 2} end
+assign(room, current or nil, me)
+return {me, 1}
+"#;
+
 static CLAIM_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(&format!("{PRELUDE}{CLAIM}")));
 static MOVE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(&format!("{PRELUDE}{MOVE}")));
+static ADOPT_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(&format!("{PRELUDE}{ADOPT}")));
 static RELEASE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(&format!("{PRELUDE}{RELEASE}")));
 
@@ -151,6 +166,17 @@ pub enum Move {
     NotOwner {
         owner: Option<String>,
     },
+}
+
+/// How an adoption ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// The map already named this node.
+    Ours,
+    /// The room had no live owner; it is this node's now.
+    Adopted,
+    /// Another live node owns the room.
+    Elsewhere { owner: String },
 }
 
 /// The room map, through one link.
@@ -220,6 +246,20 @@ impl Placement {
         }
     }
 
+    /// Maps `room` to `me` unless another live node owns it: a node keeps
+    /// the map true to the rooms it actually hosts.
+    pub async fn adopt(&self, room: &str, me: &str) -> Result<Adoption, PlacementError> {
+        let mut invocation = self.invocation(&ADOPT_SCRIPT);
+        invocation.arg(room).arg(me);
+        let (owner, how): (String, i64) = self.link.script("adopt room", &invocation).await?;
+        match how {
+            0 => Ok(Adoption::Ours),
+            1 => Ok(Adoption::Adopted),
+            2 => Ok(Adoption::Elsewhere { owner }),
+            other => Err(PlacementError::BadReply(format!("adopt returned {other}"))),
+        }
+    }
+
     /// Forgets the room when it ends; only its owner may. Returns whether
     /// the map named `owner`.
     pub async fn release(&self, room: &str, owner: &str) -> Result<bool, PlacementError> {
@@ -236,6 +276,20 @@ impl Placement {
             .query(
                 "owner of room",
                 redis::cmd("HGET").arg(self.keys.room_node()).arg(room),
+            )
+            .await?)
+    }
+
+    /// The current owners of `rooms`, in order, in one command.
+    pub async fn owners_of(&self, rooms: &[String]) -> Result<Vec<Option<String>>, PlacementError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .link
+            .query(
+                "owners of rooms",
+                redis::cmd("HMGET").arg(self.keys.room_node()).arg(rooms),
             )
             .await?)
     }

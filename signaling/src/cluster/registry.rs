@@ -262,6 +262,12 @@ impl Registry {
 
     /// Stops the heartbeat and removes the record if it is still ours.
     pub async fn deregister(self) -> Result<bool, RegistryError> {
+        self.withdraw().await
+    }
+
+    /// [`Registry::deregister`] for a registry that stays shared (a node
+    /// leaving at the end of a drain): no heartbeat follows.
+    pub async fn withdraw(&self) -> Result<bool, RegistryError> {
         self.heartbeat.abort();
         let record = self.record();
         let removed: i64 = self
