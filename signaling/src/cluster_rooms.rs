@@ -12,8 +12,9 @@
 //! The admin API reaches the whole cluster through `cluster::operators`,
 //! which uses them here and asks the room's node otherwise.
 
+use crate::cluster::ask::{Answer, Question};
 use crate::cluster::node::ClusterNode;
-use crate::cluster::placement::{Claim, PlacementError};
+use crate::cluster::placement::PlacementError;
 use crate::delivery::Delivery;
 use crate::local_rooms::LocalRooms;
 use crate::protocol::{ErrorCode, Refusal, RoomInfo};
@@ -23,6 +24,9 @@ use crate::rooms::{
 };
 use async_trait::async_trait;
 use std::sync::Arc;
+
+/// How long an operator's move waits for the node hosting the room.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct ClusterRooms {
     local: Arc<LocalRooms>,
@@ -110,37 +114,51 @@ impl Rooms for ClusterRooms {
         self.local.kick(room, participant, reason).await
     }
 
-    /// Within this node: both rooms here, or the destination new and placed
-    /// here. Moving into a room another node hosts is not built yet.
+    /// On the node hosting `from` (asked over the bus when that is another
+    /// node). Into a room this node hosts, or a new one placed here: the
+    /// single-node move (checked as a whole, seats held). Into a room
+    /// another node hosts (or places): every member's session is handed
+    /// over to that node with its identity, rejoining in `to` there; the
+    /// destination's size limit is then checked per arrival, so a member
+    /// who finds it full is told so and stays in that node's lobby.
     async fn move_room(&self, from: &str, to: &str) -> Result<usize, MoveError> {
+        if from == to {
+            return Err(MoveError::SameRoom);
+        }
+        let unavailable = |err: &dyn std::fmt::Display| MoveError::Unavailable(err.to_string());
         if !self.local.hosts(from) {
-            return match self.node.placement.owner_of(from).await {
-                Ok(None) => Err(MoveError::NoSuchRoom),
-                Ok(Some(owner)) => Err(MoveError::Unavailable(format!(
-                    "room {from:?} lives on node {owner}; ask that node"
+            let owner = self.node.placement.owner_of(from).await;
+            let owner = match owner.map_err(|e| unavailable(&e))? {
+                Some(owner) if owner != self.node.id => owner,
+                _ => return Err(MoveError::NoSuchRoom),
+            };
+            let question = Question::MoveRoom {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            };
+            return match self.node.ask(&owner, question, ASK_TIMEOUT).await {
+                Ok(Answer::Moved { result }) => result,
+                Ok(other) => Err(MoveError::Unavailable(format!(
+                    "node {owner} gave an unexpected answer: {other:?}"
                 ))),
-                Err(err) => Err(MoveError::Unavailable(err.to_string())),
+                Err(err) => Err(MoveError::Unavailable(format!(
+                    "node {owner} hosting {from:?} did not answer: {err}"
+                ))),
             };
         }
-        if from != to && !self.local.hosts(to) {
-            let owner = self
-                .node
-                .placement
-                .claim(to)
-                .await
-                .map_err(|err| MoveError::Unavailable(err.to_string()))?;
-            if owner.owner() != self.node.id {
-                if let Claim::Placed { owner } = &owner {
-                    // Placed just now by this check: undo it.
-                    let _ = self.node.placement.release(to, owner).await;
-                }
-                return Err(MoveError::Unavailable(format!(
-                    "room {to:?} lives on node {}; moving between nodes is not available yet",
-                    owner.owner()
-                )));
-            }
+        if self.local.hosts(to) {
+            return self.local.move_room(from, to).await;
         }
-        self.local.move_room(from, to).await
+        let claim = self
+            .node
+            .placement
+            .claim(to)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if claim.owner() == self.node.id {
+            return self.local.move_room(from, to).await;
+        }
+        Ok(self.local.rehome_room(from, claim.owner(), Some(to)))
     }
 
     async fn follow_move(&self, request: MoveRequest) -> Result<Arrived, Refusal> {

@@ -20,8 +20,9 @@ pub enum OperatorAction {
     MoveTo { room: String },
     /// Several nodes: the participant's room now lives on `node` (this
     /// node drains, or the room map names another owner): leave here and
-    /// hand the client over, rejoining there with the same identity.
-    Rehome { node: String },
+    /// hand the client over, rejoining there with the same identity — in
+    /// room `into` when set (an operator's move into a room on `node`).
+    Rehome { node: String, into: Option<String> },
 }
 
 impl OperatorAction {

@@ -411,14 +411,16 @@ impl Directory {
     }
 
     /// Several nodes: asks every member's session to continue on `node`
-    /// (the room moved there); returns how many were asked.
-    pub fn rehome_room(&self, room_name: &str, node: &str) -> usize {
+    /// (the room moved there), in room `into` if given (an operator's move
+    /// into a room `node` hosts); returns how many were asked.
+    pub fn rehome_room(&self, room_name: &str, node: &str, into: Option<&str>) -> usize {
         let Some(room) = self.rooms.get(room_name) else {
             return 0;
         };
         for member in &room.members {
             member.delivery.act(OperatorAction::Rehome {
                 node: node.to_owned(),
+                into: into.map(str::to_owned),
             });
         }
         room.members.len()

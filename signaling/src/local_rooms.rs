@@ -62,8 +62,8 @@ impl LocalRooms {
 
     /// Several nodes: hands every member of `room` over to `node`, where
     /// the room map now puts it. Returns how many members were asked.
-    pub fn rehome_room(&self, room: &str, node: &str) -> usize {
-        self.directory().rehome_room(room, node)
+    pub fn rehome_room(&self, room: &str, node: &str, into: Option<&str>) -> usize {
+        self.directory().rehome_room(room, node, into)
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {

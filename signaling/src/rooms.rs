@@ -127,8 +127,10 @@ pub struct RoomOverview {
     pub participants: Vec<ParticipantInfo>,
 }
 
-/// Why an operator's move did not happen (nobody was moved).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an operator's move did not happen (nobody was moved). It crosses
+/// the bus when the room lives on another node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MoveError {
     NoSuchRoom,
     SameRoom,

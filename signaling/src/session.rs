@@ -281,7 +281,7 @@ async fn serve(port: Port, state: Arc<AppState>, conn: u64) {
                     break Ending::LastWord { text: serde_json::json!({"type": "kicked", "reason": reason}).to_string() };
                 }
                 OperatorAction::MoveTo { room } => session.on_move(room).await,
-                OperatorAction::Rehome { node } => break session.rehome_ending(node),
+                OperatorAction::Rehome { node, into } => break session.rehome_ending(node, into),
             },
             _ = shutdown.recv() => {
                 break Ending::LastWord { text: serde_json::json!({"type": "shutdown", "message": "the server is shutting down"}).to_string() };
@@ -701,11 +701,14 @@ impl Session {
     /// there with its identity. A session that left its room meanwhile
     /// goes on in `node`'s lobby, which lists the same rooms (the action
     /// cannot be taken back, and every node serves any client).
-    fn rehome_ending(&self, node: String) -> Ending {
-        let identity = self
+    fn rehome_ending(&self, node: String, into: Option<String>) -> Ending {
+        let mut identity = self
             .identity
             .as_ref()
             .and_then(|watcher| watcher.borrow().clone());
+        if let (Some(identity), Some(into)) = (identity.as_mut(), into) {
+            identity.room = into;
+        }
         let room = identity
             .as_ref()
             .map(|i| i.room.clone())

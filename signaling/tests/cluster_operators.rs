@@ -585,3 +585,79 @@ async fn metrics_show_the_cluster_and_count_garbage() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_moves_into_a_room_on_another_node_from_any_node() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline("move across nodes", Duration::from_secs(90), async {
+        use support::{MediaKind, MediaOptions, MEDIA_TIMEOUT};
+        let redis = RedisServer::start().await;
+        let a = node(&redis, "node-a").await?;
+        let b = node(&redis, "node-b").await?;
+        let mut ann = TestClient::connect(a.http_addr(), "ann@a").await?;
+        ann.join_with_media("standup", "Ann").await?;
+        let mut bea = TestClient::connect(b.http_addr(), "bea@b").await?;
+        let bea_joined = bea.join_with_media("retro", "Bea").await?;
+        // Established calls (a move during a client's very first
+        // offer/answer exchange can cross it: a known limitation).
+        ann.wait_connected(MEDIA_TIMEOUT).await?;
+        bea.wait_connected(MEDIA_TIMEOUT).await?;
+        let (standup_host, retro_host) = (host_of(&redis, "standup"), host_of(&redis, "retro"));
+        ensure!(
+            standup_host != retro_host,
+            "the two rooms should be on two nodes: {standup_host} {retro_host}"
+        );
+
+        // Asked at the node hosting neither the source... or the other one:
+        // whichever node takes the request, the room's node does the move.
+        let asked_at = if standup_host == "node-a" {
+            b.http_addr()
+        } else {
+            a.http_addr()
+        };
+        let (status, _) = post(asked_at, "/api/rooms/nowhere/move", json!({"to": "retro"})).await?;
+        ensure!(
+            status == 404,
+            "an unknown room is 404 from any node, got {status}"
+        );
+        let reply = post_ok(asked_at, "/api/rooms/standup/move", json!({"to": "retro"})).await?;
+        ensure!(
+            reply == json!({"moved": 1, "from": "standup", "to": "retro"}),
+            "{reply}"
+        );
+
+        let moved = ann.follow_move(SOON, MediaOptions::default()).await?;
+        ensure!(moved.room == "retro", "Ann moved into {:?}", moved.room);
+        ensure!(
+            moved
+                .participants
+                .iter()
+                .any(|p| p.id == bea_joined.you && p.name == "Bea"),
+            "Ann's joined should list Bea: {:?}",
+            moved.participants
+        );
+        bea.recv_where("participant_joined for Ann", SOON, |m| {
+            m["type"] == "participant_joined" && m["participant"]["id"] == moved.you.as_str()
+        })
+        .await?;
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            bea.wait_packets_above(&moved.you, kind, 20, MEDIA_TIMEOUT)
+                .await
+                .context("Bea receives Ann after the move")?;
+            ann.wait_packets_above(&bea_joined.you, kind, 20, MEDIA_TIMEOUT)
+                .await
+                .context("Ann receives Bea after the move")?;
+        }
+        // The source room is gone from every lobby.
+        let mut guest = TestClient::connect(a.http_addr(), "lobby").await?;
+        guest
+            .wait_rooms_push("retro with 2 and no standup", |rooms| {
+                rooms.get("retro") == Some(&2) && !rooms.contains_key("standup")
+            })
+            .await?;
+        Ok(())
+    })
+    .await
+}

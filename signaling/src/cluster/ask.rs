@@ -50,6 +50,11 @@ pub enum Question {
         room: String,
         reason: String,
     },
+    /// Move everyone in `from` (a room of the asked node) into `to`.
+    MoveRoom {
+        from: String,
+        to: String,
+    },
     /// To one room of the node, or (no room) every session the node runs.
     Announce {
         text: String,
@@ -63,6 +68,10 @@ pub enum Question {
 #[serde(tag = "a", rename_all = "snake_case")]
 pub enum Answer {
     Pong {},
+    /// How many were asked to move, or why nobody was.
+    Moved {
+        result: Result<usize, crate::rooms::MoveError>,
+    },
     Overview {
         overview: serde_json::Value,
     },

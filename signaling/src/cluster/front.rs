@@ -117,8 +117,15 @@ impl Front {
                     }
                     Some(ToFront::Identity { identity }) => self.identity = identity,
                     Some(ToFront::End { ending: Ending::Handoff(handoff) }) => {
-                        if let Err(ending) = self.follow(handoff).await {
-                            return ending;
+                        match self.follow(handoff).await {
+                            Ok(replies) => {
+                                for reply in replies {
+                                    if ws_tx.send(Message::Text(reply.into())).await.is_err() {
+                                        return self.goodbye().await;
+                                    }
+                                }
+                            }
+                            Err(ending) => return ending,
                         }
                     }
                     Some(ToFront::End { ending }) => return ending,
@@ -205,15 +212,30 @@ impl Front {
 
     /// The session handed the client over: attach there and replay what it
     /// had not handled.
-    async fn follow(&mut self, handoff: Handoff) -> Result<(), Ending> {
+    /// Returns the answers the front gives itself to replayed frames that
+    /// cannot follow (see [`stale_negotiation`]).
+    async fn follow(&mut self, handoff: Handoff) -> Result<Vec<String>, Ending> {
         self.hops += 1;
         if self.hops > MAX_HOPS {
             return Err(unavailable("the room keeps moving; reconnect"));
         }
-        let pending = self
+        let mut pending = self
             .sent
             .after(handoff.processed)
             .ok_or_else(|| unavailable("lost track of the session; reconnect"))?;
+        let mut replies = Vec::new();
+        if handoff.rejoin.is_some() {
+            // Rejoining elsewhere means a new participant and a new peer
+            // connection: negotiation the client sent before it saw the new
+            // `joined` was for the old one, and must not reach the new.
+            pending.retain(|frame| match stale_negotiation(frame) {
+                Some(reply) => {
+                    replies.extend(reply);
+                    false
+                }
+                None => true,
+            });
+        }
         let attachment = match self.attach(&handoff.node, handoff.rejoin.clone()).await {
             Some(attachment) => attachment,
             // A client in the lobby goes on in this node's lobby.
@@ -234,7 +256,7 @@ impl Front {
             self.sent.push(frame.clone());
             self.attachment.send(&self.node, frame).await;
         }
-        Ok(())
+        Ok(replies)
     }
 
     /// The node running the session is lost: rejoin the room on a live
@@ -312,6 +334,30 @@ impl Front {
             attach_remote(&self.node, host, rejoin).await
         }
     }
+}
+
+/// A replayed frame that negotiates media (`answer`, `offer`, `candidate`,
+/// `restart_media`) when the client is rejoined elsewhere: it concerned the
+/// replaced peer connection. Some(error for its `req`, if any) to drop it.
+fn stale_negotiation(frame: &ClientFrame) -> Option<Option<String>> {
+    let ClientFrame::Text { text } = frame else {
+        return None;
+    };
+    let incoming = protocol::parse(text);
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let kind = value.get("type")?.as_str()?;
+    if !matches!(kind, "answer" | "offer" | "candidate" | "restart_media") {
+        return None;
+    }
+    Some(incoming.req.as_ref().map(|_| {
+        protocol::error(
+            &incoming.req,
+            &protocol::Refusal::new(
+                protocol::ErrorCode::NegotiationFailed,
+                "the peer connection this was for was replaced (the room moved); answer the new offer",
+            ),
+        )
+    }))
 }
 
 fn unavailable(reason: &str) -> Ending {
@@ -457,6 +503,29 @@ mod tests {
         assert_eq!(replay.after(2), Some(vec![text(3), text(4), text(5)]));
         assert_eq!(replay.after(5), Some(vec![]));
         assert_eq!(replay.after(0).map(|f| f.len()), Some(5));
+    }
+
+    #[test]
+    fn negotiation_for_a_replaced_peer_is_not_replayed() {
+        let answer = ClientFrame::Text {
+            text: r#"{"type":"answer","sdp":"v=0","req":7}"#.into(),
+        };
+        let reply = stale_negotiation(&answer)
+            .expect("dropped")
+            .expect("answered");
+        assert!(
+            reply.contains("negotiation_failed") && reply.contains("\"req\":7"),
+            "{reply}"
+        );
+        let candidate = ClientFrame::Text {
+            text: r#"{"type":"candidate","candidate":null}"#.into(),
+        };
+        assert_eq!(stale_negotiation(&candidate), Some(None));
+        let chat = ClientFrame::Text {
+            text: r#"{"type":"chat","text":"hi"}"#.into(),
+        };
+        assert_eq!(stale_negotiation(&chat), None);
+        assert_eq!(stale_negotiation(&ClientFrame::Binary), None);
     }
 
     #[test]

@@ -66,7 +66,7 @@ async fn check_ownership(node: &ClusterNode, local: &LocalRooms) -> Result<(), P
                 node.counters.adopted.fetch_add(1, Ordering::Relaxed);
             }
             Adoption::Elsewhere { owner } => {
-                let members = local.rehome_room(room, &owner);
+                let members = local.rehome_room(room, &owner, None);
                 tracing::warn!(%room, %owner, members, "the room is another live node's: handing its members over");
             }
         }
@@ -106,7 +106,7 @@ pub async fn drain(node: &ClusterNode, local: &LocalRooms, limit: Duration) -> D
         for room in &rooms {
             match new_home(node, room).await {
                 Ok(Some(to)) => {
-                    let members = local.rehome_room(room, &to);
+                    let members = local.rehome_room(room, &to, None);
                     if moved.insert(room.clone()) {
                         tracing::info!(%room, %to, members, "drain: room moved");
                     }

@@ -54,6 +54,17 @@ pub(crate) async fn answer_here(state: &AppState, question: Question) -> Answer 
         } => Answer::Kicked {
             found: rooms.kick(&room, &participant, &reason).await,
         },
+        Question::MoveRoom { from, to } => Answer::Moved {
+            result: match (
+                crate::protocol::check_name("room", &from),
+                crate::protocol::check_name("room", &to),
+            ) {
+                (Ok(()), Ok(())) => rooms.move_room(&from, &to).await,
+                _ => Err(crate::rooms::MoveError::Unavailable(
+                    "invalid room name".to_owned(),
+                )),
+            },
+        },
         Question::CloseRoom { room, reason } => Answer::Closed {
             participants: rooms.close_room(&room, &reason).await,
         },
