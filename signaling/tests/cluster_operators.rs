@@ -8,18 +8,14 @@
 mod redis_server;
 mod support;
 
-use anyhow::{anyhow, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use redis_server::RedisServer;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use support::admin::{http, post_ok, SOON, TOKEN};
 use support::{http_get, metric_sum, start_server_with, with_deadline, TestClient, MSG_TIMEOUT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const TOKEN: &str = "t0ken";
-/// How long something that should happen "now" may take on a loaded machine.
-const SOON: Duration = Duration::from_secs(20);
 
 /// A node of a cluster on `redis` with the admin API on.
 async fn node_with(
@@ -47,61 +43,14 @@ fn host_of(redis: &RedisServer, room: &str) -> String {
     redis.raw(&["HGET", "noom:room_node", room])
 }
 
-/// One HTTP/1.1 request with the admin token; returns (status, body).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<(u16, String)> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\n"
-    );
-    if method == "POST" {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        anyhow::Ok(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let text = tokio::time::timeout(SOON, exchange)
-        .await
-        .map_err(|_| anyhow!("{method} {path} timed out"))??;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed response: {text:.200}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("no status in {head:.100}"))?;
-    Ok((status, body.to_owned()))
-}
-
 async fn post(addr: SocketAddr, path: &str, body: Value) -> Result<(u16, Value)> {
-    let (status, text) = http(addr, "POST", path, Some(&body)).await?;
+    let (status, text) = http(addr, "POST", path, Some(TOKEN), Some(&body)).await?;
     let value = serde_json::from_str(&text).with_context(|| format!("POST {path}: {text}"))?;
     Ok((status, value))
 }
 
-async fn post_ok(addr: SocketAddr, path: &str, body: Value) -> Result<Value> {
-    let (status, reply) = post(addr, path, body.clone()).await?;
-    ensure!(status == 200, "POST {path} {body}: {status} {reply}");
-    Ok(reply)
-}
-
 async fn overview(addr: SocketAddr) -> Result<Value> {
-    let (status, body) = http(addr, "GET", "/api/overview", None).await?;
+    let (status, body) = http(addr, "GET", "/api/overview", Some(TOKEN), None).await?;
     ensure!(status == 200, "overview: {status} {body}");
     Ok(serde_json::from_str(&body)?)
 }
