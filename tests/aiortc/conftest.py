@@ -52,7 +52,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, extra_env: dict | None = None) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -65,6 +65,7 @@ class Server:
             "NOOM_MEDIA_PORT": "0",
             "NO_COLOR": "1",
             "NOOM_LOG_LEVEL": os.environ.get("NOOM_LOG_LEVEL", "info"),
+            **(extra_env or {}),
         }
         self.proc = subprocess.Popen([NOOM_BIN], env=env, stdout=self._log, stderr=subprocess.STDOUT)
         _live_servers.add(self)
@@ -136,3 +137,61 @@ def server(request):
     if rep is not None and rep.failed:
         print(srv.log_summary())
         print(srv.log_tail(120))
+
+
+class Redis:
+    """Debian's redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, label: str) -> None:
+        import tempfile
+
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/"
+        self._dir = tempfile.mkdtemp(prefix="noom-redis-")
+        log = ARTIFACTS / f"aiortc-{label}-redis.log"
+        self.proc = subprocess.Popen(
+            ["/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self._dir, "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start (log {log})")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(request):
+    """Two noom nodes sharing one redis-server: [node-1, node-2]."""
+    redis = Redis(request.node.name)
+    nodes = []
+    try:
+        for node_id in ("node-1", "node-2"):
+            nodes.append(Server(f"{request.node.name}-{node_id}",
+                                {"NOOM_CLUSTER_REDIS_URL": redis.url, "NOOM_NODE_ID": node_id}))
+        yield nodes
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        for node in nodes:
+            node.stop()
+            if rep is not None and rep.failed:
+                print(node.log_summary())
+                print(node.log_tail(60))
+        redis.stop()

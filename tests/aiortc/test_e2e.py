@@ -78,6 +78,27 @@ async def run_room(server, names, check) -> None:
             await p.close()
 
 
+def test_two_peers_on_two_nodes_decode_each_other(cluster):
+    """An independent WebRTC stack through two nodes of a cluster: the room
+    lives on one, the other peer's WebSocket is relayed to it and its media
+    goes straight to the room's node."""
+
+    async def run() -> None:
+        room = room_name("aiortc-cluster")
+        peers = [NoomPeer(node.url, room, name) for node, name in zip(cluster, ["alice", "bob"])]
+        try:
+            for p in peers:
+                joined = await p.join()
+                assert joined["room"] == room
+            await wait_until(lambda: decoded_from_all(peers), f">= {MIN_FRAMES} decoded frames across nodes", peers, cluster[0])
+            assert_clean(peers, cluster[0])
+        finally:
+            for p in peers:
+                await p.close()
+
+    asyncio.run(run())
+
+
 def test_two_peers_decode_each_other(server):
     async def check(peers, room):
         await wait_until(lambda: decoded_from_all(peers), f">= {MIN_FRAMES} decoded frames from the other peer", peers, server)
