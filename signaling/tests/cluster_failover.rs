@@ -20,6 +20,15 @@ use support::{with_deadline, MediaOptions, TestClient, MEDIA_TIMEOUT, MSG_TIMEOU
 /// What the issue allows for a failover (aim: 5 s).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
 
+/// node-a, node-b and node-c as processes on `redis`.
+async fn three_nodes(redis: &RedisServer) -> Result<Vec<NodeProcess>> {
+    let mut nodes = Vec::new();
+    for id in ["node-a", "node-b", "node-c"] {
+        nodes.push(NodeProcess::start(&redis.url(), id).await?);
+    }
+    Ok(nodes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_a_rooms_node_heals() -> Result<()> {
     if !redis_server::available() {
@@ -30,10 +39,7 @@ async fn sigkill_of_a_rooms_node_heals() -> Result<()> {
         Duration::from_secs(120),
         async {
             let redis = RedisServer::start().await;
-            let mut nodes = Vec::new();
-            for id in ["node-a", "node-b", "node-c"] {
-                nodes.push(NodeProcess::start(&redis.url(), id).await?);
-            }
+            let mut nodes = three_nodes(&redis).await?;
 
             // Carl opens the room through node-a; with idle nodes the room goes
             // to the least-loaded one, ties by id: node-a hosts it.
@@ -154,10 +160,7 @@ async fn sigterm_drains_a_node_without_failing_a_request() -> Result<()> {
     }
     with_deadline("SIGTERM drain", Duration::from_secs(120), async {
         let redis = RedisServer::start().await;
-        let mut nodes = Vec::new();
-        for id in ["node-a", "node-b", "node-c"] {
-            nodes.push(NodeProcess::start(&redis.url(), id).await?);
-        }
+        let mut nodes = three_nodes(&redis).await?;
         // Bob opens the room through node-a, which hosts it: his WebSocket
         // is on the node that will drain; Ann and Cat come through the two
         // others.
