@@ -6,11 +6,18 @@
 # never into the repository. Exits non-zero on a crash; the crashing input is
 # left in fuzz/artifacts/<target>/.
 #
-# Usage: scripts/fuzz.sh [--long] [--merge] [target ...]   (default: all targets)
+# Usage: scripts/fuzz.sh [--long] [--merge] [--build-only|--no-build] [target ...]
+#   (default: all targets)
 #   FUZZ_SECONDS=N  seconds per target (default 20: CI's budget)
-#   --long          300 s per target (unless FUZZ_SECONDS is set)
+#   --long          300 s per target (unless FUZZ_SECONDS is set), built
+#                   with full optimization (opt-level 3) for more runs per
+#                   second; short runs use opt-level 1, which builds in about
+#                   two thirds of the time
 #   --merge         afterwards, minimize corpus + new inputs back into
 #                   fuzz/corpus/<target> (to refresh the committed corpora)
+#   --build-only    build the targets and stop (scripts/test.sh builds them
+#                   in the background, at low priority, while suites run)
+#   --no-build      fuzz what an earlier --build-only built
 #
 # The targets are built with plain `cargo build` and the flags cargo-fuzz
 # would pass (libfuzzer-sys compiles libFuzzer itself), so nothing has to be
@@ -21,12 +28,14 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT/fuzz"
-long=0 merge=0
+long=0 merge=0 build=1 run=1
 TARGETS=()
 for arg in "$@"; do
     case "$arg" in
         --long) long=1 ;;
         --merge) merge=1 ;;
+        --build-only) run=0 ;;
+        --no-build) build=0 ;;
         -*) echo "unknown option $arg" >&2; exit 2 ;;
         *) TARGETS+=("$arg") ;;
     esac
@@ -47,10 +56,17 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Cllvm-args=-sanitizer-coverage-stack-depth \
 -Zsanitizer=address"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0}
-echo "==> building fuzz targets"
-cargo build --release --target "$TRIPLE" --config 'profile.release.debug="line-tables-only"' \
-    $(printf -- '--bin %s ' "${TARGETS[@]}")
+if [ "$long" = 1 ]; then OPT_LEVEL=3; else OPT_LEVEL=1; fi
+if [ "$build" = 1 ]; then
+    echo "==> building fuzz targets (opt-level $OPT_LEVEL)"
+    cargo build --release --target "$TRIPLE" --config 'profile.release.debug="line-tables-only"' \
+        --config "profile.release.opt-level=$OPT_LEVEL" $(printf -- '--bin %s ' "${TARGETS[@]}")
+fi
+[ "$run" = 1 ] || exit 0
 BIN="$ROOT/fuzz/target/$TRIPLE/release"
+for t in "${TARGETS[@]}"; do
+    [ -x "$BIN/$t" ] || { echo "fuzz target $t is not built ($BIN/$t): run without --no-build" >&2; exit 2; }
+done
 
 # One target: fuzz it, then (--merge) minimize into its committed corpus.
 # Output goes to a log printed when the target is done, so targets run in

@@ -8,7 +8,7 @@
 //! header announcing 16 MiB and then stream the payload, watching for the
 //! server's close while it is still writing.
 
-mod support;
+use crate::support;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;

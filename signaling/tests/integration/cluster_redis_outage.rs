@@ -7,9 +7,9 @@
 //! a restart, and relayed members are back in their room.
 //! Everything binds 127.0.0.1.
 
-mod node_process;
-mod redis_server;
-mod support;
+use crate::node_process;
+use crate::redis_server;
+use crate::support;
 
 use anyhow::{ensure, Context as _, Result};
 use node_process::{host_of, media_flows, NodeProcess};

@@ -15,7 +15,7 @@
 //! Timing figures are logged (`RUST_LOG=info`, `--nocapture`), not asserted
 //! against targets; the browser benchmark measures those.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Access control and clean shutdown: join tokens, allowed origins, the join
 //! rate limit, message floods, and SIGTERM on the real binary.
 
-mod support;
+use crate::support;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::json;

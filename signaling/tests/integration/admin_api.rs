@@ -3,7 +3,7 @@
 //! participants (support's test client). `/metrics` is in
 //! `metrics_exposition.rs`; helpers in `support/admin.rs`.
 
-mod support;
+use crate::support;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};

@@ -6,9 +6,9 @@
 //!
 //! Timings (SIGKILL -> media back, drain) are printed with `--nocapture`.
 
-mod node_process;
-mod redis_server;
-mod support;
+use crate::node_process;
+use crate::redis_server;
+use crate::support;
 
 use anyhow::{ensure, Context as _, Result};
 use node_process::{beat_age_ms, host_of, media_flows, NodeProcess, NODE_TIMEOUT_MS};

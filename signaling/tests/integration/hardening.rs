@@ -5,7 +5,7 @@
 //! Unicode, and a participant whose network vanishes without a word (no
 //! DTLS close), with `/metrics` back to the others afterwards.
 
-mod support;
+use crate::support;
 
 use anyhow::{anyhow, ensure, Result};
 use serde_json::{json, Value};

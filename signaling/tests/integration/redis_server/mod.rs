@@ -2,7 +2,7 @@
 //! (so a restart comes back empty, like a crashed cache), killable with
 //! SIGKILL and restartable on the same port.
 
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code)] // not every helper has a caller yet
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};

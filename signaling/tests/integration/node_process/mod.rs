@@ -8,7 +8,7 @@
 //! built for this test. Test files using it also declare `mod support;`
 //! and `mod redis_server;`.
 
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code)] // not every helper has a caller yet
 
 use anyhow::{bail, Context as _, Result};
 use std::io::{BufRead, BufReader};

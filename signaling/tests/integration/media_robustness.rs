@@ -4,7 +4,7 @@
 //! Every test asserts that media keeps flowing and reads the server's own
 //! counters from `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use support::{
     expect_error, start_server, with_deadline, MediaKind, MediaOptions, TestClient, MEDIA_TIMEOUT,
 };
 
-mod media_support;
+use crate::media_support;
 use media_support::*;
 /// A tiny xorshift generator: the test needs noise, not quality.
 struct Noise(u64);

@@ -7,7 +7,7 @@
 //! is up (ICE and DTLS over a 10 % lossy link take long retransmission
 //! backoffs, which is not what this test is about).
 
-mod support;
+use crate::support;
 
 use anyhow::{ensure, Context, Result};
 use rand::Rng;

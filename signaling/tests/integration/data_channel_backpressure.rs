@@ -3,9 +3,11 @@
 //! bytes with the largest messages from several senders (real WebRTC
 //! clients through an in-process server).
 
-mod support;
+use crate::support;
 
+use crate::data_channel_support;
 use anyhow::{bail, ensure, Result};
+use data_channel_support::*;
 use noom_sfu::{
     client_frame, KIND_CHAT, KIND_ERROR, KIND_FILE_ABORT, KIND_FILE_END, MAX_MESSAGE_BYTES,
     MAX_SERVER_FRAME_BYTES,
@@ -14,8 +16,6 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::{metric_max, start_server_with, with_deadline};
-mod data_channel_support;
-use data_channel_support::*;
 
 // ---------------------------------------------------------------------------
 // 1. A slow receiver

@@ -5,8 +5,8 @@
 //! Nodes run in this process on a real `redis-server`, except the one that
 //! must stop answering: a `noom` process, frozen with SIGSTOP.
 
-mod redis_server;
-mod support;
+use crate::redis_server;
+use crate::support;
 
 use anyhow::{ensure, Context as _, Result};
 use redis_server::RedisServer;

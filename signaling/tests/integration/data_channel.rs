@@ -4,9 +4,11 @@
 //! WebRTC clients (async `webrtc` 0.21.1) through an in-process server.
 //! Back-pressure and bounded server memory: data_channel_backpressure.rs.
 
-mod support;
+use crate::support;
 
+use crate::data_channel_support;
 use anyhow::{ensure, Result};
+use data_channel_support::*;
 use noom_sfu::{
     client_frame, file_offer_body, KIND_CHAT, KIND_ERROR, KIND_FILE_ABORT, KIND_FILE_CHUNK,
     KIND_FILE_END, KIND_FILE_OFFER,
@@ -16,8 +18,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 use support::{start_server_with, with_deadline, MediaKind, TestClient};
 use tokio_tungstenite::tungstenite::Message;
-mod data_channel_support;
-use data_channel_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_frames_reach_the_right_people_and_bad_frames_get_errors() -> Result<()> {

@@ -8,7 +8,7 @@
 //! outbox fills: the situation where a kick used to leave the connection (and
 //! its writer task) behind for as long as the client stayed silent.
 
-mod support;
+use crate::support;
 
 use anyhow::{ensure, Context, Result};
 use futures_util::stream::{SplitSink, SplitStream};

@@ -1,7 +1,7 @@
 //! `/metrics` as a Prometheus scraper reads it: every line well-formed,
 //! every family with HELP and TYPE, and the numbers moving with a real call.
 
-mod support;
+use crate::support;
 
 use anyhow::{ensure, Result};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! death, duplicate ids, Redis SIGKILL + restart, outages, atomic placement
 //! and garbage on the bus. Each test runs its own server on a free port.
 
-mod redis_server;
+use crate::redis_server;
 
 use noom_signaling::cluster::bus::{Bus, BusMessage, Envelope};
 use noom_signaling::cluster::keys::Keys;

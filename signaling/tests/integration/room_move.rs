@@ -5,7 +5,7 @@
 //! then exchange real media and chat with the destination's members; a
 //! refused move changes nothing.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -4,8 +4,8 @@
 //! nodes. The nodes run in this process (each its own `Server`, its own
 //! node id and ports); the process-level failures are in `cluster_failover`.
 
-mod redis_server;
-mod support;
+use crate::redis_server;
+use crate::support;
 
 use anyhow::{ensure, Context as _, Result};
 use redis_server::RedisServer;

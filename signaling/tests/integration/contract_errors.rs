@@ -1,7 +1,7 @@
 //! The signaling contract over the WebSocket alone (no media): errors, `req`
 //! echoing, lobby pushes, chat, rename and mute.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

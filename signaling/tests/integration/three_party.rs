@@ -2,7 +2,7 @@
 //! video, each receiving exactly the other two; leaving re-offers without the
 //! leaver; the room disappears from the lobby when empty. Plus room isolation.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

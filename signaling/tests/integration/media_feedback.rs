@@ -2,7 +2,7 @@
 //! go to the publisher, throttled; NACKs are answered from the server's
 //! packet cache (real WebRTC clients through an in-process server).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use support::{start_server, with_deadline, MediaKind, MediaOptions, MEDIA_TIMEOUT};
 
-mod media_support;
+use crate::media_support;
 use media_support::*;
 
 fn pli(media_ssrc: u32) -> Vec<Box<dyn rtc::rtcp::Packet>> {

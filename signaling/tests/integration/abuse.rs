@@ -2,7 +2,7 @@
 //! connections by the thousand, a thousand rooms, a client that never
 //! answers offers. Everyone else's call must continue.
 
-mod support;
+use crate::support;
 
 use anyhow::{ensure, Result};
 use futures_util::StreamExt;

@@ -2,7 +2,7 @@
 //! the grace period, and RSS and shard state across 1,000 join/leave cycles
 //! of the real binary.
 
-mod support;
+use crate::support;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
