@@ -12,8 +12,8 @@
 #           the UDP+SRTP limit; noom-load cluster --quick: chat and media
 #           cross nodes of a 2-node cluster over a real Redis; no figure is
 #           judged)
-# The two end-to-end suites run in a fresh network namespace that has only
-# loopback (unshare -n). Exits non-zero when anything fails; the last line is
+# cargo test (as root) and the two end-to-end suites run in a fresh network
+# namespace that has only loopback (unshare -n). Exits non-zero when anything fails; the last line is
 # "N passed, N failed" over the suites.
 #
 # Optional arguments pick parts: lint build cargo browser aiortc netem bench fuzz (default:
@@ -284,7 +284,14 @@ fi
 
 if want cargo; then
     if [ $BUILD_OK -eq 1 ]; then
-        run_suite "cargo test" cargo test --workspace --no-fail-fast
+        # In a namespace with only loopback too (as root: sudo would drop
+        # the build's environment): the cluster tests' noom processes and
+        # redis-server then cannot reach or be reached from anything else.
+        if [ "$(id -u)" -eq 0 ]; then
+            run_suite "cargo test" in_loopback_netns cargo test --workspace --no-fail-fast
+        else
+            run_suite "cargo test" cargo test --workspace --no-fail-fast
+        fi
     else
         suite_not_run "cargo test" "build failed"
     fi

@@ -14,7 +14,7 @@
 
 use crate::cluster::ask::{Answer, Question};
 use crate::cluster::node::ClusterNode;
-use crate::cluster::placement::PlacementError;
+use crate::cluster::placement::{Claim, PlacementError};
 use crate::delivery::Delivery;
 use crate::local_rooms::LocalRooms;
 use crate::protocol::{ErrorCode, Refusal, RoomInfo};
@@ -59,7 +59,15 @@ impl Rooms for ClusterRooms {
         if self.node.is_draining() || !self.local.hosts(&request.room) {
             let claim = self.node.placement.claim(&request.room).await;
             let owner = match claim {
-                Ok(claim) => claim.owner().to_owned(),
+                Ok(claim) => {
+                    if let Claim::TakenOver { .. } = claim {
+                        self.node
+                            .counters
+                            .rooms_rehomed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    claim.owner().to_owned()
+                }
                 Err(PlacementError::NoLiveNode { .. }) => {
                     return Err(JoinError::Refused(Refusal::new(
                         ErrorCode::Internal,

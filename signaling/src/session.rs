@@ -48,6 +48,13 @@ pub struct Identity {
     pub name: String,
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// ICE ufrags of the client's peer connections in this stay. A session
+    /// that rejoins the participant elsewhere refuses SDP carrying one: it
+    /// comes from a peer connection the client was about to replace (its
+    /// answer crossed the `joined` on the wire), and must not be taken for
+    /// the answer to the new offer. Absent from older nodes' messages.
+    #[serde(default)]
+    pub ice_ufrags: Vec<String>,
 }
 
 /// Starts the task that carries the session's outgoing messages, then its
@@ -591,6 +598,8 @@ impl Session {
         if self.client_ufrags.len() < UFRAGS_KEPT && !self.client_ufrags.iter().any(|u| u == ufrag)
         {
             self.client_ufrags.push(ufrag.to_owned());
+            let known = self.client_ufrags.clone();
+            self.change_identity(|identity| identity.ice_ufrags = known);
         }
         Ok(())
     }
@@ -659,6 +668,7 @@ impl Session {
             name,
             audio_muted: false,
             video_muted: false,
+            ice_ufrags: Vec::new(),
         };
         match self.enter_room(req, identity).await {
             Ok(()) => Ok(()),
@@ -680,8 +690,12 @@ impl Session {
     /// Joins again with a known identity (the client was moved or its
     /// room's node was lost); the client sees a `joined` with no `req`.
     async fn rejoin(&mut self, identity: Identity) {
-        match self.enter_room(&None, identity.clone()).await {
-            Ok(()) => {}
+        let stay = Identity {
+            ice_ufrags: Vec::new(),
+            ..identity.clone()
+        };
+        match self.enter_room(&None, stay).await {
+            Ok(()) => self.replaced_ufrags = identity.ice_ufrags,
             Err(JoinError::Refused(refusal)) => {
                 tracing::info!(conn = self.conn, room = %identity.room, reason = %refusal.message, "rejoin refused");
                 self.refuse(&None, refusal);
@@ -850,7 +864,10 @@ impl Session {
             participant: here.id.clone(),
         });
         tracing::info!(conn = self.conn, from = %here.room, to = %arrived.room, participant = %here.id, new_id = %new_id, "moved");
-        self.change_identity(|identity| identity.room = arrived.room.clone());
+        self.change_identity(|identity| {
+            identity.room = arrived.room.clone();
+            identity.ice_ufrags.clear();
+        });
         self.grace_deadline = None;
         self.client_offer_req = None;
         self.replaced_ufrags = std::mem::take(&mut self.client_ufrags);

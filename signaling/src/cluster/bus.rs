@@ -28,12 +28,6 @@ pub const BUS_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusMessage {
-    /// An operator's announcement; `room: None` = every connection.
-    Announce { room: Option<String>, text: String },
-    /// Remove one participant (kick) wherever its WebSocket is.
-    Kick { room: String, participant: u64 },
-    /// End a room wherever its members are.
-    CloseRoom { room: String },
     /// Lobby lists changed (counts, rooms): refresh from Redis.
     RoomsChanged {},
     /// One frame of a relayed connection.
@@ -45,15 +39,7 @@ pub enum BusMessage {
 }
 
 /// Kinds of [`BusMessage`], to tell "unknown kind" from "bad fields".
-const KNOWN_KINDS: &[&str] = &[
-    "announce",
-    "kick",
-    "close_room",
-    "rooms_changed",
-    "relay",
-    "ask",
-    "answer",
-];
+const KNOWN_KINDS: &[&str] = &["rooms_changed", "relay", "ask", "answer"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -221,9 +207,9 @@ mod tests {
         let envelope = Envelope {
             v: BUS_VERSION,
             from: "node-a".into(),
-            message: BusMessage::Kick {
-                room: "lobby".into(),
-                participant: 7,
+            message: BusMessage::Answer {
+                id: 7,
+                answer: Answer::Kicked { found: true },
             },
         };
         let bytes = serde_json::to_vec(&envelope).unwrap();
@@ -235,11 +221,11 @@ mod tests {
         assert_eq!(decode(b"\xff\x00not json"), Err(Rejection::NotJson));
         assert_eq!(decode(b"[1,2"), Err(Rejection::NotJson));
         assert_eq!(
-            decode(br#"{"v":2,"from":"x","kind":"close_room","room":"r"}"#),
+            decode(br#"{"v":2,"from":"x","kind":"rooms_changed"}"#),
             Err(Rejection::WrongVersion)
         );
         assert_eq!(
-            decode(br#"{"from":"x","kind":"close_room"}"#),
+            decode(br#"{"from":"x","kind":"rooms_changed"}"#),
             Err(Rejection::WrongVersion)
         );
         assert_eq!(
@@ -247,7 +233,7 @@ mod tests {
             Err(Rejection::UnknownKind)
         );
         assert_eq!(
-            decode(br#"{"v":1,"from":"x","kind":"kick","room":"r","participant":"seven"}"#),
+            decode(br#"{"v":1,"from":"x","kind":"ask","id":"seven"}"#),
             Err(Rejection::BadFields)
         );
         assert_eq!(

@@ -317,7 +317,13 @@ impl Front {
             .await
             .map_err(|err| unavailable(&format!("cannot re-home the room: {err}")))?;
         match moved {
-            Move::Moved { to } => Ok(to),
+            Move::Moved { to } => {
+                self.node
+                    .counters
+                    .rooms_rehomed
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(to)
+            }
             Move::NotOwner { owner: Some(owner) } if owner != lost => Ok(owner),
             Move::NotOwner { .. } => placement
                 .claim(room)

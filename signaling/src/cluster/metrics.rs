@@ -131,6 +131,11 @@ pub(crate) fn register(registry: &mut Registry, node: &ClusterNode) {
         "Participants rejoined on a live node after their room's node was lost",
         counter(&node.counters.rehomed),
     );
+    registry.register(
+        "rooms_rehomed",
+        "Rooms taken over from a lost node (once per room, on the node that moved it)",
+        counter(&node.counters.rooms_rehomed),
+    );
     let bus = &node.bus.counters;
     let rejected: Family<Labels, Counter> = Family::default();
     for (reason, value) in [

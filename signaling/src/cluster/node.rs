@@ -54,6 +54,10 @@ pub struct ClusterCounters {
     pub stray_frames: AtomicU64,
     /// Participants rejoined on a new node after theirs was lost.
     pub rehomed: AtomicU64,
+    /// Rooms taken off a lost node, counted once per room: by the front
+    /// that won the compare-and-set move, or by the join that claimed a
+    /// room whose owner was dead.
+    pub rooms_rehomed: AtomicU64,
     /// Rooms hosted here that the map had lost and this node adopted back.
     pub adopted: AtomicU64,
 }
@@ -274,7 +278,6 @@ impl ClusterNode {
                     self.answer(&state, &envelope.from, id, question)
                 }
                 BusMessage::Answer { id, answer } => self.asks.resolve(&envelope.from, id, answer),
-                other => tracing::debug!(from = %envelope.from, ?other, "bus message not handled"),
             }
         }
     }

@@ -49,6 +49,7 @@ mod tests {
             name: "Ann".into(),
             audio_muted: true,
             video_muted: false,
+            ice_ufrags: vec!["u1".into()],
         };
         let to_host = [
             ToHost::Open {

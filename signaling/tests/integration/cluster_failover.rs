@@ -1,8 +1,9 @@
 //! Failures of a cluster as users live them, with real `noom` processes on
 //! one real `redis-server` (issue #14 points 7 and 10): a room's node is
 //! SIGKILLed, a node is SIGTERMed (drain), a node restarts with the same
-//! id. Everything binds 127.0.0.1 (cargo runs tests on the host network;
-//! nothing leaves loopback: no STUN servers, media on 127.0.0.1).
+//! id. Everything binds 127.0.0.1 (scripts/test.sh runs the cargo tests in
+//! a network namespace with only loopback; no STUN servers, media on
+//! 127.0.0.1).
 //!
 //! Timings (SIGKILL -> media back, drain) are printed with `--nocapture`.
 
@@ -15,7 +16,9 @@ use node_process::{beat_age_ms, host_of, media_flows, NodeProcess, NODE_TIMEOUT_
 use redis_server::RedisServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{with_deadline, MediaOptions, TestClient, MEDIA_TIMEOUT, MSG_TIMEOUT};
+use support::{
+    http_get, metric_sum, with_deadline, MediaOptions, TestClient, MEDIA_TIMEOUT, MSG_TIMEOUT,
+};
 
 /// What the issue allows for a failover (aim: 5 s).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
@@ -90,6 +93,18 @@ async fn sigkill_of_a_rooms_node_heals() -> Result<()> {
             );
             let new_host = host_of(&redis, "r1").context("r1 re-homed")?;
             ensure!(new_host != host, "r1 still mapped to the dead node");
+            // The metrics of the live nodes count one room and its two
+            // participants re-homed (Carl and Dan died with the host).
+            let (mut rooms, mut participants) = (0.0, 0.0);
+            for node in [&nodes[front_1], &nodes[front_2]] {
+                let text = http_get(node.http_addr, "/metrics").await?;
+                rooms += metric_sum(&text, "noom_cluster_rooms_rehomed_total");
+                participants += metric_sum(&text, "noom_cluster_participants_rehomed_total");
+            }
+            ensure!(
+                (rooms, participants) == (1.0, 2.0),
+                "re-homed: {rooms} rooms, {participants} participants"
+            );
 
             // No ghosts: the lobby drops Carl and Dan (their node died with
             // their WebSockets) within 10 s.

@@ -610,3 +610,78 @@ async fn a_room_moves_into_a_room_on_another_node_from_any_node() -> Result<()> 
     })
     .await
 }
+
+/// A client's old peer connection may answer an offer just before the
+/// client sees a move's `joined`. When the move takes the room to another
+/// node, that answer reaches the new node's session, which never saw the
+/// old peer connection: it learns its ICE ufrag with the participant's
+/// identity, refuses the answer (naming why) while the new offer is
+/// outstanding, and the new peer connection then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_that_crosses_a_move_to_another_node_is_refused() -> Result<()> {
+    if !redis_server::available() {
+        return Ok(());
+    }
+    with_deadline(
+        "stale answer across nodes",
+        Duration::from_secs(90),
+        async {
+            use support::{MediaKind, MediaOptions, MEDIA_TIMEOUT};
+            let redis = RedisServer::start().await;
+            let a = node(&redis, "node-a").await?;
+            let b = node(&redis, "node-b").await?;
+            let mut ann = TestClient::connect(a.http_addr(), "ann@a").await?;
+            let mut abe = TestClient::connect(a.http_addr(), "abe@a").await?;
+            ann.join_with_media("standup", "Ann").await?;
+            let abe_id = abe.join_with_media("standup", "Abe").await?.you;
+            let mut bea = TestClient::connect(b.http_addr(), "bea@b").await?;
+            let bea_joined = bea.join_with_media("retro", "Bea").await?;
+            // Ann's peer connection carries Abe's tracks, so his leaving
+            // makes the server offer again.
+            ann.wait_packets_above(&abe_id, MediaKind::Video, 0, MEDIA_TIMEOUT)
+                .await?;
+            let (standup_host, retro_host) = (host_of(&redis, "standup"), host_of(&redis, "retro"));
+            ensure!(
+                standup_host != retro_host,
+                "the two rooms should be on two nodes: {standup_host} {retro_host}"
+            );
+
+            // Abe leaves: Ann's old peer connection answers the re-offer, and
+            // that answer is held back until after the move.
+            ann.set_hold_answers(true)?;
+            abe.leave().await?;
+            let stale = ann.take_held_answer(MEDIA_TIMEOUT).await?;
+            post_ok(
+                a.http_addr(),
+                "/api/rooms/standup/move",
+                json!({"to": "retro"}),
+            )
+            .await?;
+            let moved = ann.moved(SOON).await?;
+            ensure!(moved.room == "retro", "Ann moved into {:?}", moved.room);
+            let reply = ann
+                .request_err(
+                    json!({"type": "answer", "sdp": stale}),
+                    "negotiation_failed",
+                )
+                .await?;
+            ensure!(
+                reply["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("replaced")),
+                "{reply}"
+            );
+            ann.media_after_move(MediaOptions::default()).await?;
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                bea.wait_packets_above(&moved.you, kind, 20, MEDIA_TIMEOUT)
+                    .await
+                    .context("Bea receives Ann after the move")?;
+                ann.wait_packets_above(&bea_joined.you, kind, 20, MEDIA_TIMEOUT)
+                    .await
+                    .context("Ann receives Bea after the move")?;
+            }
+            Ok(())
+        },
+    )
+    .await
+}

@@ -4,6 +4,7 @@
 
 use crate::redis_server;
 
+use noom_signaling::cluster::ask::Question;
 use noom_signaling::cluster::bus::{Bus, BusMessage, Envelope};
 use noom_signaling::cluster::keys::Keys;
 use noom_signaling::cluster::link::{Delivery, Link, LinkError, LinkSettings, LinkState, RedisUrl};
@@ -265,8 +266,9 @@ async fn a_node_re_registers_after_redis_restarts_empty() {
     let reached = bus_b
         .send_to(
             "node-a",
-            BusMessage::CloseRoom {
-                room: "after-restart".into(),
+            BusMessage::Ask {
+                id: 17,
+                question: Question::Ping {},
             },
         )
         .await
@@ -278,8 +280,9 @@ async fn a_node_re_registers_after_redis_restarts_empty() {
         .unwrap();
     assert_eq!(
         got.message,
-        BusMessage::CloseRoom {
-            room: "after-restart".into()
+        BusMessage::Ask {
+            id: 17,
+            question: Question::Ping {}
         }
     );
     assert!(link_a.counters.reconnects.load(Ordering::Relaxed) >= 1);
@@ -548,13 +551,13 @@ async fn garbage_on_the_bus_is_counted_and_dropped() {
         ("noom:bus:all", "not json at all", ":2"),
         (
             "noom:bus:node:node-a",
-            r#"{"v":99,"from":"x","kind":"close_room","room":"r"}"#,
+            r#"{"v":99,"from":"x","kind":"rooms_changed"}"#,
             ":1",
         ),
         ("noom:bus:all", r#"{"v":1,"from":"x","kind":"rm_rf"}"#, ":2"),
         (
             "noom:bus:node:node-a",
-            r#"{"v":1,"from":"x","kind":"kick","room":"r","participant":"?"}"#,
+            r#"{"v":1,"from":"x","kind":"ask","id":"?"}"#,
             ":1",
         ),
     ] {
@@ -563,9 +566,9 @@ async fn garbage_on_the_bus_is_counted_and_dropped() {
     // Our own broadcast is not handed back to us.
     bus_a.broadcast(BusMessage::RoomsChanged {}).await.unwrap();
     bus_b
-        .broadcast(BusMessage::Announce {
-            room: None,
-            text: "hello".into(),
+        .broadcast(BusMessage::Ask {
+            id: 5,
+            question: Question::Overview {},
         })
         .await
         .unwrap();
@@ -576,9 +579,9 @@ async fn garbage_on_the_bus_is_counted_and_dropped() {
     assert_eq!(got.from, "node-b");
     assert_eq!(
         got.message,
-        BusMessage::Announce {
-            room: None,
-            text: "hello".into()
+        BusMessage::Ask {
+            id: 5,
+            question: Question::Overview {}
         }
     );
     let counters = &bus_a.counters;
