@@ -549,8 +549,9 @@ async fn a_room_moves_into_a_room_on_another_node_from_any_node() -> Result<()> 
         ann.join_with_media("standup", "Ann").await?;
         let mut bea = TestClient::connect(b.http_addr(), "bea@b").await?;
         let bea_joined = bea.join_with_media("retro", "Bea").await?;
-        // Established calls (a move during a client's very first
-        // offer/answer exchange can cross it: a known limitation).
+        // Established calls (an answer to the very first offer of a stay
+        // that crosses a move cannot be told from the new one: see
+        // docs/protocol.md, "Several nodes").
         ann.wait_connected(MEDIA_TIMEOUT).await?;
         bea.wait_connected(MEDIA_TIMEOUT).await?;
         let (standup_host, retro_host) = (host_of(&redis, "standup"), host_of(&redis, "retro"));
