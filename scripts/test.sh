@@ -202,6 +202,8 @@ in_loopback_netns() {
 }
 
 SETUP_OK=1
+SETUP_PID=
+SETUP_LOG=$ROOT/target/setup.log
 if [ "${NOOM_SKIP_INSTALL:-0}" != 1 ]; then
     install_system_packages || SETUP_OK=0
 fi
@@ -210,10 +212,32 @@ AIORTC_SETUP=1
 if [ $SETUP_OK -eq 0 ]; then
     BROWSER_SETUP=0
     AIORTC_SETUP=0
-elif [ "${NOOM_SKIP_INSTALL:-0}" != 1 ]; then
-    if want browser; then install_browser_deps || BROWSER_SETUP=0; fi
-    if want aiortc || want netem; then install_python_deps || AIORTC_SETUP=0; fi
+elif [ "${NOOM_SKIP_INSTALL:-0}" != 1 ] && { want browser || want aiortc || want netem; }; then
+    # npm and pip fetch and unpack while cargo compiles (they wait on the
+    # network and the disk, the compiler on the CPU: about a minute of a
+    # fresh clone's run); the suites wait for them in await_setup.
+    mkdir -p "$ROOT/target"
+    (
+        rc=0
+        if want browser; then install_browser_deps || rc=$((rc | 1)); fi
+        if want aiortc || want netem; then install_python_deps || rc=$((rc | 2)); fi
+        exit $rc
+    ) >"$SETUP_LOG" 2>&1 &
+    SETUP_PID=$!
 fi
+
+# Waits for the npm/pip installs started above and shows their output.
+await_setup() {
+    [ -n "$SETUP_PID" ] || return 0
+    local rc=0
+    wait "$SETUP_PID" || rc=$?
+    SETUP_PID=
+    log "test dependencies (npm, pip), installed beside the build:"
+    cat "$SETUP_LOG"
+    [ $((rc & 1)) -ne 0 ] && BROWSER_SETUP=0
+    [ $((rc & 2)) -ne 0 ] && AIORTC_SETUP=0
+    return 0
+}
 
 # ----------------------------------------------------------------- cargo
 
@@ -279,8 +303,17 @@ if want fuzz; then
     setsid nice -n 19 "$ROOT/scripts/fuzz.sh" --build-only >"$FUZZ_BUILD_LOG" 2>&1 &
     FUZZ_BUILD_PID=$!
     # Its own process group (setsid), so the whole build stops with us.
-    trap '[ -n "$FUZZ_BUILD_PID" ] && kill -- "-$FUZZ_BUILD_PID" 2>/dev/null' EXIT
+    trap '[ -n "$FUZZ_BUILD_PID" ] && kill -CONT -- "-$FUZZ_BUILD_PID" 2>/dev/null && kill -- "-$FUZZ_BUILD_PID" 2>/dev/null' EXIT
 fi
+
+# Pauses (STOP) or resumes (CONT) the background fuzz build. The Chromium
+# suite pauses it: browsers that render and encode video in real time were
+# slowed by it even at the lowest priority (134 s -> 205 s), the other
+# suites were not.
+fuzz_build_signal() {
+    [ -n "$FUZZ_BUILD_PID" ] && kill "-$1" -- "-$FUZZ_BUILD_PID" 2>/dev/null
+    return 0
+}
 
 if want cargo; then
     if [ $BUILD_OK -eq 1 ]; then
@@ -302,6 +335,7 @@ fi
 # ----------------------------------------------------------------- end to end
 
 mkdir -p "$NOOM_ARTIFACTS_DIR"
+await_setup
 
 if want browser; then
     if [ $BUILD_OK -ne 1 ]; then
@@ -309,9 +343,11 @@ if want browser; then
     elif [ $BROWSER_SETUP -ne 1 ]; then
         suite_not_run "browser (Chromium)" "setup failed"
     else
+        fuzz_build_signal STOP
         run_suite "browser (Chromium)" in_loopback_netns \
             timeout --kill-after=30 "$SUITE_TIMEOUT" \
             node --test "$BROWSER_DIR"/*.test.mjs
+        fuzz_build_signal CONT
     fi
 else
     suite_skipped "browser (Chromium)"
