@@ -55,7 +55,10 @@ impl Client {
     /// Connects to a signaling URL (`ws://` or `wss://host/ws`); `label`
     /// names this client in logs and errors.
     pub async fn connect_url(url: &str, label: &str) -> Result<Client> {
-        let (ws, _resp) = tokio::time::timeout(MSG_TIMEOUT, tokio_tungstenite::connect_async(url))
+        // Nagle off (the last argument), as a browser has it: small
+        // requests must not wait for the ACK of the one before.
+        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let (ws, _resp) = tokio::time::timeout(MSG_TIMEOUT, connecting)
             .await
             .map_err(|_| anyhow!("{label}: WebSocket connect to {url} timed out"))?
             .with_context(|| format!("{label}: WebSocket connect to {url}"))?;

@@ -21,6 +21,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use directory::Limits;
 use local_rooms::LocalRooms;
@@ -168,6 +169,14 @@ impl Server {
             .with_state(state.clone());
         let mut stop = state.shutdown.subscribe();
         let task = tokio::spawn(async move {
+            // TCP_NODELAY: signaling is small messages (chat, a `rooms`
+            // push, an answer) that must not wait behind Nagle's algorithm
+            // for the ACK of the one before, which the peer may delay 40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(%err, "could not set TCP_NODELAY");
+                }
+            });
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.recv().await;
