@@ -7,11 +7,11 @@
 //! still returns `Ok`. Noom offers with full ICE and is the controlling
 //! agent; rtc-ice selects a pair only when the success response to its own
 //! USE-CANDIDATE check arrives, and sends that check only on the check tick
-//! (50 ms, `engine.rs`) after an ordinary check on the pair succeeded. The
-//! browser (controlled, the DTLS client) sends its ClientHello as soon as
-//! one of its own checks succeeds, and a webrtc-rs client as soon as it
-//! sees our USE-CANDIDATE, in both cases often before the success response
-//! that selects our pair reaches us. That hello was lost and the handshake
+//! (`ICE_CHECK_INTERVAL`, `engine.rs`) after an ordinary check on the pair
+//! succeeded. The browser (controlled, the DTLS client) sends its
+//! ClientHello as soon as one of its own checks succeeds, and a webrtc-rs
+//! client as soon as it sees our USE-CANDIDATE, in both cases often before
+//! the success response that selects our pair reaches us. That hello was lost and the handshake
 //! waited for the client's DTLS retransmission: joins from Chromium took
 //! about 120 ms or about 435 ms, nothing in between.
 //!
