@@ -37,8 +37,9 @@ const RTCP_TAP_SLOT: usize = 14_000;
 /// (rtc-ice's default is 200 ms): a nomination waits for the next tick, and
 /// the server reads the browser's DTLS only after it (see `early_dtls`). Only
 /// while connecting: once connected, rtc-ice ticks every 200 ms at most.
-/// 20 ms instead of 50 took the Chromium join -> first frame p90 from about
-/// 270 to about 240 ms (benches/RESULTS.md, "early ClientHello").
+/// 20 ms instead of 50 took the Chromium join -> first frame median from
+/// 227 to 206 ms and p90 from 290 to 274 ms (benches/RESULTS.md, "Join ->
+/// first frame: early ClientHello").
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Unanswered checks before a pair is given up: ten times rtc-ice's 7, so
 /// the faster ticks still allow the same 1.4 s for a slow path.

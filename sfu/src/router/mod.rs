@@ -220,6 +220,7 @@ impl Router {
                     return;
                 }
                 Arrival::Dropped => {
+                    tracing::debug!(participant = %peer.participant, "DTLS before ICE connected: hold full, dropped");
                     add(&self.stats.early_dtls_dropped, 1);
                     add(&self.stats.dropped_datagrams, 1);
                     return;
