@@ -20,6 +20,7 @@ mod client_hello_repeats;
 mod command;
 mod data_frame;
 mod demux;
+mod early_dtls;
 mod engine;
 mod events;
 #[doc(hidden)]

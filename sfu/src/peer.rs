@@ -2,6 +2,7 @@
 
 use crate::client_hello_repeats::ClientHelloRepeats;
 use crate::command::NegotiationError;
+use crate::early_dtls::EarlyDtls;
 use crate::engine;
 use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
 use crate::negotiator::Negotiator;
@@ -56,6 +57,9 @@ pub struct Peer {
     /// ClientHellos this connection has taken in, so repeats stay out of
     /// rtc-dtls (see `ClientHelloRepeats`).
     pub client_hellos: ClientHelloRepeats,
+    /// DTLS datagrams that came before ICE selected a pair, for the
+    /// connection to read once it has (see `EarlyDtls`).
+    pub early_dtls: EarlyDtls,
     /// The DTLS/ICE connection is up (forwarded media can reach the client).
     pub connected: bool,
     pub state: ConnectionState,
@@ -144,6 +148,7 @@ impl Peer {
             next_timeout: None,
             untrickled_candidates: local_candidates,
             client_hellos: ClientHelloRepeats::default(),
+            early_dtls: EarlyDtls::default(),
             connected: false,
             state: ConnectionState::Connecting,
         })

@@ -26,6 +26,8 @@ counters! {
     datagrams_out: "UDP datagrams sent",
     bytes_out: "UDP bytes sent",
     dropped_datagrams: "datagrams dropped: unknown protocol, unknown sender or rejected by the connection",
+    early_dtls_replayed: "DTLS datagrams that arrived before ICE selected a pair, held and read once it had (see `EarlyDtls`)",
+    early_dtls_dropped: "DTLS datagrams that arrived before ICE selected a pair and were dropped (hold full, or the connection went away first); also in dropped_datagrams",
     rtp_in: "RTP packets received from publishers",
     rtp_forwarded: "RTP packets handed to subscribers' connections",
     rtp_lost: "RTP packets missing from publishers' streams (sequence gaps on arrival)",

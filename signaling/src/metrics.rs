@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 15] = [
+    let counters: [CounterSpec; 17] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -114,6 +114,18 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Datagrams dropped: unknown protocol or sender, or refused by the connection",
             None,
             |s| s.dropped_datagrams,
+        ),
+        (
+            "dtls_early_replayed",
+            "DTLS datagrams that arrived before ICE selected a pair, held and read once it had",
+            None,
+            |s| s.early_dtls_replayed,
+        ),
+        (
+            "dtls_early_dropped",
+            "DTLS datagrams that arrived before ICE selected a pair and were dropped (hold full or connection gone)",
+            None,
+            |s| s.early_dtls_dropped,
         ),
         (
             "rtp_packets_received",

@@ -11,6 +11,7 @@ use crate::command::Command;
 use crate::engine;
 use crate::events::{ConnectionState, EventSink, MediaEvent};
 use crate::settings::MediaSettings;
+use crate::stats::{ShardStats, ShardStatsSnapshot};
 use bytes::BytesMut;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -32,6 +33,18 @@ fn server_addr() -> SocketAddr {
 
 fn client_addr() -> SocketAddr {
     "10.0.0.2:50000".parse().expect("addr")
+}
+
+fn settings() -> MediaSettings {
+    MediaSettings {
+        shards: 1,
+        bind_ips: vec![server_addr().ip()],
+        port: server_addr().port(),
+        public_ip: None,
+        pli_throttle: Duration::from_millis(500),
+        keyframe_cache: true,
+        max_file_bytes: 1 << 20,
+    }
 }
 
 #[derive(Clone, Default)]
@@ -56,6 +69,11 @@ fn handshake_type(datagram: &[u8]) -> Option<u8> {
     (datagram.len() > 13 && datagram[0] == 22 && datagram[3..5] == [0, 0]).then(|| datagram[13])
 }
 
+/// A STUN Binding success response.
+fn is_stun_success(datagram: &[u8]) -> bool {
+    datagram.get(..2) == Some(&[0x01, 0x01])
+}
+
 fn handshake_sequence(datagram: &[u8]) -> Option<u16> {
     let bytes = datagram.get(17..19)?;
     Some(u16::from_be_bytes([bytes[0], bytes[1]]))
@@ -72,6 +90,8 @@ type Link<'a> = dyn FnMut(&Direction, &[u8]) -> Option<Duration> + 'a;
 struct Outcome {
     connected_after: Option<Duration>,
     server_hellos_sent: usize,
+    /// The server's counters when the run ended.
+    stats: ShardStatsSnapshot,
 }
 
 /// Joins one participant, answers its offer with a webrtc-rs client and runs
@@ -80,16 +100,8 @@ struct Outcome {
 fn handshake_over(link: &mut Link<'_>) -> Outcome {
     let start = Instant::now();
     let mut now = start;
-    let settings = MediaSettings {
-        shards: 1,
-        bind_ips: vec![server_addr().ip()],
-        port: server_addr().port(),
-        public_ip: None,
-        pli_throttle: Duration::from_millis(500),
-        keyframe_cache: true,
-        max_file_bytes: 1 << 20,
-    };
-    let mut router = Router::new(0, vec![server_addr()], &settings, Default::default());
+    let stats = Arc::new(ShardStats::default());
+    let mut router = Router::new(0, vec![server_addr()], &settings(), stats.clone());
     let events = Events::default();
     let mut to_client: Vec<Vec<u8>> = Vec::new();
     router.handle_command(
@@ -180,9 +192,12 @@ fn handshake_over(link: &mut Link<'_>) -> Outcome {
     };
     let mut connected_after = None;
     while connected_after.is_none() && now - start < GIVE_UP_AFTER {
-        send_all(now, &mut in_flight, &mut to_client, &mut client);
+        // Events first: rtc acts on some only when they are polled (its
+        // DTLS client starts on the selected-pair event), and what that
+        // writes leaves now, as it would from a real client.
         while client.poll_event().is_some() {}
         while client.poll_read().is_some() {}
+        send_all(now, &mut in_flight, &mut to_client, &mut client);
         let next = in_flight
             .iter()
             .map(|(at, _, _)| *at)
@@ -232,6 +247,7 @@ fn handshake_over(link: &mut Link<'_>) -> Outcome {
     Outcome {
         connected_after,
         server_hellos_sent,
+        stats: stats.snapshot(),
     }
 }
 
@@ -301,4 +317,83 @@ fn a_lost_hello_verify_request_is_answered_again() {
     let after = outcome.connected_after.expect("connected");
     assert!(after < Duration::from_secs(3), "took {after:?}");
     assert_eq!(verify_requests, 2);
+}
+
+/// The client's first ClientHello overtakes the success response that lets
+/// the server (the controlling ICE agent) select its pair: here the
+/// client's STUN success responses take 100 ms, everything else 5 ms.
+/// Browsers send their hello as soon as one of their own checks succeeds,
+/// so with them the same race is decided by the server's check tick. rtc
+/// drops DTLS that comes before a pair is selected; the server must answer
+/// the hello anyway instead of waiting for the client's DTLS retransmission
+/// a second later.
+#[test]
+fn a_client_hello_that_overtakes_the_nomination_is_answered_at_once() {
+    const SLOW_SUCCESS: Duration = Duration::from_millis(100);
+    let mut first_hellos = 0;
+    let outcome = handshake_over(&mut |direction, data| match direction {
+        Direction::ToServer if is_stun_success(data) => Some(SLOW_SUCCESS),
+        Direction::ToServer => {
+            if handshake_type(data) == Some(1) && handshake_sequence(data) == Some(0) {
+                first_hellos += 1;
+            }
+            Some(LATENCY)
+        }
+        Direction::ToClient => Some(LATENCY),
+    });
+    let after = outcome.connected_after.expect("connected");
+    assert!(
+        after < Duration::from_secs(1),
+        "took {after:?}: the client had to retransmit its ClientHello"
+    );
+    assert_eq!(first_hellos, 1, "the first ClientHello was answered");
+    assert_eq!(
+        outcome.stats.early_dtls_replayed, 1,
+        "the hello came before the pair was selected (else this test tests nothing)"
+    );
+    assert_eq!(outcome.stats.early_dtls_dropped, 0);
+}
+
+/// DTLS from a connection's address before its ICE is up is held only up to
+/// the hold's bounds, and what is held goes away with the connection: both
+/// counted, nothing kept.
+#[test]
+fn early_dtls_beyond_the_hold_or_of_a_departed_peer_is_dropped_and_counted() {
+    use crate::early_dtls::MAX_HELD_DATAGRAMS;
+    let now = Instant::now();
+    let stats = Arc::new(ShardStats::default());
+    let mut router = Router::new(0, vec![server_addr()], &settings(), stats.clone());
+    let mut ignore = |_: usize, _: SocketAddr, _: &[u8]| {};
+    router.handle_command(
+        Command::Join {
+            room: "r".into(),
+            participant: "p".into(),
+            sink: Box::new(Events::default()),
+        },
+        now,
+        &mut ignore,
+    );
+    router.fuzz_learn_route("p", 0, client_addr());
+    let extra = 2;
+    for fill in 0..(MAX_HELD_DATAGRAMS + extra) as u8 {
+        // An epoch-0 handshake record that is not a ClientHello.
+        let record = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, fill];
+        router.handle_datagram(0, client_addr(), &record, now);
+    }
+    router.flush(now, &mut ignore);
+    assert_eq!(stats.snapshot().early_dtls_dropped, extra as u64);
+    router.handle_command(
+        Command::Leave {
+            participant: "p".into(),
+        },
+        now,
+        &mut ignore,
+    );
+    let after = stats.snapshot();
+    assert_eq!(
+        after.early_dtls_dropped,
+        (MAX_HELD_DATAGRAMS + extra) as u64
+    );
+    assert_eq!(after.early_dtls_replayed, 0);
+    assert_eq!(after.peers, 0);
 }

@@ -144,6 +144,9 @@ impl Router {
             self.by_addr.remove(route);
         }
         self.dirty.retain(|&d| d != conn);
+        let abandoned = peer.early_dtls.abandon() as u64;
+        add(&self.stats.early_dtls_dropped, abandoned);
+        add(&self.stats.dropped_datagrams, abandoned);
         if let Err(err) = peer.pc.close() {
             tracing::debug!(%err, "close");
         }

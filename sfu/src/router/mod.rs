@@ -15,6 +15,7 @@ mod snapshot;
 
 use crate::command::{Command, NegotiationError};
 use crate::demux::{classify, stun_local_ufrag, DatagramKind};
+use crate::early_dtls::Arrival;
 use crate::engine;
 use crate::events::{ConnectionState, MediaEvent, ParticipantId};
 use crate::keyframe_request::KeyframeRequestThrottle;
@@ -29,7 +30,7 @@ use rtc::peer_connection::event::{
     RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit,
 };
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -211,20 +212,63 @@ impl Router {
             tracing::debug!(participant = %peer.participant, "repeated DTLS ClientHello dropped");
             return;
         }
+        if kind == DatagramKind::Dtls {
+            match peer.early_dtls.offer(socket, from, data) {
+                Arrival::PassOn => {}
+                Arrival::Held => {
+                    tracing::debug!(participant = %peer.participant, "DTLS before ICE connected: held");
+                    return;
+                }
+                Arrival::Dropped => {
+                    tracing::debug!(participant = %peer.participant, "DTLS before ICE connected: hold full, dropped");
+                    add(&self.stats.early_dtls_dropped, 1);
+                    add(&self.stats.dropped_datagrams, 1);
+                    return;
+                }
+            }
+        }
+        let transport = udp_transport(self.announced[socket], from);
+        Self::read(peer, transport, BytesMut::from(data), now, &self.stats);
+        Self::mark_dirty(&mut self.dirty, conn);
+    }
+
+    /// Hands one datagram to a connection; a datagram it rejects is counted.
+    fn read(
+        peer: &mut Peer,
+        transport: TransportContext,
+        message: BytesMut,
+        now: Instant,
+        stats: &ShardStats,
+    ) {
         let result = peer.pc.handle_read(TaggedBytesMut {
             now,
-            transport: TransportContext {
-                local_addr: self.announced[socket],
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(data),
+            transport,
+            message,
         });
         if let Err(err) = result {
-            add(&self.stats.dropped_datagrams, 1);
+            add(&stats.dropped_datagrams, 1);
             tracing::trace!(%err, "datagram rejected");
         }
+    }
+
+    /// ICE connected: the connection reads the DTLS datagrams held for it,
+    /// from the socket and address each came from. The caller's drive sends
+    /// the answers (`drive` polls writes after events).
+    fn replay_early_dtls(&mut self, conn: ConnKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let held = peer.early_dtls.release();
+        if held.is_empty() {
+            return;
+        }
+        tracing::debug!(participant = %peer.participant, count = held.len(), "early DTLS replayed");
+        add(&self.stats.early_dtls_replayed, held.len() as u64);
+        for datagram in held {
+            let transport = udp_transport(self.announced[datagram.socket], datagram.from);
+            Self::read(peer, transport, datagram.data, now, &self.stats);
+        }
+        // Reading may have queued events as well: drain again.
         Self::mark_dirty(&mut self.dirty, conn);
     }
 
@@ -369,6 +413,12 @@ impl Router {
                     peer.sink.deliver(MediaEvent::ConnectionState(state));
                 }
             }
+            // Emitted when the ICE agent selects its pair (rtc-ice
+            // `set_selected_pair`); rtc's ICE handler passes DTLS on from
+            // then on, so the DTLS held until now can be read.
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) => self.replay_early_dtls(conn, now),
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.publish(conn, init, now);
             }
@@ -402,6 +452,15 @@ impl Router {
             }
             self.remove_peer(conn, now, send);
         }
+    }
+}
+
+fn udp_transport(local_addr: SocketAddr, peer_addr: SocketAddr) -> TransportContext {
+    TransportContext {
+        local_addr,
+        peer_addr,
+        ecn: None,
+        transport_protocol: TransportProtocol::UDP,
     }
 }
 
