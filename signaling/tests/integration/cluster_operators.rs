@@ -660,18 +660,7 @@ async fn an_answer_that_crosses_a_move_to_another_node_is_refused() -> Result<()
             .await?;
             let moved = ann.moved(SOON).await?;
             ensure!(moved.room == "retro", "Ann moved into {:?}", moved.room);
-            let reply = ann
-                .request_err(
-                    json!({"type": "answer", "sdp": stale}),
-                    "negotiation_failed",
-                )
-                .await?;
-            ensure!(
-                reply["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("replaced")),
-                "{reply}"
-            );
+            support::stale_answer_is_refused(&mut ann, stale).await?;
             ann.media_after_move(MediaOptions::default()).await?;
             for kind in [MediaKind::Audio, MediaKind::Video] {
                 bea.wait_packets_above(&moved.you, kind, 20, MEDIA_TIMEOUT)
