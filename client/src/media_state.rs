@@ -86,6 +86,13 @@ pub struct RemoteTrackInfo {
     pub bytes: u64,
     /// VP8 keyframes seen (first packet of a frame with the key bit clear).
     pub keyframes: u64,
+    /// Sender reports about this track (seen only with
+    /// `MediaOptions::rtcp_to_app`), and the newest one with the packets
+    /// and highest RTP timestamp received when it arrived.
+    pub sender_reports: u64,
+    /// RTP timestamp of the newest packet received.
+    pub last_rtp_timestamp: Option<u32>,
+    pub last_sender_report: Option<ReceivedSenderReport>,
     pub payload_types: BTreeSet<u8>,
     pub ssrcs_seen: BTreeSet<u32>,
     pub ended: bool,
@@ -105,6 +112,19 @@ impl RemoteTrackInfo {
             if self.ended { " ENDED" } else { "" }
         )
     }
+}
+
+/// A sender report as a remote track received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedSenderReport {
+    pub ntp_time: u64,
+    pub rtp_time: u32,
+    pub packet_count: u32,
+    pub octet_count: u32,
+    /// Packets this track had received when the report came.
+    pub packets_received: u64,
+    /// RTP timestamp of the last packet received before it.
+    pub last_rtp_timestamp: Option<u32>,
 }
 
 /// One RTP packet as it reached a remote track (after SRTP), in arrival

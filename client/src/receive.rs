@@ -64,6 +64,9 @@ pub(crate) async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn T
         packets: 0,
         bytes: 0,
         keyframes: 0,
+        sender_reports: 0,
+        last_rtp_timestamp: None,
+        last_sender_report: None,
         payload_types: BTreeSet::new(),
         ssrcs_seen: BTreeSet::new(),
         ended: false,
@@ -106,6 +109,7 @@ pub(crate) async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn T
                 let t = &mut tracks[idx];
                 t.packets += 1;
                 t.bytes += pkt.payload.len() as u64;
+                t.last_rtp_timestamp = Some(pkt.header.timestamp);
                 t.payload_types.insert(pkt.header.payload_type);
                 t.ssrcs_seen.insert(pkt.header.ssrc);
                 if !shared.opts.counters_only {
@@ -129,6 +133,29 @@ pub(crate) async fn read_remote_track(shared: Arc<MediaShared>, track: Arc<dyn T
                 }
                 if t.kind == Some(MediaKind::Video) && key {
                     t.keyframes += 1;
+                }
+                drop(tracks);
+                shared.notify.notify_waiters();
+            }
+            TrackRemoteEvent::OnRtcpPacket(packets) => {
+                let mut tracks = shared.tracks.lock().unwrap();
+                let t = &mut tracks[idx];
+                for p in &packets {
+                    let Some(sr) = p
+                        .as_any()
+                        .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                    else {
+                        continue;
+                    };
+                    t.sender_reports += 1;
+                    t.last_sender_report = Some(crate::media_state::ReceivedSenderReport {
+                        ntp_time: sr.ntp_time,
+                        rtp_time: sr.rtp_time,
+                        packet_count: sr.packet_count,
+                        octet_count: sr.octet_count,
+                        packets_received: t.packets,
+                        last_rtp_timestamp: t.last_rtp_timestamp,
+                    });
                 }
                 drop(tracks);
                 shared.notify.notify_waiters();

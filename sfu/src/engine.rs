@@ -6,6 +6,8 @@
 //! audio and VP8 for video (the codec every WebRTC browser sends and decodes).
 
 use crate::rtcp_tap::RtcpTap;
+use crate::srtp_key_tap::{KeyTap, TappedKeys};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
@@ -117,15 +119,38 @@ fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry)> {
     Ok((media_engine, registry))
 }
 
+/// SRTP profiles the server accepts, most preferred first (rtc's default
+/// order). The 32-bit-tag profile is left out: its key derivation cannot be
+/// told from the 80-bit one's, and the key tap must know the profile (see
+/// `srtp_session`); every browser offers one of these.
+fn srtp_profiles() -> Vec<SrtpProtectionProfile> {
+    vec![
+        SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+        SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+        SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+    ]
+}
+
+/// A server-side connection and what it needs beside it.
+pub struct BuiltConnection {
+    pub pc: RTCPeerConnection,
+    /// Our host candidates, for trickling.
+    pub candidates: Vec<RTCIceCandidateInit>,
+    /// The SRTP master keys, once DTLS derived them (see `srtp_key_tap`).
+    pub srtp_keys: TappedKeys,
+}
+
 /// Builds a peer connection answering STUN for `ufrag`/`pwd`, with one host
-/// candidate per announced address. Returns the candidates too, for trickling.
+/// candidate per announced address.
 pub fn build_peer_connection(
     ufrag: &str,
     pwd: &str,
     announced: &[SocketAddr],
     now: Instant,
-) -> Result<(RTCPeerConnection, Vec<RTCIceCandidateInit>)> {
+) -> Result<BuiltConnection> {
     let (media_engine, registry) = media_engine_and_interceptors()?;
+    let (crypto_provider, srtp_keys) =
+        KeyTap::provider().map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
     // The server has host candidates only and nothing better will turn up:
     // nominate the first working pair at once. (`None` here means
     // rtc-ice's default wait, one second for peer-reflexive candidates,
@@ -133,6 +158,8 @@ pub fn build_peer_connection(
     // before its trickled candidate; that second was most of a join.)
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_crypto_provider(crypto_provider)
+        .with_srtp_protection_profiles(srtp_profiles())
         .with_host_acceptance_min_wait(Some(Duration::ZERO))
         .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
@@ -167,5 +194,9 @@ pub fn build_peer_connection(
         pc.add_local_candidate(init.clone())?;
         candidates.push(init);
     }
-    Ok((pc, candidates))
+    Ok(BuiltConnection {
+        pc,
+        candidates,
+        srtp_keys,
+    })
 }

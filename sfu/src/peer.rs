@@ -5,7 +5,9 @@ use crate::command::NegotiationError;
 use crate::early_dtls::EarlyDtls;
 use crate::engine;
 use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
+use crate::fast_writer::FastWriter;
 use crate::negotiator::Negotiator;
+use crate::srtp_key_tap::TappedKeys;
 use crate::track::TrackKey;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -62,6 +64,16 @@ pub struct Peer {
     pub early_dtls: EarlyDtls,
     /// The DTLS/ICE connection is up (forwarded media can reach the client).
     pub connected: bool,
+    /// The SRTP master keys rtc derived (see `srtp_key_tap`).
+    pub srtp_keys: TappedKeys,
+    /// Forwarded media goes out here once the keys are known; `None` keeps
+    /// it on rtc's sender (before `connected`, or for life if the keys could
+    /// not be recovered).
+    pub fast_writer: Option<FastWriter>,
+    /// Where rtc last sent a non-STUN datagram for this connection: the
+    /// selected ICE pair (rtc addresses DTLS, SCTP and RTCP by it), which the
+    /// fast path follows.
+    pub media_route: Option<(usize, SocketAddr)>,
     pub state: ConnectionState,
 }
 
@@ -80,9 +92,12 @@ impl Peer {
     ) -> Result<Peer, NegotiationError> {
         let ufrag = random_token(16);
         let pwd = random_token(32);
-        let (mut pc, local_candidates) =
-            engine::build_peer_connection(&ufrag, &pwd, announced, now)
-                .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let engine::BuiltConnection {
+            mut pc,
+            candidates: local_candidates,
+            srtp_keys,
+        } = engine::build_peer_connection(&ufrag, &pwd, announced, now)
+            .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         // The m-sections the client publishes its microphone and camera into.
         // Each gets a placeholder sender that never sends (the section stays
         // recvonly): webrtc-rs' `add_track` reuses the first same-kind
@@ -150,6 +165,9 @@ impl Peer {
             client_hellos: ClientHelloRepeats::default(),
             early_dtls: EarlyDtls::default(),
             connected: false,
+            srtp_keys,
+            fast_writer: None,
+            media_route: None,
             state: ConnectionState::Connecting,
         })
     }

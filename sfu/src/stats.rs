@@ -28,6 +28,8 @@ counters! {
     dropped_datagrams: "datagrams dropped: unknown protocol, unknown sender or rejected by the connection",
     early_dtls_replayed: "DTLS datagrams that arrived before ICE selected a pair, held and read once it had (see `EarlyDtls`)",
     early_dtls_dropped: "DTLS datagrams that arrived before ICE selected a pair and were dropped (hold full, or the connection went away first); also in dropped_datagrams",
+    fast_path_connections: "connections whose forwarded media the router protects and sends itself (SRTP keys recovered, see `srtp_key_tap`)",
+    fast_path_refused: "connections whose SRTP keys could not be recovered: their forwarded media stays on rtc's pipeline",
     rtp_in: "RTP packets received from publishers",
     rtp_forwarded: "RTP packets handed to subscribers' connections",
     rtp_lost: "RTP packets missing from publishers' streams (sequence gaps on arrival)",

@@ -1,16 +1,19 @@
 //! A published track and its per-subscriber down tracks (LiveKit's split:
 //! the publisher side receives, each `DownTrack` sends to one subscriber).
 
+use crate::fast_writer::{FastWriter, SendDatagram};
 use crate::keyframe_cache::KeyframeCache;
 use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::packet_cache::{PacketCache, CACHE_SIZE};
 use crate::rtp_munger::{seq_newer, RtpMunger};
 use crate::rtp_rewriter::RtpRewriter;
+use crate::sender_report::SenderReportClock;
 use crate::vp8;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Shard-local identity of a published track.
@@ -156,6 +159,23 @@ pub struct DownTrack {
     pub waiting_for_keyframe: bool,
     /// Packets handed to the subscriber's connection.
     pub packets_sent: u64,
+    /// Bytes sent by the fast path (datagram lengths).
+    pub bytes_sent: u64,
+    /// What the fast path sent, for this stream's sender reports.
+    pub sender_reports: SenderReportClock,
+}
+
+/// How a down track's packets reach its subscriber.
+pub enum RtpWriter<'a, 'b> {
+    /// Through rtc's sender (a connection whose keys the tap could not
+    /// recover keeps this for life).
+    Rtc(&'a mut RTCPeerConnection),
+    /// Protected and sent by the router itself.
+    Fast {
+        writer: &'a mut FastWriter,
+        route: (usize, SocketAddr),
+        send: SendDatagram<'b>,
+    },
 }
 
 /// What forwarding one packet to one down track did.
@@ -176,7 +196,7 @@ impl DownTrack {
     /// keyframe, then map sequence number and timestamp and send.
     pub fn forward(
         &mut self,
-        pc: &mut RTCPeerConnection,
+        out: &mut RtpWriter<'_, '_>,
         packet: &rtp::Packet,
         track: &TrackView<'_>,
         now: Instant,
@@ -201,7 +221,7 @@ impl DownTrack {
                 // Not when this very packet starts a keyframe: it is fresher.
                 if !cached.is_empty() && !vp8::is_keyframe_start(&packet.payload) {
                     for p in cached {
-                        result.sent += self.send(pc, p, now) as u64;
+                        result.sent += self.send(out, p, now) as u64;
                     }
                     // Live deltas depend on frames the subscriber never got.
                     self.munger.switch_source();
@@ -220,11 +240,11 @@ impl DownTrack {
                 return result;
             }
             self.waiting_for_keyframe = false;
-            result.sent += self.send(pc, packet, now) as u64;
-            result.sent += self.send_withheld_after(pc, packet.header.sequence_number, track, now);
+            result.sent += self.send(out, packet, now) as u64;
+            result.sent += self.send_withheld_after(out, packet.header.sequence_number, track, now);
             return result;
         }
-        result.sent += self.send(pc, packet, now) as u64;
+        result.sent += self.send(out, packet, now) as u64;
         result
     }
 
@@ -237,7 +257,7 @@ impl DownTrack {
     /// body: undecodable, and unrepairable by NACK.
     fn send_withheld_after(
         &mut self,
-        pc: &mut RTCPeerConnection,
+        out: &mut RtpWriter<'_, '_>,
         start: u16,
         track: &TrackView<'_>,
         now: Instant,
@@ -249,13 +269,13 @@ impl DownTrack {
         let mut sent = 0;
         for i in 1..=count {
             if let Some(withheld) = track.cache.get(start.wrapping_add(i)) {
-                sent += self.send(pc, withheld, now) as u64;
+                sent += self.send(out, withheld, now) as u64;
             }
         }
         sent
     }
 
-    fn send(&mut self, pc: &mut RTCPeerConnection, packet: &rtp::Packet, now: Instant) -> bool {
+    fn send(&mut self, out: &mut RtpWriter<'_, '_>, packet: &rtp::Packet, now: Instant) -> bool {
         let (Some(rewriter), Some((seq, ts))) = (
             &self.rewriter,
             self.munger
@@ -263,11 +283,11 @@ impl DownTrack {
         ) else {
             return false;
         };
-        let mut out = packet.clone();
-        out.header.sequence_number = seq;
-        out.header.timestamp = ts;
-        rewriter.rewrite(&mut out);
-        let sent = self.write(pc, out, now);
+        let mut rewritten = packet.clone();
+        rewritten.header.sequence_number = seq;
+        rewritten.header.timestamp = ts;
+        rewriter.rewrite(&mut rewritten);
+        let sent = self.write(out, rewritten, now);
         self.packets_sent += sent as u64;
         sent
     }
@@ -276,7 +296,7 @@ impl DownTrack {
     /// outgoing sequence number).
     pub fn retransmit(
         &mut self,
-        pc: &mut RTCPeerConnection,
+        out: &mut RtpWriter<'_, '_>,
         out_seq: u16,
         cache: &crate::packet_cache::PacketCache,
         now: Instant,
@@ -287,23 +307,41 @@ impl DownTrack {
         let (Some(rewriter), Some(cached)) = (&self.rewriter, cache.get(input)) else {
             return false;
         };
-        let mut out = cached.clone();
-        out.header.sequence_number = out_seq;
-        out.header.timestamp = out.header.timestamp.wrapping_add(ts_offset);
-        rewriter.rewrite(&mut out);
-        self.write(pc, out, now)
+        let mut rewritten = cached.clone();
+        rewritten.header.sequence_number = out_seq;
+        rewritten.header.timestamp = rewritten.header.timestamp.wrapping_add(ts_offset);
+        rewriter.rewrite(&mut rewritten);
+        self.write(out, rewritten, now)
     }
 
-    fn write(&self, pc: &mut RTCPeerConnection, packet: rtp::Packet, now: Instant) -> bool {
-        match pc.rtp_sender(self.sender_id) {
-            Some(mut sender) => match sender.write_rtp(now, packet) {
-                Ok(()) => true,
+    fn write(&mut self, out: &mut RtpWriter<'_, '_>, packet: rtp::Packet, now: Instant) -> bool {
+        match out {
+            RtpWriter::Rtc(pc) => match pc.rtp_sender(self.sender_id) {
+                Some(mut sender) => match sender.write_rtp(now, packet) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::trace!(%err, "write_rtp");
+                        false
+                    }
+                },
+                None => false,
+            },
+            RtpWriter::Fast {
+                writer,
+                route,
+                send,
+            } => match writer.write_rtp(&packet, *route, *send) {
+                Ok(len) => {
+                    self.bytes_sent += len as u64;
+                    self.sender_reports
+                        .sent(&packet.header, packet.payload.len(), now);
+                    true
+                }
                 Err(err) => {
-                    tracing::trace!(%err, "write_rtp");
+                    tracing::debug!(%err, ssrc = self.ssrc, "fast path write");
                     false
                 }
             },
-            None => false,
         }
     }
 
@@ -325,6 +363,8 @@ impl DownTrack {
             primed: false,
             waiting_for_keyframe: track.is_video(),
             packets_sent: 0,
+            bytes_sent: 0,
+            sender_reports: SenderReportClock::new(track.clock_rate),
         }
     }
 }

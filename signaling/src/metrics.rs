@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 17] = [
+    let counters: [CounterSpec; 19] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -126,6 +126,18 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "DTLS datagrams that arrived before ICE selected a pair and were dropped (hold full or connection gone)",
             None,
             |s| s.early_dtls_dropped,
+        ),
+        (
+            "fast_path_connections",
+            "Connections whose forwarded media Noom protects and sends itself (SRTP keys recovered)",
+            None,
+            |s| s.fast_path_connections,
+        ),
+        (
+            "fast_path_refused",
+            "Connections whose SRTP keys could not be recovered: forwarded media stays on webrtc-rs' pipeline",
+            None,
+            |s| s.fast_path_refused,
         ),
         (
             "rtp_packets_received",

@@ -113,7 +113,11 @@ fn handshake_over(link: &mut Link<'_>) -> Outcome {
         now,
         &mut |_: usize, _: SocketAddr, data: &[u8]| to_client.push(data.to_vec()),
     );
-    let (mut client, client_candidates) = engine::build_peer_connection(
+    let engine::BuiltConnection {
+        pc: mut client,
+        candidates: client_candidates,
+        ..
+    } = engine::build_peer_connection(
         "clientufrag0000",
         "clientpassword00000000000000000",
         &[client_addr()],
@@ -257,6 +261,15 @@ fn connects_over_a_clean_link() {
     let after = outcome.connected_after.expect("connected");
     assert!(after < Duration::from_millis(500), "took {after:?}");
     assert_eq!(outcome.server_hellos_sent, 1);
+    // The SRTP keys the handshake derived were recovered (`srtp_key_tap`):
+    // forwarded media will take the fast path.
+    assert_eq!(
+        (
+            outcome.stats.fast_path_connections,
+            outcome.stats.fast_path_refused
+        ),
+        (1, 0)
+    );
 }
 
 /// The server's flight 4 is lost, and the client's repeated ClientHello

@@ -2,6 +2,7 @@
 //! tracks, and the subscribers' feedback (keyframe requests, NACKs).
 
 use super::*;
+use crate::track::RtpWriter;
 
 impl Router {
     /// The per-packet path: one publisher packet to every subscriber.
@@ -11,6 +12,7 @@ impl Router {
         track_id: &str,
         packet: rtp::Packet,
         now: Instant,
+        send: Send<'_>,
     ) {
         let Router {
             peers,
@@ -59,12 +61,30 @@ impl Router {
                 // No SRTP keys yet: webrtc-rs would drop the packet anyway.
                 continue;
             }
-            let forwarded = dt.forward(&mut sub.pc, &packet, &view, now);
+            let forwarded = match (&mut sub.fast_writer, sub.media_route) {
+                (Some(writer), Some(route)) => {
+                    let bytes_before = dt.bytes_sent;
+                    let mut out = RtpWriter::Fast {
+                        writer,
+                        route,
+                        send: &mut *send,
+                    };
+                    let forwarded = dt.forward(&mut out, &packet, &view, now);
+                    add(&stats.datagrams_out, forwarded.sent);
+                    add(&stats.bytes_out, dt.bytes_sent - bytes_before);
+                    forwarded
+                }
+                _ => {
+                    let forwarded =
+                        dt.forward(&mut RtpWriter::Rtc(&mut sub.pc), &packet, &view, now);
+                    if forwarded.sent > 0 {
+                        Self::mark_dirty(dirty, dt.subscriber);
+                    }
+                    forwarded
+                }
+            };
             want_keyframe |= forwarded.want_keyframe;
-            if forwarded.sent > 0 {
-                add(&stats.rtp_forwarded, forwarded.sent);
-                Self::mark_dirty(dirty, dt.subscriber);
-            }
+            add(&stats.rtp_forwarded, forwarded.sent);
         }
         if want_keyframe {
             self.request_keyframe(key, now);
@@ -113,6 +133,7 @@ impl Router {
         track_id: &str,
         packets: Vec<Box<dyn rtcp::Packet>>,
         now: Instant,
+        send: Send<'_>,
     ) {
         let Some(key) = self
             .peers
@@ -129,7 +150,7 @@ impl Router {
                 self.request_keyframe(key, now);
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 add(&self.stats.nacks_in, 1);
-                self.retransmit(conn, key, nack, now);
+                self.retransmit(conn, key, nack, now, send);
             }
         }
     }
@@ -140,6 +161,7 @@ impl Router {
         key: TrackKey,
         nack: &TransportLayerNack,
         now: Instant,
+        send: Send<'_>,
     ) {
         let Router {
             peers,
@@ -160,10 +182,26 @@ impl Router {
         ) else {
             return;
         };
+        let bytes_before = dt.bytes_sent;
+        let mut out = match (&mut sub.fast_writer, sub.media_route) {
+            (Some(writer), Some(route)) => RtpWriter::Fast {
+                writer,
+                route,
+                send,
+            },
+            _ => {
+                Self::mark_dirty(dirty, conn);
+                RtpWriter::Rtc(&mut sub.pc)
+            }
+        };
+        let fast = matches!(out, RtpWriter::Fast { .. });
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                if dt.retransmit(&mut sub.pc, seq, cache, now) {
+                if dt.retransmit(&mut out, seq, cache, now) {
                     add(&stats.retransmissions, 1);
+                    if fast {
+                        add(&stats.datagrams_out, 1);
+                    }
                 } else {
                     // Not received yet (lost upstream, its repair still
                     // coming: it is forwarded when it arrives), or too old.
@@ -171,6 +209,6 @@ impl Router {
                 }
             }
         }
-        Self::mark_dirty(dirty, conn);
+        add(&stats.bytes_out, dt.bytes_sent - bytes_before);
     }
 }

@@ -9,6 +9,7 @@
 mod data;
 #[cfg(test)]
 mod dtls_loss_tests;
+mod fast_path;
 mod media;
 mod membership;
 mod snapshot;
@@ -68,11 +69,14 @@ pub struct Router {
     pli_throttle: Duration,
     keyframe_cache: bool,
     max_file_bytes: u64,
+    /// When the fast path's sender reports are next due (`None` while no
+    /// connection uses it).
+    next_sender_reports: Option<Instant>,
     stats: Arc<ShardStats>,
 }
 
 /// Where a datagram goes: socket index, remote address, bytes.
-pub type Send<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
+pub type Send<'a> = crate::fast_writer::SendDatagram<'a>;
 
 impl Router {
     pub fn new(
@@ -97,6 +101,7 @@ impl Router {
             pli_throttle: settings.pli_throttle,
             keyframe_cache: settings.keyframe_cache,
             max_file_bytes: settings.max_file_bytes,
+            next_sender_reports: None,
             stats,
         }
     }
@@ -311,7 +316,7 @@ impl Router {
     pub fn next_deadline(&self) -> Option<Instant> {
         let peers = self.peers.values().filter_map(|p| p.next_timeout);
         let keyframes = self.tracks.values().filter_map(|t| t.keyframes.deadline());
-        peers.chain(keyframes).min()
+        peers.chain(keyframes).chain(self.next_sender_reports).min()
     }
 
     pub fn handle_timeouts(&mut self, now: Instant, send: Send<'_>) {
@@ -330,6 +335,9 @@ impl Router {
             .collect();
         for key in due {
             self.send_keyframe_request(key, now);
+        }
+        if self.next_sender_reports.is_some_and(|t| t <= now) {
+            self.send_sender_reports(now);
         }
         self.flush(now, send);
     }
@@ -363,10 +371,10 @@ impl Router {
             };
             match message {
                 RTCMessage::RtpPacket(track_id, packet) => {
-                    self.forward(conn, &track_id, packet, now)
+                    self.forward(conn, &track_id, packet, now, send)
                 }
                 RTCMessage::RtcpPacket(track_id, packets) => {
-                    self.handle_feedback(conn, &track_id, packets, now)
+                    self.handle_feedback(conn, &track_id, packets, now, send)
                 }
                 _ => {}
             }
@@ -387,9 +395,13 @@ impl Router {
             // and success responses (to an authenticated request) name a
             // remote address that belongs to this connection: datagrams from
             // there, which carry no USERNAME, are routed back to it.
+            let socket = self.socket_for(msg.transport.local_addr);
             if is_stun_binding_request_or_success(&msg.message) {
-                let socket = self.socket_for(msg.transport.local_addr);
                 self.learn_route(conn, socket, msg.transport.peer_addr);
+            } else if classify(&msg.message) != DatagramKind::Stun {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.media_route = Some((socket, msg.transport.peer_addr));
+                }
             }
             self.send_datagram(msg, send);
         }
@@ -406,6 +418,9 @@ impl Router {
                     RTCPeerConnectionState::Closed => ConnectionState::Closed,
                     _ => ConnectionState::Connecting,
                 };
+                if state == ConnectionState::Connected {
+                    self.start_fast_path(conn, now);
+                }
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.connected = state == ConnectionState::Connected;
                     peer.state = state;

@@ -31,8 +31,12 @@ async fn keyframe_requests_reach_the_publisher_throttled() -> Result<()> {
             rtcp_to_app: true,
             ..Default::default()
         };
-        let (a, a_id, b, _b_id) = two_party(addr, "pli", opts, opts).await?;
+        let (a, a_id, b, b_id) = two_party(addr, "pli", opts, opts).await?;
         expect_flowing(&b, &a_id, 20).await?;
+        // Both directions: a subscriber still waiting for its first
+        // keyframe makes the server ask on its own (every throttle
+        // interval), which would be counted below.
+        expect_flowing(&a, &b_id, 20).await?;
         let (_, ssrc) = b.remote_track_handle(&a_id, MediaKind::Video)?;
         // Let the server's own keyframe requests (one per new subscriber)
         // leave the throttle window.
@@ -258,3 +262,73 @@ async fn nack_is_answered_from_the_packet_cache() -> Result<()> {
 // ---------------------------------------------------------------------------
 // 5. Leave/join churn
 // ---------------------------------------------------------------------------
+
+/// The server sends forwarded media itself (outside webrtc-rs' pipeline),
+/// so it owes the subscribers its own sender reports: at least one a
+/// second per forwarded stream, counting what was sent, with an RTP time
+/// that continues the stream's timestamps and a current wall clock (what
+/// browsers synchronise audio with video by).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_sender_reports_for_forwarded_streams() -> Result<()> {
+    with_deadline("sender_reports", Duration::from_secs(120), async {
+        let server = start_server().await?;
+        let subscriber = MediaOptions {
+            rtcp_to_app: true,
+            ..Default::default()
+        };
+        let (_a, a_id, b, _b_id) = two_party(
+            server.http_addr(),
+            "sr",
+            MediaOptions::default(),
+            subscriber,
+        )
+        .await?;
+        expect_flowing(&b, &a_id, 20).await?;
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let track = |c: &support::TestClient| {
+                c.remote_tracks()
+                    .into_iter()
+                    .find(|t| t.stream_id == a_id && t.kind == Some(kind))
+            };
+            let first = track(&b).map(|t| t.sender_reports).unwrap_or(0);
+            b.wait_media(
+                &format!("two {kind:?} sender reports"),
+                Duration::from_secs(5),
+                |c| track(c).is_some_and(|t| t.sender_reports >= first + 2),
+            )
+            .await?;
+            let info = track(&b).context("track")?;
+            let sr = info.last_sender_report.context("a report")?;
+            let received = sr.packets_received as i64;
+            ensure!(
+                (received - sr.packet_count as i64).abs() <= 10,
+                "{kind:?}: the report counts {} packets, {received} arrived",
+                sr.packet_count
+            );
+            ensure!(sr.octet_count > 0, "{kind:?}: no octets counted");
+            let clock = if kind == MediaKind::Audio {
+                48_000
+            } else {
+                90_000
+            };
+            let last = sr
+                .last_rtp_timestamp
+                .context("a packet before the report")?;
+            let ahead = sr.rtp_time.wrapping_sub(last) as i32;
+            ensure!(
+                (-(clock / 10)..clock / 2).contains(&ahead),
+                "{kind:?}: the report's RTP time is {ahead} ticks from the last packet's"
+            );
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let ntp_unix = (sr.ntp_time >> 32) as i64 - 2_208_988_800;
+            ensure!(
+                (ntp_unix - unix).abs() <= 2,
+                "{kind:?}: NTP time {ntp_unix} is not now ({unix})"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
