@@ -5,7 +5,8 @@
 # tests, a Python venv for the aiortc tests), then runs:
 #   checks: cargo fmt --check, cargo clippy -D warnings, cargo build (clippy
 #           lints during the build: one compilation, see clippy_in_build)
-#   suites: cargo test --workspace; Chromium end-to-end (tests/browser);
+#   suites: cargo test --workspace; Chromium end-to-end (tests/browser,
+#           coturn for its TURN tests);
 #           aiortc end-to-end (tests/aiortc); a publisher behind 10 % loss
 #           in network namespaces (tests/netem, needs root: skipped without);
 #           bench (benches/ noom-load --quick: media flows through Noom and
@@ -134,8 +135,11 @@ install_system_packages() {
     want browser && [ ! -x "$CHROMIUM_BIN" ] && missing+=(chromium)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v unshare >/dev/null || missing+=(util-linux)
-    # tests/netem falls back to nftables where the kernel has no sch_netem.
-    want netem && ! command -v nft >/dev/null && missing+=(nftables)
+    # tests/netem falls back to nftables where the kernel has no sch_netem;
+    # tests/browser/turn.test.mjs drops one browser's UDP with it.
+    (want netem || want browser) && ! command -v nft >/dev/null && missing+=(nftables)
+    # tests/browser/turn.test.mjs runs a real TURN server (issue #17).
+    want browser && [ ! -x /usr/bin/turnserver ] && missing+=(coturn)
     # signaling/tests/integration/cluster_redis.rs runs a real Redis (issue #14).
     # ... and so does the cluster bench (noom-load cluster --quick).
     (want cargo || want bench) && [ ! -x /usr/bin/redis-server ] && missing+=(redis-server)

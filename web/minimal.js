@@ -4,6 +4,9 @@
 //
 // URL parameters: room (default "test"), name (default "guest-xxxx"),
 // ice=none (use no ICE servers, for offline / loopback-only runs),
+// relay=1 (iceTransportPolicy "relay": media only through the TURN server
+// that `joined` names, as a client behind a strict firewall would; the TURN
+// tests use it),
 // publish=none (receive only: no camera or microphone),
 // test=switch (the switching test hooks below; off by default).
 //
@@ -33,6 +36,7 @@ const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'test';
 const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`;
 const noIce = params.get('ice') === 'none';
+const relayOnly = params.get('relay') === '1';
 const publish = params.get('publish') !== 'none';
 const hooks = params.get('test') === 'switch';
 
@@ -46,7 +50,7 @@ const clock = () => performance.timeOrigin + performance.now();
 const MAX_FRAMES = 100_000;
 
 const noom = {
-  // starting | media | connecting | joining | joined | closed | error
+  // starting | media | connecting | joining | joined | left | closed | error
   state: 'starting',
   room,
   name,
@@ -61,6 +65,11 @@ const noom = {
   offers: 0, // offers received from the server
   answers: 0, // answers sent
   errors: [], // strings
+  // icecandidateerror events ({url, errorCode, errorText}): an unreachable
+  // STUN server or a TURN server refusing the credentials (401). Kept apart
+  // from errors: an unreachable STUN server is routine.
+  iceErrors: [],
+  left: null, // the server's `left` message ({reason, message}), if it removed us
   log: [], // recent signaling traffic, newest last
   chats: [],
   pc: null,
@@ -124,11 +133,14 @@ function render() {
     .join(', ');
   $status.textContent = [
     `room: ${room}   name: ${name}   you: ${noom.you ?? '-'}${publish ? '' : '   receive only'}`,
-    `state: ${noom.state}   pc: ${noom.connectionState}   ice: ${noom.iceConnectionState}   signaling: ${noom.signalingState}`,
+    `state: ${noom.state}   pc: ${noom.connectionState}   ice: ${noom.iceConnectionState}${relayOnly ? ' (relay only)' : ''}   signaling: ${noom.signalingState}`,
     `offers received: ${noom.offers}   answers sent: ${noom.answers}${hooks ? `   restarts: ${noom.restarts.length}` : ''}`,
     `participants: ${others || '(none)'}`,
   ].join('\n');
-  $errors.textContent = noom.errors.join('\n');
+  $errors.textContent = [
+    ...noom.errors,
+    ...noom.iceErrors.map((e) => `ICE server ${e.url}: ${e.errorCode} ${e.errorText}`),
+  ].join('\n');
   document.title = `Noom: ${name} in ${room} (${noom.state})`;
 }
 
@@ -317,20 +329,39 @@ function watchTransport(pc) {
 }
 
 function createPeerConnection(iceServers) {
-  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  const pc = new RTCPeerConnection({
+    iceServers,
+    bundlePolicy: 'max-bundle',
+    iceTransportPolicy: relayOnly ? 'relay' : 'all',
+  });
   noom.pc = pc;
   mark('pc created');
   if (hooks) pc.onicegatheringstatechange = () => mark(`gathering ${pc.iceGatheringState}`);
   noom.connectionState = pc.connectionState;
   if (hooks) noom.connectedAt = null;
+  let gathered = 0;
   pc.onicecandidate = (ev) => {
     if (noom.pc !== pc) return;
     const c = ev.candidate;
     mark(c ? `local candidate ${c.address}:${c.port} ${c.protocol}` : 'local candidates end');
+    if (c) gathered += 1;
+    // Without a single local candidate the connection can never start, and
+    // Chromium then stays `new` rather than `failed`: say so now (relay only
+    // with a TURN server that refuses the credentials is the usual cause).
+    if (!c && gathered === 0) {
+      const why = noom.iceErrors.map((e) => `${e.url}: ${e.errorCode} ${e.errorText}`).join('; ');
+      fail(new Error(`no ICE candidate could be gathered${relayOnly ? ' (relay only)' : ''}${why ? `: ${why}` : ''}`), 'media');
+    }
     send({
       type: 'candidate',
       candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null,
     });
+  };
+  pc.onicecandidateerror = (ev) => {
+    if (noom.pc !== pc) return;
+    noom.iceErrors.push({ url: ev.url, errorCode: ev.errorCode, errorText: ev.errorText });
+    if (noom.iceErrors.length > 50) noom.iceErrors.shift();
+    render();
   };
   pc.onconnectionstatechange = () => {
     if (noom.pc !== pc) return;
@@ -567,6 +598,12 @@ function onMessage(msg) {
       break;
     case 'participant_left':
       removeParticipant(msg.id);
+      break;
+    case 'left':
+      // The server removed us (back in the lobby); a media failure is an error.
+      noom.left = { reason: msg.reason, message: msg.message ?? null };
+      if (msg.reason === 'media_failed') fail(new Error(`removed from the room: ${msg.message || msg.reason}`));
+      setState('left');
       break;
     case 'offer':
       enqueue('offer', () => handleOffer(msg.sdp));

@@ -19,6 +19,7 @@ impl Config {
     /// | `NOOM_PUBLIC_IP`      | `media.public_ip` | IP; empty = none                |
     /// | `NOOM_AUTH_SECRET`    | `auth.secret`     | string                          |
     /// | `NOOM_ADMIN_TOKEN`    | `admin.token`     | string                          |
+    /// | `NOOM_TURN_SECRET`    | `turn.secret`     | string; empty = no TURN entry   |
     /// | `NOOM_CLUSTER_REDIS_URL` | `cluster.redis_url` | Redis URL; empty = single node |
     /// | `NOOM_NODE_ID`        | `cluster.node_id` | id; empty = derived at start    |
     /// | `NOOM_LOG_LEVEL`      | `log.level`       | EnvFilter directive             |
@@ -83,6 +84,10 @@ impl Config {
                 "NOOM_ADMIN_TOKEN" => {
                     next.admin.token = value.clone();
                     "admin.token"
+                }
+                "NOOM_TURN_SECRET" => {
+                    next.turn.secret = value.clone();
+                    "turn.secret"
                 }
                 "NOOM_CLUSTER_REDIS_URL" => {
                     next.cluster.redis_url = value.trim().to_owned();
@@ -186,6 +191,21 @@ mod tests {
             .unwrap();
         assert!(!single.cluster.enabled());
         assert_eq!(single.cluster.node_id, "");
+
+        // The TURN secret, with the URLs from a file.
+        let mut turn = Config::from_toml_str("[turn]\nurls = [\"turn:t.example:3478\"]\n").unwrap();
+        turn.apply_env(env(&[("NOOM_TURN_SECRET", "s3cret")]))
+            .unwrap();
+        assert_eq!(turn.turn.secret, "s3cret");
+        assert!(turn.turn.enabled());
+        // Without URLs a secret is refused, blamed on the variable's key.
+        let mut no_urls = Config::embedded();
+        let err = no_urls
+            .apply_env(env(&[("NOOM_TURN_SECRET", "s3cret")]))
+            .unwrap_err();
+        assert_eq!(err.key(), Some("turn.urls"));
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert_eq!(no_urls, Config::embedded());
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod error;
 mod load;
 mod print;
 mod schema;
+mod turn;
 mod validate;
 
 pub use cluster::MAX_NAME_LEN;
@@ -32,8 +33,9 @@ pub use error::ConfigError;
 pub use load::DEFAULT_TOML;
 pub use schema::{
     AdminConfig, AuthConfig, ClusterConfig, Config, HttpConfig, IceConfig, IceServer,
-    KeyframeConfig, LimitsConfig, LogConfig, LogFormat, MediaConfig, SessionConfig,
+    KeyframeConfig, LimitsConfig, LogConfig, LogFormat, MediaConfig, SessionConfig, TurnConfig,
 };
+pub use turn::TURN_TTL_S;
 pub use validate::{
     HEARTBEATS_PER_TIMEOUT, MAX_SHARDS, MIN_HEARTBEAT_MS, MIN_MESSAGE_BYTES, REDIS_TIMEOUT_MS,
 };

@@ -118,6 +118,10 @@ mod tests {
                 },
             ]
         );
+        assert!(c.turn.urls.is_empty());
+        assert_eq!(c.turn.secret, "");
+        assert!(!c.turn.enabled());
+        assert_eq!(c.turn.ttl_s, 86400);
         assert_eq!(c.limits.max_rooms, 1000);
         assert_eq!(c.limits.max_participants_per_room, 50);
         assert_eq!(c.limits.max_message_bytes, 65536);

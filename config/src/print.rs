@@ -11,17 +11,25 @@ impl Config {
     /// resolved, so the file stays portable between hosts; so is an empty
     /// `cluster.node_id`.
     ///
-    /// The one exception to reading back equal: the password in
-    /// `cluster.redis_url` is printed as `***` (the output ends up in
-    /// terminals, tickets and logs), and a header line says so.
+    /// The exceptions to reading back equal: the password in
+    /// `cluster.redis_url` and `turn.secret` are printed as `***` (the
+    /// output ends up in terminals, tickets and logs), and a header line
+    /// says so.
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).expect("config serializes");
-        let redacted = if self.cluster.redis_url_redacted() != self.cluster.redis_url {
-            "# cluster.redis_url is shown with its password replaced by ***; set the real URL\n\
-             # again (preferably with NOOM_CLUSTER_REDIS_URL) before using this file.\n"
-        } else {
-            ""
-        };
+        let mut redacted = String::new();
+        if self.cluster.redis_url_redacted() != self.cluster.redis_url {
+            redacted.push_str(
+                "# cluster.redis_url is shown with its password replaced by ***; set the real URL\n\
+                 # again (preferably with NOOM_CLUSTER_REDIS_URL) before using this file.\n",
+            );
+        }
+        if self.turn.enabled() {
+            redacted.push_str(
+                "# turn.secret is shown as ***; set the real secret again (preferably with\n\
+                 # NOOM_TURN_SECRET) before using this file.\n",
+            );
+        }
         format!(
             "# Effective Noom configuration (defaults, then --config file, then NOOM_* environment).\n\
              # See the embedded config.toml for what each key does.\n{redacted}\n{body}"

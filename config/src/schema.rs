@@ -18,6 +18,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub ice: IceConfig,
+    pub turn: TurnConfig,
     pub limits: LimitsConfig,
     pub keyframes: KeyframeConfig,
     pub session: SessionConfig,
@@ -125,6 +126,25 @@ pub struct IceServer {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+/// `[turn]`: a TURN server (coturn's REST scheme, `use-auth-secret`) for
+/// which every `joined` carries fresh time-limited credentials.
+///
+/// `Debug` is written by hand and `secret` serializes as `***`, so the
+/// shared secret never reaches a log line or `--print-config`: anyone who
+/// holds it can mint TURN credentials (free relaying through the server).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URLs handed to clients in one ICE server entry.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`; empty = no TURN entry is handed out.
+    /// Use [`TurnConfig::enabled`] rather than testing it.
+    #[serde(serialize_with = "crate::turn::serialize_redacted")]
+    pub secret: String,
+    /// Lifetime of the credentials, in seconds from the join.
+    pub ttl_s: u64,
 }
 
 /// `[limits]`: admission control and signaling abuse protection.

@@ -5,6 +5,7 @@
 //! programmatic edit), because only the caller knows.
 
 use crate::cluster::{is_valid_name, redis_url_problem, MAX_NAME_LEN};
+use crate::turn::{turn_url_problem, TURN_TTL_S};
 use crate::{Config, ConfigError};
 
 /// Most media shards accepted. Each shard is a thread with its own UDP port,
@@ -151,12 +152,42 @@ impl Config {
             }
         }
 
+        self.check_turn()?;
         self.check_cluster()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return invalid(
                 "log.level",
                 format!("{:?} is not a valid filter: {e}", self.log.level),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[turn]`, checked even without a secret so a bad URL shows up the day
+    /// it is written; a secret without URLs would hand out nothing.
+    fn check_turn(&self) -> Result<(), Invalid> {
+        let t = &self.turn;
+        for url in &t.urls {
+            if let Some(problem) = turn_url_problem(url) {
+                return invalid("turn.urls", problem);
+            }
+        }
+        if t.enabled() && t.urls.is_empty() {
+            return invalid(
+                "turn.urls",
+                "turn.secret is set but no TURN URL is listed (e.g. [\"turn:turn.example.com:3478?transport=udp\"])",
+            );
+        }
+        if !TURN_TTL_S.contains(&t.ttl_s) {
+            return invalid(
+                "turn.ttl_s",
+                format!(
+                    "must be {} to {} seconds (it must outlast the longest call), got {}",
+                    TURN_TTL_S.start(),
+                    TURN_TTL_S.end(),
+                    t.ttl_s
+                ),
             );
         }
         Ok(())
@@ -279,6 +310,35 @@ mod tests {
         assert_eq!(c.ice.servers[0].username.as_deref(), Some("u"));
         // No servers at all is allowed (LAN-only deployments).
         assert!(Config::from_toml_str("[ice]\nservers = []\n").is_ok());
+    }
+
+    #[test]
+    fn turn_values_that_cannot_work_name_key_and_line() {
+        let err = err_of("[turn]\nurls = [\"stun:t.example:3478\"]\n");
+        assert!(err.contains("line 2, key `turn.urls`"), "{err}");
+        assert!(err.contains("must start with turn: or turns:"), "{err}");
+        let err = err_of("[turn]\nurls = [\"turn:t.example:99999?transport=udp\"]\n");
+        assert!(err.contains("port \"99999\" is not 1..65535"), "{err}");
+        let err = err_of("[turn]\nsecret = \"s\"\nurls = []\n");
+        assert!(err.contains("key `turn.urls`"), "{err}");
+        assert!(err.contains("no TURN URL is listed"), "{err}");
+        let err = err_of("[turn]\nttl_s = 5\n");
+        assert!(err.contains("line 2, key `turn.ttl_s`"), "{err}");
+        assert!(err.contains("60 to 31536000"), "{err}");
+        // A secret never shows up in an error about another key.
+        let err = err_of("[turn]\nsecret = \"hunter2\"\nurls = [\"turn:h\"]\nttl_s = 0\n");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let c = Config::from_toml_str(
+            "[turn]\nurls = [\"turn:t.example:3478?transport=udp\", \"turn:t.example:3478?transport=tcp\", \"turns:t.example:443?transport=tcp\"]\nsecret = \"s\"\nttl_s = 3600\n",
+        )
+        .unwrap();
+        assert!(c.turn.enabled());
+        assert_eq!(c.turn.urls.len(), 3);
+        // URLs without a secret: allowed (the secret may come from the
+        // environment), but nothing is handed out.
+        let c = Config::from_toml_str("[turn]\nurls = [\"turn:t.example\"]\n").unwrap();
+        assert!(!c.turn.enabled());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cluster;
 mod cluster_rooms;
 mod delivery;
 mod directory;
+mod ice_servers;
 mod local_rooms;
 mod metrics;
 mod outbox;
@@ -47,8 +48,9 @@ pub struct AppState {
     /// operators' snapshots and shutdown use them directly).
     media: Arc<MediaPlane>,
     next_conn: AtomicU64,
-    /// `ice_servers` of the `joined` message, rendered once.
-    ice_servers: serde_json::Value,
+    /// `ice_servers` of the `joined` message (STUN, and TURN credentials
+    /// minted per join).
+    ice_servers: ice_servers::IceServers,
     metrics: Metrics,
     shutdown: broadcast::Sender<()>,
     /// This node's membership of a cluster (None: a single node).
@@ -112,7 +114,7 @@ impl Server {
         let http_addr = listener.local_addr()?;
         let settings = media_settings(&config);
         let media = Arc::new(MediaPlane::start(&settings).context("starting media shards")?);
-        let ice_servers = serde_json::to_value(&config.ice.servers)?;
+        let ice_servers = ice_servers::IceServers::new(&config.ice.servers, &config.turn)?;
         let (shutdown, _) = broadcast::channel(1);
         let local = Arc::new(LocalRooms::new(
             media.clone(),
@@ -189,6 +191,13 @@ impl Server {
         tracing::info!(%http_addr, "noom listening");
         if state.config.admin.token.is_empty() {
             tracing::info!("admin.token is empty: the admin page and API are disabled");
+        }
+        let turn = &state.config.turn;
+        if turn.enabled() {
+            // The URLs only: the secret is never logged.
+            tracing::info!(urls = ?turn.urls, ttl_s = turn.ttl_s, "TURN: every joined carries time-limited credentials");
+        } else if !turn.urls.is_empty() {
+            tracing::warn!("turn.urls is set but turn.secret is empty: no TURN server is handed out (set NOOM_TURN_SECRET)");
         }
         if !state.config.auth.required() {
             tracing::warn!("auth.secret is empty: anyone can join any room (fine for local use; set NOOM_AUTH_SECRET on a public server)");

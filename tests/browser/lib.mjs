@@ -15,8 +15,9 @@ export const noomBin = process.env.NOOM_BIN || path.join(repoRoot, 'target', 'de
 export const chromiumBin = process.env.CHROMIUM_BIN || '/usr/lib/chromium/chromium';
 
 // Servers started by this process; killed if the test runner is terminated
-// (scripts/test.sh wraps suites in `timeout`).
-const liveServers = new Set();
+// (scripts/test.sh wraps suites in `timeout`). coturn.mjs and netns.mjs add
+// theirs.
+export const liveServers = new Set();
 for (const sig of ['SIGTERM', 'SIGINT']) {
   process.once(sig, () => {
     for (const proc of liveServers) proc.kill('SIGKILL');
@@ -264,11 +265,13 @@ export function chromiumArgs(extra = []) {
 }
 
 // A fresh persistent context (own profile dir) per simulated person, one page.
-// `options.extraArgs`: more Chromium flags (see chromiumArgs).
+// `options.extraArgs`: more Chromium flags (see chromiumArgs);
+// `options.executablePath`: what to run instead of Chromium itself (a
+// wrapper that starts it in another network namespace, see netns.mjs).
 export async function launchPerson(label, options = {}) {
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), `noom-chromium-${label}-`));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: chromiumBin,
+    executablePath: options.executablePath || chromiumBin,
     headless: true,
     args: chromiumArgs(options.extraArgs || []),
     viewport: { width: 1000, height: 700 },
@@ -316,6 +319,8 @@ export async function pageState(page) {
       offers: n.offers,
       answers: n.answers,
       errors: n.errors,
+      iceErrors: n.iceErrors,
+      left: n.left,
       log: n.log.slice(-40),
       stats,
     };

@@ -122,7 +122,7 @@ impl Session {
         let id = info.id.clone();
         let welcome = {
             let (req, room, id) = (req.clone(), room.clone(), id.clone());
-            let ice_servers = self.state.ice_servers.clone();
+            let ice_servers = self.state.ice_servers.for_participant(&id);
             Box::new(move |others: &[ParticipantInfo]| {
                 protocol::joined(&req, &room, &id, others, &ice_servers)
             })
@@ -206,7 +206,7 @@ impl Session {
         let new_id = new_participant_id();
         let welcome = {
             let new_id = new_id.clone();
-            let ice_servers = self.state.ice_servers.clone();
+            let ice_servers = self.state.ice_servers.for_participant(&new_id);
             Box::new(move |room: &str, others: &[ParticipantInfo]| {
                 protocol::joined(&None, room, &new_id, others, &ice_servers)
             })

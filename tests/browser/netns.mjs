@@ -1,0 +1,90 @@
+// A network namespace for one browser whose outgoing UDP is dropped, as on
+// a network that lets only TCP out (corporate proxies, some hotel Wi-Fi).
+//
+// The namespace is held by an `unshare -n` process and joined to the
+// test's namespace by a veth pair: the test's end is 10.77.N.1, the
+// browser's 10.77.N.2 (default route through .1). An nftables output rule in
+// the browser's namespace drops every UDP packet and counts them. Chromium
+// runs in it through a wrapper script (`nsenter --net=...`), so playwright
+// still drives it over its pipe. Killing the holder removes the namespace
+// and the veth pair with it.
+//
+// Needs root, `ip`, `nft`, `unshare` and `nsenter` (scripts/test.sh runs
+// the browser suite as root in a namespace of its own).
+
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromiumBin, liveServers, waitFor } from './lib.mjs';
+
+// Why this machine cannot build the namespace, or null.
+export function udpBlockedNamespaceUnavailable() {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, veth, nftables)';
+  for (const tool of ['ip', 'nft', 'unshare', 'nsenter']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `needs \`${tool}\``;
+    }
+  }
+  return null;
+}
+
+const run = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+
+// Returns { hostIp, browserIp, executablePath, droppedUdpPackets(), close() }.
+export async function udpBlockedNamespace(label) {
+  const n = 1 + Math.floor(Math.random() * 250);
+  const hostIp = `10.77.${n}.1`;
+  const browserIp = `10.77.${n}.2`;
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const [hostEnd, browserEnd] = [`nbh${suffix}`, `nbb${suffix}`];
+  // The holder only keeps the namespace alive; it is killed in close().
+  const holder = spawn('unshare', ['-n', 'sleep', 'infinity'], { stdio: 'ignore' });
+  liveServers.add(holder);
+  const killOnExit = () => holder.kill('SIGKILL');
+  process.on('exit', killOnExit);
+  const dir = mkdtempSync(path.join(os.tmpdir(), `noom-netns-${label}-`));
+  const netns = `/proc/${holder.pid}/ns/net`;
+  const inNs = (cmd, args) => run('nsenter', [`--net=${netns}`, cmd, ...args]);
+  const close = () => {
+    process.off('exit', killOnExit);
+    liveServers.delete(holder);
+    holder.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    // unshare has made the namespace once the holder's differs from ours.
+    const ours = run('readlink', ['/proc/self/ns/net']).trim();
+    await waitFor(() => run('readlink', [netns]).trim() !== ours, { timeout: 5000, interval: 10, what: 'unshare -n to create a namespace' });
+    run('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', browserEnd, 'netns', String(holder.pid)]);
+    run('ip', ['addr', 'add', `${hostIp}/24`, 'dev', hostEnd]);
+    run('ip', ['link', 'set', hostEnd, 'up']);
+    inNs('ip', ['link', 'set', 'lo', 'up']);
+    inNs('ip', ['addr', 'add', `${browserIp}/24`, 'dev', browserEnd]);
+    inNs('ip', ['link', 'set', browserEnd, 'up']);
+    inNs('ip', ['route', 'add', 'default', 'via', hostIp]);
+    inNs('nft', ['add', 'table', 'inet', 'noom_block']);
+    inNs('nft', ['add', 'chain', 'inet', 'noom_block', 'out', '{ type filter hook output priority 0; policy accept; }']);
+    inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'out', 'meta', 'l4proto', 'udp', 'counter', 'drop']);
+  } catch (err) {
+    close();
+    throw new Error(`building the UDP-blocked namespace failed: ${err.message}${err.stderr ? `\n${err.stderr}` : ''}`);
+  }
+  const executablePath = path.join(dir, 'chromium-in-netns');
+  writeFileSync(executablePath, `#!/bin/sh\nexec nsenter --net=${netns} ${chromiumBin} "$@"\n`);
+  chmodSync(executablePath, 0o755);
+  return {
+    hostIp,
+    browserIp,
+    executablePath,
+    // UDP packets the rule has dropped so far.
+    droppedUdpPackets() {
+      const out = inNs('nft', ['list', 'chain', 'inet', 'noom_block', 'out']);
+      const m = out.match(/counter packets (\d+)/);
+      return m ? Number(m[1]) : 0;
+    },
+    close,
+  };
+}
