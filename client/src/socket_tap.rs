@@ -41,6 +41,11 @@ pub struct SocketTap {
     /// Once set, every datagram in either direction is dropped: the peer's
     /// network is gone, without a DTLS close or anything else said.
     silenced: AtomicBool,
+    /// Outgoing RTP packets still to be followed on the wire by a replay
+    /// and a forged copy (see [`SocketTap::forge_next`]).
+    forge_plan: Mutex<usize>,
+    /// `(replays, forgeries)` sent so far.
+    forged: Mutex<(u64, u64)>,
 }
 
 impl SocketTap {
@@ -64,6 +69,43 @@ impl SocketTap {
     /// any more (the WebSocket is not affected).
     pub fn silence(&self) {
         self.silenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Follows each of the next `n` outgoing RTP packets with, from the
+    /// same socket, an exact replay and a copy whose last byte (inside the
+    /// authentication tag) is flipped: what an attacker on the path, or a
+    /// duplicating network, could send. The receiver must drop both.
+    pub fn forge_next(&self, n: usize) {
+        *self.forge_plan.lock().unwrap() = n;
+    }
+
+    /// `(replays, forgeries)` sent by [`SocketTap::forge_next`].
+    pub fn forged(&self) -> (u64, u64) {
+        *self.forged.lock().unwrap()
+    }
+
+    /// Sends the replay and forgery planned for an outgoing datagram.
+    fn forge_after(&self, io: &tokio::net::UdpSocket, d: &[u8], to: SocketAddr) {
+        let is_rtp = rtp_id(d).is_some() && !matches!(d.get(1), Some(192..=223));
+        if !is_rtp {
+            return;
+        }
+        {
+            let mut plan = self.forge_plan.lock().unwrap();
+            if *plan == 0 {
+                return;
+            }
+            *plan -= 1;
+        }
+        let mut forged = d.to_vec();
+        if let Some(last) = forged.last_mut() {
+            *last ^= 0x5a;
+        }
+        let replayed = io.try_send_to(d, to).is_ok() as u64;
+        let forgery = io.try_send_to(&forged, to).is_ok() as u64;
+        let mut count = self.forged.lock().unwrap();
+        count.0 += replayed;
+        count.1 += forgery;
     }
 
     /// Sequence numbers dropped since the last [`SocketTap::drop_next`].
@@ -208,8 +250,14 @@ impl webrtc::runtime::AsyncUdpSocket for TapSocket {
         if self.tap.silenced.load(Ordering::SeqCst) {
             return std::task::Poll::Ready(Ok(transmit.contents.len()));
         }
-        self.io
-            .poll_send_to(cx, transmit.contents, transmit.destination)
+        let sent = self
+            .io
+            .poll_send_to(cx, transmit.contents, transmit.destination);
+        if matches!(sent, std::task::Poll::Ready(Ok(_))) {
+            self.tap
+                .forge_after(&self.io, transmit.contents, transmit.destination);
+        }
+        sent
     }
 
     fn poll_recv(

@@ -69,7 +69,8 @@ impl FuzzRouter {
     pub fn datagram(&mut self, data: &[u8]) {
         let now = Instant::now();
         let mut send = |_: usize, _: SocketAddr, _: &[u8]| {};
-        self.router.handle_datagram(0, source(), data, now);
+        self.router
+            .handle_datagram(0, source(), data, now, &mut send);
         self.router.flush(now, &mut send);
         self.router.handle_timeouts(now, &mut send);
     }

@@ -32,6 +32,7 @@ mod negotiator;
 mod packet_cache;
 mod peer;
 mod plane;
+mod publisher_feedback;
 mod rate;
 pub(crate) mod router;
 mod rtcp_tap;

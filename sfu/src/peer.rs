@@ -7,6 +7,7 @@ use crate::engine;
 use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
 use crate::fast_writer::FastWriter;
 use crate::negotiator::Negotiator;
+use crate::publisher_feedback::PublisherFeedback;
 use crate::srtp_key_tap::TappedKeys;
 use crate::track::TrackKey;
 use rtc::media_stream::MediaStreamTrack;
@@ -16,9 +17,10 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
+use rtc::srtp::context::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -74,6 +76,23 @@ pub struct Peer {
     /// selected ICE pair (rtc addresses DTLS, SCTP and RTCP by it), which the
     /// fast path follows.
     pub media_route: Option<(usize, SocketAddr)>,
+    /// Checks the client's SRTP once the keys are known, so its RTP is read
+    /// without rtc's pipeline (see `Router::read_rtp_directly`).
+    pub inbound_srtp: Option<Context>,
+    /// Consecutive packets that failed authentication with `inbound_srtp`
+    /// (replays excluded): too many and the connection's RTP goes back to
+    /// rtc, in case the recovered keys were wrong after all.
+    pub inbound_failures: u32,
+    /// The published track behind each SSRC the client sends, for RTP read
+    /// directly.
+    pub inbound: HashMap<u32, TrackKey>,
+    /// NACKs, congestion feedback and receiver reports for what this
+    /// participant publishes.
+    pub feedback: PublisherFeedback,
+    /// A receiver of this connection to write that feedback through.
+    pub feedback_receiver: Option<RTCRtpReceiverId>,
+    /// rtc's own next timeout (`next_timeout` includes the feedback's).
+    pub pc_timeout: Option<Instant>,
     pub state: ConnectionState,
 }
 
@@ -168,6 +187,12 @@ impl Peer {
             srtp_keys,
             fast_writer: None,
             media_route: None,
+            inbound_srtp: None,
+            inbound_failures: 0,
+            inbound: HashMap::new(),
+            feedback: PublisherFeedback::default(),
+            feedback_receiver: None,
+            pc_timeout: None,
             state: ConnectionState::Connecting,
         })
     }
@@ -306,7 +331,36 @@ impl Peer {
     }
 
     pub fn refresh_timeout(&mut self) {
-        self.next_timeout = self.pc.poll_timeout();
+        self.pc_timeout = self.pc.poll_timeout();
+        self.refresh_feedback_timeout();
+    }
+
+    /// After the feedback generators saw a packet (rtc's timeout unchanged).
+    pub fn refresh_feedback_timeout(&mut self) {
+        self.next_timeout = match (self.pc_timeout, self.feedback.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Writes the feedback generators' RTCP through rtc; true if any.
+    pub fn send_feedback(&mut self, now: Instant) -> bool {
+        let messages = self.feedback.poll_rtcp();
+        if messages.is_empty() {
+            return false;
+        }
+        let Some(mut receiver) = self
+            .feedback_receiver
+            .and_then(|id| self.pc.rtp_receiver(id))
+        else {
+            return false;
+        };
+        for packets in messages {
+            if let Err(err) = receiver.write_rtcp(now, packets) {
+                tracing::debug!(%err, "publisher feedback RTCP");
+            }
+        }
+        true
     }
 }
 

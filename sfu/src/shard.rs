@@ -196,7 +196,7 @@ impl Shard {
                             let now = Instant::now();
                             let router = &mut self.router;
                             sending(sockets, batch, |send| {
-                                router.handle_datagram(index, from, &buf[..n], now);
+                                router.handle_datagram(index, from, &buf[..n], now, send);
                                 router.flush(now, send);
                             });
                         }

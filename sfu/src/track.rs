@@ -45,6 +45,8 @@ pub struct PublishedTrack {
     pub bytes: u64,
     /// Highest publisher sequence number seen (for loss counting).
     pub highest_seq: Option<u16>,
+    /// Packets missing on arrival (sequence gaps; repairs not subtracted).
+    pub lost: u64,
     pub rate: crate::rate::RateMeter,
 }
 

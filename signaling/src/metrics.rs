@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 19] = [
+    let counters: [CounterSpec; 21] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -144,6 +144,18 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "RTP packets received from publishers",
             None,
             |s| s.rtp_in,
+        ),
+        (
+            "rtp_packets_read_directly",
+            "Of the RTP packets received from publishers, those read without webrtc-rs' pipeline (fast path)",
+            None,
+            |s| s.rtp_in_direct,
+        ),
+        (
+            "srtp_rejected",
+            "Publisher RTP refused by the fast path's SRTP check (authentication or replay)",
+            None,
+            |s| s.srtp_rejected,
         ),
         (
             "rtp_packets_forwarded",

@@ -216,10 +216,10 @@ fn handshake_over(link: &mut Link<'_>) -> Outcome {
         for (_, direction, data) in in_flight.drain(..due) {
             match direction {
                 Direction::ToServer => {
-                    router.handle_datagram(0, client_addr(), &data, now);
-                    router.flush(now, &mut |_: usize, _: SocketAddr, data: &[u8]| {
-                        to_client.push(data.to_vec())
-                    });
+                    let mut send =
+                        |_: usize, _: SocketAddr, data: &[u8]| to_client.push(data.to_vec());
+                    router.handle_datagram(0, client_addr(), &data, now, &mut send);
+                    router.flush(now, &mut send);
                 }
                 Direction::ToClient => {
                     let _ = client.handle_read(TaggedBytesMut {
@@ -391,7 +391,7 @@ fn early_dtls_beyond_the_hold_or_of_a_departed_peer_is_dropped_and_counted() {
     for fill in 0..(MAX_HELD_DATAGRAMS + extra) as u8 {
         // An epoch-0 handshake record that is not a ClientHello.
         let record = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, fill];
-        router.handle_datagram(0, client_addr(), &record, now);
+        router.handle_datagram(0, client_addr(), &record, now, &mut ignore);
     }
     router.flush(now, &mut ignore);
     assert_eq!(stats.snapshot().early_dtls_dropped, extra as u64);

@@ -6,6 +6,13 @@ use crate::fast_writer::FastWriter;
 use crate::sender_report::SENDER_REPORT_INTERVAL;
 use crate::srtp_session::SrtpSession;
 use rtc::crypto::default_provider;
+use rtc::shared::error::Error as RtcError;
+use rtc::shared::marshal::Unmarshal;
+
+/// Consecutive authentication failures after which a connection's RTP goes
+/// back to rtc's pipeline (see `Peer::inbound_failures`). A client never
+/// sends that many bad packets in a row unless our keys are wrong.
+const INBOUND_FAILURE_LIMIT: u32 = 32;
 
 impl Router {
     /// The connection is up, so DTLS has derived its SRTP keys: rebuild them
@@ -28,8 +35,9 @@ impl Router {
         match session {
             Ok(session) => {
                 tracing::debug!(participant = %peer.participant, profile = ?session.profile, "fast path on");
-                let (writer, _inbound) = FastWriter::new(session);
+                let (writer, inbound) = FastWriter::new(session);
                 peer.fast_writer = Some(writer);
+                peer.inbound_srtp = Some(inbound);
                 add(&self.stats.fast_path_connections, 1);
                 self.next_sender_reports
                     .get_or_insert(now + SENDER_REPORT_INTERVAL);
@@ -39,6 +47,67 @@ impl Router {
                 add(&self.stats.fast_path_refused, 1);
             }
         }
+    }
+
+    /// Reads an RTP datagram from a publisher without rtc's pipeline when the
+    /// connection's keys are known and its SSRC is a published stream's:
+    /// check and decrypt it with our own context (replay window as rtc's),
+    /// then forward it. False leaves the datagram to rtc: RTCP, a stream rtc
+    /// has not bound yet (rtc binds it and tells the router, see `publish`),
+    /// or a connection without recovered keys. A datagram refused here is
+    /// dropped and counted, as rtc would have.
+    pub(super) fn read_rtp_directly(
+        &mut self,
+        conn: ConnKey,
+        data: &[u8],
+        now: Instant,
+        send: Send<'_>,
+    ) -> bool {
+        // RTCP packet types 192-223 share the RTP range (RFC 5761).
+        if matches!(data.get(1), Some(192..=223) | None) {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return false;
+        };
+        let Some(srtp) = peer.inbound_srtp.as_mut() else {
+            return false;
+        };
+        let Ok(header) = rtp::Header::unmarshal(&mut &data[..]) else {
+            return false;
+        };
+        let Some(&key) = peer.inbound.get(&header.ssrc) else {
+            return false;
+        };
+        let plain = match srtp.decrypt_rtp_with_header(data, &header) {
+            Ok(plain) => plain,
+            Err(err) => {
+                add(&self.stats.dropped_datagrams, 1);
+                add(&self.stats.srtp_rejected, 1);
+                if !matches!(err, RtcError::SrtpSsrcDuplicated(..)) {
+                    peer.inbound_failures += 1;
+                    if peer.inbound_failures >= INBOUND_FAILURE_LIMIT {
+                        tracing::warn!(participant = %peer.participant, "SRTP keeps failing with the recovered keys: RTP back to rtc's pipeline");
+                        peer.inbound_srtp = None;
+                        add(&self.stats.fast_path_refused, 1);
+                    }
+                }
+                tracing::trace!(%err, "SRTP refused");
+                return true;
+            }
+        };
+        peer.inbound_failures = 0;
+        match rtp::Packet::unmarshal(&mut &plain[..]) {
+            Ok(packet) => {
+                add(&self.stats.rtp_in_direct, 1);
+                self.forward_track(conn, key, packet, now, send)
+            }
+            Err(err) => {
+                add(&self.stats.dropped_datagrams, 1);
+                tracing::trace!(%err, "RTP refused");
+            }
+        }
+        true
     }
 
     /// Every stream the fast path sends gets its sender report, written

@@ -5,11 +5,31 @@ use super::*;
 use crate::track::RtpWriter;
 
 impl Router {
-    /// The per-packet path: one publisher packet to every subscriber.
+    /// A publisher packet rtc read, tagged with its receiver's track id.
     pub(super) fn forward(
         &mut self,
         conn: ConnKey,
         track_id: &str,
+        packet: rtp::Packet,
+        now: Instant,
+        send: Send<'_>,
+    ) {
+        let Some(key) = self
+            .peers
+            .get(&conn)
+            .and_then(|p| p.published.get(track_id))
+            .copied()
+        else {
+            return;
+        };
+        self.forward_track(conn, key, packet, now, send);
+    }
+
+    /// The per-packet path: one publisher packet to every subscriber.
+    pub(super) fn forward_track(
+        &mut self,
+        conn: ConnKey,
+        key: TrackKey,
         packet: rtp::Packet,
         now: Instant,
         send: Send<'_>,
@@ -21,16 +41,16 @@ impl Router {
             stats,
             ..
         } = self;
-        let Some(key) = peers
-            .get(&conn)
-            .and_then(|p| p.published.get(track_id))
-            .copied()
-        else {
-            return;
-        };
         let Some(track) = tracks.get_mut(&key) else {
             return;
         };
+        if let Some(publisher) = peers.get_mut(&conn) {
+            publisher.feedback.on_rtp(packet.clone(), now);
+            if publisher.send_feedback(now) {
+                Self::mark_dirty(dirty, conn);
+            }
+            publisher.refresh_feedback_timeout();
+        }
         add(&stats.rtp_in, 1);
         if track.is_video() && crate::vp8::is_keyframe_start(&packet.payload) {
             tracing::debug!(
@@ -50,6 +70,7 @@ impl Router {
         let missing = track.observe(&packet, self.keyframe_cache);
         if missing > 0 {
             add(&stats.rtp_lost, missing);
+            track.lost += missing;
         }
         let (view, down_tracks) = track.split();
         let mut want_keyframe = false;
@@ -141,7 +162,12 @@ impl Router {
             .and_then(|p| p.subscribed.get(track_id))
             .copied()
         else {
-            return; // RTCP about our own receivers (sender reports): nothing to do.
+            // RTCP about our own receivers: the publisher's sender reports,
+            // which its receiver reports quote.
+            if let Some(peer) = self.peers.get_mut(&conn) {
+                peer.feedback.on_rtcp(packets, now);
+            }
+            return;
         };
         for packet in packets {
             let any = packet.as_any();

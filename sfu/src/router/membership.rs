@@ -314,7 +314,18 @@ impl Router {
             .header_extensions
             .iter()
             .map(|h| (h.uri.clone(), h.id as u8))
-            .collect();
+            .collect::<Vec<_>>();
+        // From now on the stream's feedback is the router's, and its packets
+        // may be read without rtc (see `Router::read_rtp_directly`).
+        peer.feedback.bind(
+            init.ssrc,
+            &mime_type,
+            clock_rate,
+            &engine::stream_feedback(kind),
+            &extensions,
+        );
+        peer.feedback_receiver = Some(init.receiver_id);
+        peer.refresh_feedback_timeout();
         // A restarted publisher's new track takes the place of its old one
         // of the same kind: subscribers keep their track and SSRC.
         let adopted = peer
@@ -324,6 +335,7 @@ impl Router {
             .map(|i| peer.adoptable.remove(i));
         if let Some(key) = adopted {
             peer.published.insert(init.track_id.clone(), key);
+            peer.inbound.insert(init.ssrc, key);
             let track = self.tracks.get_mut(&key).expect("adoptable tracks exist");
             track.adopt(
                 init.receiver_id,
@@ -338,6 +350,7 @@ impl Router {
         let key = self.next_key;
         self.next_key += 1;
         peer.published.insert(init.track_id.clone(), key);
+        peer.inbound.insert(init.ssrc, key);
         let room = peer.room.clone();
         tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, "track published");
         self.tracks.insert(
@@ -356,6 +369,7 @@ impl Router {
                 orphaned: false,
                 packets: 0,
                 highest_seq: None,
+                lost: 0,
                 bytes: 0,
                 rate: Default::default(),
                 clock_rate,
@@ -378,6 +392,10 @@ impl Router {
             return;
         };
         if let Some(track) = self.tracks.remove(&key) {
+            if let Some(peer) = self.peers.get_mut(&conn) {
+                peer.inbound.remove(&track.media_ssrc);
+                peer.feedback.unbind(track.media_ssrc);
+            }
             for dt in track.down_tracks {
                 self.remove_down_track(dt, track.kind);
             }

@@ -188,7 +188,14 @@ impl Router {
         self.flush(now, send);
     }
 
-    pub fn handle_datagram(&mut self, socket: usize, from: SocketAddr, data: &[u8], now: Instant) {
+    pub fn handle_datagram(
+        &mut self,
+        socket: usize,
+        from: SocketAddr,
+        data: &[u8],
+        now: Instant,
+        send: Send<'_>,
+    ) {
         add(&self.stats.datagrams_in, 1);
         add(&self.stats.bytes_in, data.len() as u64);
         let kind = classify(data);
@@ -232,6 +239,12 @@ impl Router {
                 }
             }
         }
+        if kind == DatagramKind::Rtp && self.read_rtp_directly(conn, data, now, send) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         let transport = udp_transport(self.announced[socket], from);
         Self::read(peer, transport, BytesMut::from(data), now, &self.stats);
         Self::mark_dirty(&mut self.dirty, conn);
@@ -322,8 +335,14 @@ impl Router {
     pub fn handle_timeouts(&mut self, now: Instant, send: Send<'_>) {
         for (&conn, peer) in self.peers.iter_mut() {
             if peer.next_timeout.is_some_and(|t| t <= now) {
-                if let Err(err) = peer.pc.handle_timeout(now) {
-                    tracing::debug!(%err, "handle_timeout");
+                if peer.pc_timeout.is_some_and(|t| t <= now) {
+                    if let Err(err) = peer.pc.handle_timeout(now) {
+                        tracing::debug!(%err, "handle_timeout");
+                    }
+                }
+                if peer.feedback.poll_timeout().is_some_and(|t| t <= now) {
+                    peer.feedback.handle_timeout(now);
+                    peer.send_feedback(now);
                 }
                 Self::mark_dirty(&mut self.dirty, conn);
             }

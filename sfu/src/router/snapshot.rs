@@ -37,13 +37,6 @@ impl Router {
                     _ => None,
                 })
                 .reduce(f64::max);
-            let lost_by_ssrc: HashMap<u32, i64> = report
-                .inbound_rtp_streams()
-                .map(|s| {
-                    let received = &s.received_rtp_stream_stats;
-                    (received.rtp_stream_stats.ssrc, received.packets_lost)
-                })
-                .collect();
             let mut published = Vec::new();
             let mut forwarded = Vec::new();
             for track in self.tracks.values_mut() {
@@ -60,7 +53,7 @@ impl Router {
                         bytes: track.bytes,
                         packets_per_second: rates[0],
                         bits_per_second: rates[1] * 8.0,
-                        packets_lost: lost_by_ssrc.get(&track.media_ssrc).copied().unwrap_or(0),
+                        packets_lost: track.lost as i64,
                     });
                 }
                 for dt in track.down_tracks.iter().filter(|d| d.subscriber == conn) {

@@ -209,6 +209,66 @@ async fn garbage_datagrams_are_dropped_and_media_keeps_flowing() -> Result<()> {
     .await
 }
 
+/// Publisher RTP is checked by the server's own SRTP context (the fast
+/// path). Replayed and forged packets from the participant's real address,
+/// which the server routes to its connection, are dropped and counted; the
+/// subscriber gets every packet once and media goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_forged_rtp_from_the_real_address_is_dropped_and_counted() -> Result<()> {
+    with_deadline("forged_rtp", Duration::from_secs(120), async {
+        let server = start_server().await?;
+        let addr = server.http_addr();
+        let tapped = MediaOptions {
+            socket_tap: true,
+            ..Default::default()
+        };
+        let (a, a_id, b, b_id) = two_party(addr, "forged", tapped, tapped).await?;
+        expect_flowing(&b, &a_id, 20).await?;
+        let before = scrape(addr).await?;
+        ensure!(
+            before.counter("rtp_in_direct") * 2 > before.counter("rtp_in"),
+            "most publisher packets should take the fast path: {} of {}",
+            before.counter("rtp_in_direct"),
+            before.counter("rtp_in")
+        );
+        let tap = a.socket_tap().context("alice has no socket tap")?;
+        const FORGED: u64 = 100;
+        tap.forge_next(FORGED as usize);
+        a.wait_media("the forgeries sent", Duration::from_secs(10), |_| {
+            tap.forged() == (FORGED, FORGED)
+        })
+        .await?;
+        wait_metrics(
+            addr,
+            "every replay and forgery refused",
+            Duration::from_secs(10),
+            |s| s.counter("srtp_rejected") >= before.counter("srtp_rejected") + 2 * FORGED,
+        )
+        .await?;
+        expect_flowing(&b, &a_id, 50).await?;
+        expect_flowing(&a, &b_id, 50).await?;
+        // On bob's wire, before his own SRTP replay check: nothing twice.
+        let bob_wire = b.socket_tap().context("bob has no socket tap")?;
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let (_, ssrc) = b.remote_track_handle(&a_id, kind)?;
+            let twice: Vec<u16> = b
+                .recent_track_seqs(&a_id, kind)
+                .into_iter()
+                .filter(|&seq| bob_wire.rtp_arrivals(ssrc, seq) > 1)
+                .collect();
+            ensure!(twice.is_empty(), "{kind:?}: bob's wire had {twice:?} twice");
+        }
+        ensure!(b.media_errors().is_empty(), "{:?}", b.media_errors());
+        let after = scrape(addr).await?;
+        ensure!(
+            after.counter("srtp_rejected") - before.counter("srtp_rejected") <= 2 * FORGED,
+            "genuine packets were refused too"
+        );
+        Ok(())
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // 2. Bad negotiation input
 // ---------------------------------------------------------------------------

@@ -33,6 +33,9 @@ impl Scrape {
             "keyframe_requests_out" => "noom_keyframe_requests_sent_total",
             "retransmissions" => "noom_rtp_retransmissions_total",
             "nacks_in" => "noom_nacks_received_total",
+            "rtp_in" => "noom_rtp_packets_received_total",
+            "rtp_in_direct" => "noom_rtp_packets_read_directly_total",
+            "srtp_rejected" => "noom_srtp_rejected_total",
             other => panic!("no metric mapped for {other}"),
         };
         self.get(metric)
