@@ -18,6 +18,7 @@
 // Run it in a loopback-only namespace (needs root for unshare):
 //   unshare -n sh -c 'ip link set lo up && exec node benches/browser/switch_and_join.mjs'
 // Options: --joins N, --switches N, --restarts N, --cache on|off|both,
+//   --bystanders N (more publishing browsers in the room, default 0),
 //   --json FILE. Environment: NOOM_BIN (default target/release/noom, else
 //   target/debug/noom; the binary must embed web/minimal.html with its test=switch hooks),
 //   CHROMIUM_BIN.
@@ -34,12 +35,16 @@ const { values: opts } = parseArgs({
     switches: { type: 'string', default: '4' },
     restarts: { type: 'string', default: '3' },
     cache: { type: 'string', default: 'both' },
+    bystanders: { type: 'string', default: '0' },
     json: { type: 'string' },
   },
 });
 const JOINS = Number(opts.joins);
 const SWITCHES = Number(opts.switches);
 const RESTARTS = Number(opts.restarts);
+// Extra publishing Chromiums in the room during the joins (a third and more
+// browser on the machine, and more for each joiner to receive).
+const BYSTANDERS = Number(opts.bystanders);
 const VARIANTS = { both: [true, false], on: [true], off: [false] }[opts.cache];
 if (!VARIANTS) throw new Error('--cache on|off|both');
 
@@ -110,12 +115,21 @@ async function runVariant(cache) {
       timeout: 60_000,
       what: 'the publisher to connect and send',
     });
+    for (let k = 0; k < BYSTANDERS; k++) {
+      const other = await launchPerson(`bench-bystander${k}`, { extraArgs: PUBLISHER_ARGS });
+      people.push(other);
+      await other.page.goto(`${base}&name=bystander${k}`);
+      await waitFor(() => other.page.evaluate(() => window.noom.connectedAt !== null && window.noom.videoSender !== null), {
+        timeout: 60_000,
+        what: `bystander ${k} to connect and send`,
+      });
+    }
     const sub = await launchPerson('bench-subscriber');
     people.push(sub);
 
     // ---- 1. joins
     const othersGone = () =>
-      waitFor(() => pub.page.evaluate(() => Object.keys(window.noom.participants).length === 0), {
+      waitFor(() => pub.page.evaluate((n) => Object.keys(window.noom.participants).length === n, BYSTANDERS), {
         timeout: 30_000,
         what: 'the previous subscriber to leave',
       });

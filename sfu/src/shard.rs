@@ -25,6 +25,13 @@ const COMMAND_QUEUE: usize = 4096;
 const MAX_DATAGRAM: usize = 2048;
 /// Upper bound on one wait, so a shard notices a stop even with no traffic.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Kernel buffer asked for each media socket, both directions. The default
+/// (about 208 KiB) holds some 7 ms of a busy shard's input: a shard thread
+/// that loses its core for longer (a burst of keyframes, another process
+/// scheduled) lost packets in the socket. The kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max` (see docs/admin.md); the size obtained
+/// is logged.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 enum Message {
     Command(Command),
@@ -118,6 +125,7 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
             )
         })?;
         std_socket.set_nonblocking(true)?;
+        grow_buffers(&std_socket);
         let bound = std_socket.local_addr()?;
         port = bound.port();
         let mut socket = UdpSocket::from_std(std_socket);
@@ -257,4 +265,32 @@ fn sending<R>(
         batch.flush(fd_of(batch.socket()));
     }
     result
+}
+
+/// Asks for [`SOCKET_BUFFER_BYTES`] in both directions; what the kernel
+/// grants (capped by its limits) is enough to go on with either way.
+fn grow_buffers(socket: &std::net::UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let requested = SOCKET_BUFFER_BYTES;
+    let _ = setsockopt(socket, sockopt::RcvBuf, &requested);
+    let _ = setsockopt(socket, sockopt::SndBuf, &requested);
+    let granted = (
+        getsockopt(socket, sockopt::RcvBuf).unwrap_or(0),
+        getsockopt(socket, sockopt::SndBuf).unwrap_or(0),
+    );
+    // Linux reports twice what it reserves for data (bookkeeping included).
+    if granted.0 < requested {
+        tracing::info!(
+            receive = granted.0,
+            send = granted.1,
+            requested,
+            "media socket buffers smaller than asked (raise net.core.rmem_max / wmem_max)"
+        );
+    } else {
+        tracing::debug!(
+            receive = granted.0,
+            send = granted.1,
+            "media socket buffers"
+        );
+    }
 }
