@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { artifactsDir, freePort, liveServers, waitFor } from './lib.mjs';
+import { artifactsDir, freePort, supervise, waitFor } from './lib.mjs';
 
 export const turnserverBin = process.env.TURNSERVER_BIN || '/usr/bin/turnserver';
 export const TURN_REALM = 'noom.test';
@@ -46,12 +46,7 @@ export async function startCoturn(label, { secret, listenIps = ['127.0.0.1'] } =
     '-v',
   ];
   const proc = spawn(turnserverBin, args, { stdio: 'ignore' });
-  let exited = null;
-  const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => resolve((exited = { code, signal }))));
-  proc.on('error', (err) => (exited = exited || { error: err }));
-  const killOnExit = () => proc.kill('SIGKILL');
-  process.on('exit', killOnExit);
-  liveServers.add(proc);
+  const { exited, stop } = supervise(proc, dir);
 
   const log = () => {
     try {
@@ -60,19 +55,10 @@ export async function startCoturn(label, { secret, listenIps = ['127.0.0.1'] } =
       return '';
     }
   };
-  const stop = async () => {
-    process.off('exit', killOnExit);
-    liveServers.delete(proc);
-    if (!exited) {
-      proc.kill('SIGKILL');
-      await exitPromise;
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
   const waitForLog = (re, what, timeout = 15_000) =>
     waitFor(
       () => {
-        if (exited) throw new Error(`turnserver exited: ${JSON.stringify(exited)}`);
+        if (exited()) throw new Error(`turnserver exited: ${JSON.stringify(exited())}`);
         return re.test(log());
       },
       { timeout, interval: 100, what: `coturn to log ${what}`, describe: () => log().split('\n').slice(-20).join('\n') },

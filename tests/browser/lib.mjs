@@ -209,18 +209,10 @@ export async function startServer(label, extraEnv = {}, options = {}) {
   return server;
 }
 
-// A throwaway redis-server (Debian's) on a free loopback port, no
-// persistence, for clustered servers: { url, stop() }.
-export async function startRedis(label) {
-  mkdirSync(artifactsDir, { recursive: true });
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-redis-'));
-  const logPath = path.join(artifactsDir, `${label}-redis.log`);
-  const proc = spawn(
-    process.env.REDIS_SERVER || '/usr/bin/redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', logPath],
-    { stdio: 'ignore' },
-  );
+// Keeps a helper process (redis-server, coturn) to the test run: killed if
+// the test process exits. `exited()` is how it ended, or null while it
+// runs; `stop()` kills it if needed, waits for it, and removes `dir`.
+export function supervise(proc, dir) {
   let exited = null;
   const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => resolve((exited = { code, signal }))));
   proc.on('error', (err) => (exited = exited || { error: err }));
@@ -236,10 +228,26 @@ export async function startRedis(label) {
     }
     rmSync(dir, { recursive: true, force: true });
   };
+  return { exited: () => exited, stop };
+}
+
+// A throwaway redis-server (Debian's) on a free loopback port, no
+// persistence, for clustered servers: { url, stop() }.
+export async function startRedis(label) {
+  mkdirSync(artifactsDir, { recursive: true });
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-redis-'));
+  const logPath = path.join(artifactsDir, `${label}-redis.log`);
+  const proc = spawn(
+    process.env.REDIS_SERVER || '/usr/bin/redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', logPath],
+    { stdio: 'ignore' },
+  );
+  const { exited, stop } = supervise(proc, dir);
   await waitFor(
     () =>
       new Promise((resolve, reject) => {
-        if (exited) return reject(new Error(`redis-server exited: ${JSON.stringify(exited)} (log ${logPath})`));
+        if (exited()) return reject(new Error(`redis-server exited: ${JSON.stringify(exited())} (log ${logPath})`));
         const sock = net.connect(port, '127.0.0.1');
         sock.once('connect', () => sock.write('PING\r\n'));
         sock.once('data', (d) => {
