@@ -5,11 +5,11 @@ use crate::command::NegotiationError;
 use crate::early_dtls::EarlyDtls;
 use crate::engine;
 use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
-use crate::fast_writer::FastWriter;
+use crate::fast_writer::{FastWriter, SendDatagram};
 use crate::negotiator::Negotiator;
 use crate::publisher_feedback::PublisherFeedback;
 use crate::srtp_key_tap::TappedKeys;
-use crate::track::TrackKey;
+use crate::track::{RtpWriter, TrackKey};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -341,6 +341,19 @@ impl Peer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+    }
+
+    /// How forwarded packets reach this participant: the fast path once its
+    /// keys and route are known, rtc's sender otherwise.
+    pub fn rtp_writer<'a, 'b>(&'a mut self, send: SendDatagram<'b>) -> RtpWriter<'a, 'b> {
+        match (&mut self.fast_writer, self.media_route) {
+            (Some(writer), Some(route)) => RtpWriter::Fast {
+                writer,
+                route,
+                send,
+            },
+            _ => RtpWriter::Rtc(&mut self.pc),
+        }
     }
 
     /// Writes the feedback generators' RTCP through rtc; true if any.

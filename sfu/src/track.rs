@@ -180,6 +180,14 @@ pub enum RtpWriter<'a, 'b> {
     },
 }
 
+impl RtpWriter<'_, '_> {
+    /// Packets written here leave as datagrams at once (rtc's sender
+    /// queues them on its connection, to be drained by a drive).
+    pub fn is_fast(&self) -> bool {
+        matches!(self, RtpWriter::Fast { .. })
+    }
+}
+
 /// What forwarding one packet to one down track did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarded {

@@ -2,7 +2,6 @@
 //! tracks, and the subscribers' feedback (keyframe requests, NACKs).
 
 use super::*;
-use crate::track::RtpWriter;
 
 impl Router {
     /// A publisher packet rtc read, tagged with its receiver's track id.
@@ -82,28 +81,15 @@ impl Router {
                 // No SRTP keys yet: webrtc-rs would drop the packet anyway.
                 continue;
             }
-            let forwarded = match (&mut sub.fast_writer, sub.media_route) {
-                (Some(writer), Some(route)) => {
-                    let bytes_before = dt.bytes_sent;
-                    let mut out = RtpWriter::Fast {
-                        writer,
-                        route,
-                        send: &mut *send,
-                    };
-                    let forwarded = dt.forward(&mut out, &packet, &view, now);
-                    add(&stats.datagrams_out, forwarded.sent);
-                    add(&stats.bytes_out, dt.bytes_sent - bytes_before);
-                    forwarded
-                }
-                _ => {
-                    let forwarded =
-                        dt.forward(&mut RtpWriter::Rtc(&mut sub.pc), &packet, &view, now);
-                    if forwarded.sent > 0 {
-                        Self::mark_dirty(dirty, dt.subscriber);
-                    }
-                    forwarded
-                }
-            };
+            let bytes_before = dt.bytes_sent;
+            let mut out = sub.rtp_writer(&mut *send);
+            let forwarded = dt.forward(&mut out, &packet, &view, now);
+            if out.is_fast() {
+                add(&stats.datagrams_out, forwarded.sent);
+                add(&stats.bytes_out, dt.bytes_sent - bytes_before);
+            } else if forwarded.sent > 0 {
+                Self::mark_dirty(dirty, dt.subscriber);
+            }
             want_keyframe |= forwarded.want_keyframe;
             add(&stats.rtp_forwarded, forwarded.sent);
         }
@@ -209,18 +195,11 @@ impl Router {
             return;
         };
         let bytes_before = dt.bytes_sent;
-        let mut out = match (&mut sub.fast_writer, sub.media_route) {
-            (Some(writer), Some(route)) => RtpWriter::Fast {
-                writer,
-                route,
-                send,
-            },
-            _ => {
-                Self::mark_dirty(dirty, conn);
-                RtpWriter::Rtc(&mut sub.pc)
-            }
-        };
-        let fast = matches!(out, RtpWriter::Fast { .. });
+        let mut out = sub.rtp_writer(send);
+        let fast = out.is_fast();
+        if !fast {
+            Self::mark_dirty(dirty, conn);
+        }
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
                 if dt.retransmit(&mut out, seq, cache, now) {
