@@ -297,6 +297,10 @@ async fn apply_offer(
     pc.set_local_description(answer.clone())
         .await
         .context("set_local_description(answer)")?;
+    // Recorded once applied and before the answer leaves: from then on the
+    // server may forward on the offer's sections, and a check of "the last
+    // offer" against the media that arrives must see this one.
+    *shared.last_offer.lock().unwrap() = Some(sdp.to_owned());
     if shared.hold_answers.load(Ordering::SeqCst) {
         shared
             .held_answers
@@ -319,7 +323,6 @@ async fn apply_offer(
         .find_map(|m| m.mid.clone())
         .unwrap_or_else(|| "0".to_owned());
     shared.open_answer_gate(first_mid);
-    *shared.last_offer.lock().unwrap() = Some(sdp.to_owned());
     *shared.last_answer.lock().unwrap() = Some(answer.sdp.clone());
 
     // Our publishing transceivers must sit on recvonly sections of the offer,
