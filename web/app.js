@@ -6,6 +6,7 @@
 
 import { FrameKind, clientFrame, parseServerFrame, fileOfferBody, parseFileOffer, transferId } from './frames.js';
 import { MAX_RECONNECT_ATTEMPTS, reconnectDelay } from './reconnect.js';
+import { MediaRecovery } from './media_recovery.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -39,8 +40,14 @@ const app = {
   transfers: new Map(), // `${from}/${id}` -> incoming transfer
   nextTransfer: 1,
   errors: [],
+  iceServers: [], // from `joined`, kept for the peer connections of a media restart
+  recoveries: [], // what MediaRecovery did: {at, what, why}
 };
 window.noomApp = app;
+app.recovery = new MediaRecovery({
+  restart: () => restartMedia(),
+  log: (event) => app.recoveries.push({ at: performance.now(), ...event }),
+});
 
 // ------------------------------------------------------------------ status
 
@@ -112,6 +119,7 @@ function connect() {
   };
   ws.onclose = (ev) => {
     if (app.ws !== ws) return;
+    app.recovery.stop();
     closePeer();
     const wasInCall = Boolean(app.wantRoom);
     if (ev.code === 4001 || app.kicked) {
@@ -305,8 +313,10 @@ function onJoined(msg) {
   // Closed now, so that nothing queued for the old connection (an offer,
   // candidates) reaches it or the new one; the new one is made in the queue,
   // before the offer that follows this message.
+  app.recovery.stop();
   closePeer();
   app.streams.clear();
+  app.iceServers = iceServers;
   enqueue('starting media', () => createPeer(iceServers));
   status(`Joined ${msg.room} as ${app.name}. Connecting media…`);
   // Restore mute state after a rejoin.
@@ -320,6 +330,7 @@ function createPeer(iceServers) {
   const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
   app.pc = pc;
   app.senders = {};
+  app.recovery.watch(pc);
   pc.onicecandidate = (ev) => {
     if (app.pc !== pc) return;
     const c = ev.candidate;
@@ -352,6 +363,19 @@ function createPeer(iceServers) {
     dc.onmessage = (m) => onDataFrame(m.data);
     if (dc.readyState === 'open') app.dc = dc;
   };
+}
+
+// A network change broke the media path for good: a new peer connection
+// takes over from the old one (`restart_media`); the server's fresh offer
+// follows and is answered by onOffer like any other. What we publish reaches
+// the others again on the same tracks.
+function restartMedia() {
+  enqueue('restarting media', async () => {
+    app.recoveries.push({ at: performance.now(), what: 'restart_media sent' });
+    if (!app.room || !app.pc) return;
+    createPeer(app.iceServers);
+    send({ type: 'restart_media', req: app.nextReq++ });
+  });
 }
 
 function closePeer() {
@@ -397,6 +421,7 @@ function leaveCall() {
   app.wantRoom = null;
   app.room = null;
   app.you = null;
+  app.recovery.stop();
   closePeer();
   for (const id of [...app.participants.keys()]) removeParticipant(id);
   $('tiles').replaceChildren();

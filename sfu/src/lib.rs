@@ -28,6 +28,7 @@ mod fast_writer;
 pub mod fuzzing;
 mod keyframe_cache;
 mod keyframe_request;
+mod media_resume;
 mod negotiator;
 mod packet_cache;
 mod peer;

@@ -48,6 +48,8 @@ pub struct PublishedTrack {
     /// Packets missing on arrival (sequence gaps; repairs not subtracted).
     pub lost: u64,
     pub rate: crate::rate::RateMeter,
+    /// Notices the stream resuming after an outage that lost packets.
+    pub resume: crate::media_resume::ResumeDetector,
 }
 
 impl PublishedTrack {

@@ -1,10 +1,11 @@
-// A network namespace for one browser whose outgoing UDP is dropped, as on
-// a network that lets only TCP out (corporate proxies, some hotel Wi-Fi).
+// A network namespace for one browser whose UDP the test drops: all of its
+// outgoing UDP, as on a network that lets only TCP out (corporate proxies,
+// some hotel Wi-Fi), or for a while, or only from an address it left.
 //
 // The namespace is held by an `unshare -n` process and joined to the
 // test's namespace by a veth pair: the test's end is 10.77.N.1, the
-// browser's 10.77.N.2 (default route through .1). An nftables output rule in
-// the browser's namespace drops every UDP packet and counts them. Chromium
+// browser's 10.77.N.2 (default route through .1). nftables rules in the
+// browser's namespace drop and count the UDP packets. Chromium
 // runs in it through a wrapper script (`nsenter --net=...`), so playwright
 // still drives it over its pipe. Killing the holder removes the namespace
 // and the veth pair with it.
@@ -35,6 +36,18 @@ const run = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', '
 
 // Returns { hostIp, browserIp, executablePath, droppedUdpPackets(), close() }.
 export async function udpBlockedNamespace(label) {
+  const ns = await browserNamespace(label);
+  ns.blockUdp();
+  return ns;
+}
+
+// A namespace for one browser whose network the test can break and change:
+// { hostIp, browserIp, executablePath, blockUdp(from?), blockUdpIn(to?),
+//   unblockUdp(), addBrowserLink() -> ip, droppedUdpPackets(), close() }.
+// `blockUdp()` drops all outgoing UDP (a path that broke; TCP, and so the
+// WebSocket, stays up); `blockUdp(ip)` only UDP sent from that address (the
+// browser's old address after it moved to a new one).
+export async function browserNamespace(label) {
   const n = 1 + Math.floor(Math.random() * 250);
   const hostIp = `10.77.${n}.1`;
   const browserIp = `10.77.${n}.2`;
@@ -67,10 +80,10 @@ export async function udpBlockedNamespace(label) {
     inNs('ip', ['route', 'add', 'default', 'via', hostIp]);
     inNs('nft', ['add', 'table', 'inet', 'noom_block']);
     inNs('nft', ['add', 'chain', 'inet', 'noom_block', 'out', '{ type filter hook output priority 0; policy accept; }']);
-    inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'out', 'meta', 'l4proto', 'udp', 'counter', 'drop']);
+    inNs('nft', ['add', 'chain', 'inet', 'noom_block', 'in', '{ type filter hook input priority 0; policy accept; }']);
   } catch (err) {
     close();
-    throw new Error(`building the UDP-blocked namespace failed: ${err.message}${err.stderr ? `\n${err.stderr}` : ''}`);
+    throw new Error(`building the browser's namespace failed: ${err.message}${err.stderr ? `\n${err.stderr}` : ''}`);
   }
   const executablePath = path.join(dir, 'chromium-in-netns');
   writeFileSync(executablePath, `#!/bin/sh\nexec nsenter --net=${netns} ${chromiumBin} "$@"\n`);
@@ -79,11 +92,37 @@ export async function udpBlockedNamespace(label) {
     hostIp,
     browserIp,
     executablePath,
-    // UDP packets the rule has dropped so far.
+    blockUdp(from) {
+      const match = from ? ['ip', 'saddr', from, 'meta', 'l4proto', 'udp'] : ['meta', 'l4proto', 'udp'];
+      inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'out', ...match, 'counter', 'drop']);
+    },
+    // Also drops UDP arriving (at `to`, or at any address): a path broken both ways.
+    blockUdpIn(to) {
+      const match = to ? ['ip', 'daddr', to, 'meta', 'l4proto', 'udp'] : ['meta', 'l4proto', 'udp'];
+      inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'in', ...match, 'counter', 'drop']);
+    },
+    unblockUdp() {
+      inNs('nft', ['flush', 'chain', 'inet', 'noom_block', 'out']);
+      inNs('nft', ['flush', 'chain', 'inet', 'noom_block', 'in']);
+    },
+    // A second link into the namespace (as a laptop that moves from one
+    // network to another), made the default route: the browser's traffic to
+    // anything but the first link's own subnet leaves through it from
+    // 10.78.N.2. Returns that address.
+    addBrowserLink() {
+      const [hostEnd2, browserEnd2] = [`nch${suffix}`, `ncb${suffix}`];
+      run('ip', ['link', 'add', hostEnd2, 'type', 'veth', 'peer', 'name', browserEnd2, 'netns', String(holder.pid)]);
+      run('ip', ['addr', 'add', `10.78.${n}.1/24`, 'dev', hostEnd2]);
+      run('ip', ['link', 'set', hostEnd2, 'up']);
+      inNs('ip', ['addr', 'add', `10.78.${n}.2/24`, 'dev', browserEnd2]);
+      inNs('ip', ['link', 'set', browserEnd2, 'up']);
+      inNs('ip', ['route', 'replace', 'default', 'via', `10.78.${n}.1`]);
+      return `10.78.${n}.2`;
+    },
+    // Outgoing UDP packets the rules have dropped so far.
     droppedUdpPackets() {
       const out = inNs('nft', ['list', 'chain', 'inet', 'noom_block', 'out']);
-      const m = out.match(/counter packets (\d+)/);
-      return m ? Number(m[1]) : 0;
+      return [...out.matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
     },
     close,
   };

@@ -143,6 +143,13 @@ test('three people call through the web client', { timeout: 420_000 }, async () 
     console.log(`camera switch: longest gap between decoded frames at bob = ${gap.toFixed(1)} ms`);
     assert.ok(gap < 500, `longest gap across the camera switch was ${gap.toFixed(1)} ms (limit 500 ms)`);
 
+    // On a working network nobody's media connection was restarted (the
+    // recovery of tests/browser/network_change.test.mjs must not misfire).
+    for (const p of people) {
+      const restarts = await p.page.evaluate(() => window.noomApp.recoveries.filter((r) => r.what === 'restart'));
+      assert.deepEqual(restarts, [], `${p.label} restarted its media connection on a working network`);
+    }
+
     // Alice leaves: her tile goes at bob and carol, the lobby count drops.
     await a.page.click('#leave-button');
     for (const p of [b, c]) await waitFor(async () => !(await tiles(p.page)).some((t) => t.name === 'alice'), { what: `${p.label}: alice's tile removed`, describe });

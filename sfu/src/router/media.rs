@@ -71,8 +71,17 @@ impl Router {
             add(&stats.rtp_lost, missing);
             track.lost += missing;
         }
+        // Every subscriber's decoder will need a keyframe: ask now rather
+        // than when their NACKs have gone unanswered.
+        let mut want_keyframe = track.resume.arrived(now, missing) && track.is_video();
+        if want_keyframe {
+            tracing::info!(
+                track = key,
+                missing,
+                "video resumed after an outage; asking for a keyframe"
+            );
+        }
         let (view, down_tracks) = track.split();
-        let mut want_keyframe = false;
         for dt in down_tracks.iter_mut() {
             let Some(sub) = peers.get_mut(&dt.subscriber) else {
                 continue;

@@ -372,6 +372,7 @@ impl Router {
                 lost: 0,
                 bytes: 0,
                 rate: Default::default(),
+                resume: Default::default(),
                 clock_rate,
                 keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
             },
