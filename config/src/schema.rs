@@ -106,6 +106,9 @@ pub struct MediaConfig {
     /// Written as `""` when absent, so `--print-config` still shows the key.
     #[serde(default, with = "optional_ip")]
     pub public_ip: Option<IpAddr>,
+    /// Also accept ICE over TCP (passive candidates) on the same addresses
+    /// and ports, for clients whose network blocks UDP.
+    pub ice_tcp: bool,
 }
 
 /// `[ice]`: what clients are told about STUN/TURN.

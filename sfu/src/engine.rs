@@ -8,6 +8,7 @@
 use crate::rtcp_tap::RtcpTap;
 use crate::srtp_key_tap::{KeyTap, TappedKeys};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
@@ -160,11 +161,13 @@ pub struct BuiltConnection {
 }
 
 /// Builds a peer connection answering STUN for `ufrag`/`pwd`, with one host
-/// candidate per announced address.
+/// candidate per announced address, and with `ice_tcp` a passive TCP one on
+/// the same address and port (the shard listens there, see `tcp_media`).
 pub fn build_peer_connection(
     ufrag: &str,
     pwd: &str,
     announced: &[SocketAddr],
+    ice_tcp: bool,
     now: Instant,
 ) -> Result<BuiltConnection> {
     let (media_engine, registry) = media_engine_and_interceptors()?;
@@ -196,22 +199,29 @@ pub fn build_peer_connection(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .build(now)?;
-    let mut candidates = Vec::with_capacity(announced.len());
-    for addr in announced {
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
+    let mut candidates = Vec::with_capacity(announced.len() * 2);
+    let networks: &[&str] = if ice_tcp { &["udp", "tcp"] } else { &["udp"] };
+    for network in networks {
+        for addr in announced {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: (*network).to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                tcp_type: if *network == "tcp" {
+                    TcpType::Passive
+                } else {
+                    TcpType::Unspecified
+                },
+            }
+            .new_candidate_host()?;
+            let init = RTCIceCandidate::from(&candidate).to_json()?;
+            pc.add_local_candidate(init.clone())?;
+            candidates.push(init);
         }
-        .new_candidate_host()?;
-        let init = RTCIceCandidate::from(&candidate).to_json()?;
-        pc.add_local_candidate(init.clone())?;
-        candidates.push(init);
     }
     Ok(BuiltConnection {
         pc,

@@ -23,6 +23,7 @@ fn settings() -> MediaSettings {
         shards: 1,
         bind_ips: vec!["127.0.0.1".parse().expect("ip")],
         port: 0,
+        ice_tcp: false,
         public_ip: None,
         pli_throttle: Duration::from_millis(500),
         keyframe_cache: true,

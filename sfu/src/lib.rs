@@ -47,6 +47,7 @@ mod snapshot;
 mod srtp_key_tap;
 mod srtp_session;
 mod stats;
+mod tcp_media;
 mod track;
 mod transfer;
 mod vp8;

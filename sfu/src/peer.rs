@@ -107,6 +107,7 @@ impl Peer {
         room: String,
         sink: Box<dyn EventSink>,
         announced: &[SocketAddr],
+        ice_tcp: bool,
         now: Instant,
     ) -> Result<Peer, NegotiationError> {
         let ufrag = random_token(16);
@@ -115,7 +116,7 @@ impl Peer {
             mut pc,
             candidates: local_candidates,
             srtp_keys,
-        } = engine::build_peer_connection(&ufrag, &pwd, announced, now)
+        } = engine::build_peer_connection(&ufrag, &pwd, announced, ice_tcp, now)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         // The m-sections the client publishes its microphone and camera into.
         // Each gets a placeholder sender that never sends (the section stays

@@ -14,6 +14,9 @@ pub struct MediaSettings {
     pub bind_ips: Vec<IpAddr>,
     /// First UDP port; shard n listens on `port + n`. 0 picks ephemeral ports.
     pub port: u16,
+    /// Also listen on TCP at each bind address and port, and offer passive
+    /// ICE-TCP candidates there (see `tcp_media`).
+    pub ice_tcp: bool,
     /// Address announced instead of non-loopback bind addresses (1:1 NAT).
     pub public_ip: Option<IpAddr>,
     /// At most one keyframe request per publisher track per this interval.

@@ -7,6 +7,7 @@ use crate::router::Router;
 use crate::send_batch::SendBatch;
 use crate::settings::MediaSettings;
 use crate::stats::{add, ShardStats};
+use crate::tcp_media::{self, TcpMedia};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -108,6 +109,7 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut sockets = Vec::new();
     let mut local_addrs = Vec::new();
+    let mut tcp = TcpMedia::default();
     // With port 0 the first socket picks a port and the others reuse it, so a
     // shard is one port whichever addresses it listens on.
     let mut port = if settings.port == 0 {
@@ -133,6 +135,9 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
             .register(&mut socket, Token(sockets.len()), Interest::READABLE)?;
         local_addrs.push(bound);
         sockets.push(BoundSocket { socket });
+        if settings.ice_tcp {
+            tcp.listen(poll.registry(), bound)?;
+        }
     }
     let announced = local_addrs
         .iter()
@@ -144,6 +149,7 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
     let shard = Shard {
         poll,
         sockets,
+        tcp,
         rx,
         router,
         stats: stats.clone(),
@@ -165,6 +171,7 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
 struct Shard {
     poll: Poll,
     sockets: Vec<BoundSocket>,
+    tcp: TcpMedia,
     rx: Receiver<Message>,
     router: Router,
     stats: Arc<ShardStats>,
@@ -190,11 +197,36 @@ impl Shard {
                 }
             }
             let started = Instant::now();
-            let sockets = &self.sockets;
-            let batch = &mut batch;
+            let Shard {
+                poll,
+                sockets,
+                tcp,
+                rx,
+                router,
+                stats,
+            } = &mut self;
+            let registry = poll.registry();
+            let mut out = Outputs {
+                sockets,
+                tcp,
+                registry,
+                batch: &mut batch,
+            };
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
+                    continue;
+                }
+                if TcpMedia::owns(token) {
+                    let now = Instant::now();
+                    let arrivals = out.tcp.on_event(registry, token, event.is_writable(), now);
+                    for packet in arrivals.iter().flat_map(|a| a.packets.iter()) {
+                        let a = arrivals.as_ref().expect("iterating its packets");
+                        out.sending(|send| {
+                            router.handle_datagram(a.socket, a.peer, packet, now, send);
+                            router.flush(now, send);
+                        });
+                    }
                     continue;
                 }
                 let index = token.0;
@@ -202,8 +234,7 @@ impl Shard {
                     match sockets[index].socket.recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let now = Instant::now();
-                            let router = &mut self.router;
-                            sending(sockets, batch, |send| {
+                            out.sending(|send| {
                                 router.handle_datagram(index, from, &buf[..n], now, send);
                                 router.flush(now, send);
                             });
@@ -218,53 +249,60 @@ impl Shard {
                 }
             }
             loop {
-                match self.rx.try_recv() {
+                match rx.try_recv() {
                     Ok(Message::Command(command)) => {
-                        let router = &mut self.router;
-                        sending(sockets, batch, |send| {
-                            router.handle_command(command, Instant::now(), send)
-                        });
+                        out.sending(|send| router.handle_command(command, Instant::now(), send));
                     }
                     Ok(Message::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        let router = &mut self.router;
-                        sending(sockets, batch, |send| {
-                            router.close_all(Instant::now(), send)
-                        });
+                        out.sending(|send| router.close_all(Instant::now(), send));
                         return;
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 }
             }
-            let router = &mut self.router;
-            sending(sockets, batch, |send| {
-                router.handle_timeouts(Instant::now(), send)
-            });
+            out.sending(|send| router.handle_timeouts(Instant::now(), send));
+            out.tcp.sweep(registry, Instant::now());
+            add(&stats.tcp_dropped, std::mem::take(&mut out.tcp.dropped));
+            crate::stats::set(&stats.tcp_connections, out.tcp.connection_count() as u64);
             add(
-                &self.stats.loop_busy_micros,
+                &stats.loop_busy_micros,
                 started.elapsed().as_micros() as u64,
             );
         }
     }
 }
 
-/// Runs `f` with a `Send` that queues datagrams in `batch`, then sends them
-/// all (one `sendmmsg` per socket and [`crate::send_batch::BATCH`]).
-fn sending<R>(
-    sockets: &[BoundSocket],
-    batch: &mut SendBatch,
-    f: impl FnOnce(crate::router::Send<'_>) -> R,
-) -> R {
-    let fd_of = |i: usize| sockets[i].socket.as_raw_fd();
-    let result = {
-        let mut send = |socket: usize, to: SocketAddr, data: &[u8]| {
-            batch.push(fd_of, socket, to, data);
+/// Where a shard's output goes: UDP datagrams into the send batch, packets
+/// for ICE-TCP routes onto their connections.
+struct Outputs<'a> {
+    sockets: &'a [BoundSocket],
+    tcp: &'a mut TcpMedia,
+    registry: &'a mio::Registry,
+    batch: &'a mut SendBatch,
+}
+
+impl Outputs<'_> {
+    /// Runs `f` with a `Send` that queues datagrams in the batch, then sends
+    /// them all (one `sendmmsg` per socket and [`crate::send_batch::BATCH`]).
+    fn sending<R>(&mut self, f: impl FnOnce(crate::router::Send<'_>) -> R) -> R {
+        let sockets = self.sockets;
+        let fd_of = |i: usize| sockets[i].socket.as_raw_fd();
+        let (batch, tcp, registry) = (&mut *self.batch, &mut *self.tcp, self.registry);
+        let result = {
+            let mut send = |socket: usize, to: SocketAddr, data: &[u8]| {
+                if tcp_media::is_tcp(socket) {
+                    tcp.send(registry, socket, to, data);
+                } else {
+                    batch.push(fd_of, socket, to, data);
+                }
+            };
+            f(&mut send)
         };
-        f(&mut send)
-    };
-    if !batch.is_empty() {
-        batch.flush(fd_of(batch.socket()));
+        if !batch.is_empty() {
+            batch.flush(fd_of(batch.socket()));
+        }
+        result
     }
-    result
 }
 
 /// Asks for [`SOCKET_BUFFER_BYTES`] in both directions; what the kernel

@@ -42,6 +42,8 @@ counters! {
     peers: "peer connections on this shard",
     rooms: "rooms on this shard",
     tracks: "published tracks on this shard",
+    tcp_connections: "ICE-TCP connections open on this shard",
+    tcp_dropped: "packets dropped because an ICE-TCP connection's send queue was full (its peer reads too slowly)",
     loop_busy_micros: "microseconds the event loop spent working (not waiting)",
     data_messages_in: "data-channel messages received",
     data_bytes_relayed: "file bytes relayed over data channels",

@@ -72,6 +72,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
         bind_ips: config.resolved_bind_ips(),
         port: config.media.port,
         public_ip: config.media.public_ip,
+        ice_tcp: config.media.ice_tcp,
         pli_throttle: Duration::from_millis(config.keyframes.pli_throttle_ms),
         keyframe_cache: config.keyframes.cache,
         max_file_bytes: config.limits.max_file_bytes,

@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 21] = [
+    let counters: [CounterSpec; 22] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -211,6 +211,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             None,
             |s| s.data_errors,
         ),
+        (
+            "ice_tcp_packets_dropped",
+            "Packets dropped because an ICE-TCP connection's send queue was full",
+            None,
+            |s| s.tcp_dropped,
+        ),
     ];
     for (name, help, unit, get) in counters {
         let family = ByShard::default();
@@ -235,8 +241,13 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Unit::Seconds,
         busy,
     );
-    let gauges: [GaugeSpec; 4] = [
+    let gauges: [GaugeSpec; 5] = [
         ("shard_peers", "Peer connections on each shard", |s| s.peers),
+        (
+            "ice_tcp_connections",
+            "ICE-TCP connections open on each shard",
+            |s| s.tcp_connections,
+        ),
         ("shard_rooms", "Rooms on each shard", |s| s.rooms),
         ("shard_tracks", "Published tracks on each shard", |s| {
             s.tracks

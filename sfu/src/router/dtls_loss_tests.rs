@@ -40,6 +40,7 @@ fn settings() -> MediaSettings {
         shards: 1,
         bind_ips: vec![server_addr().ip()],
         port: server_addr().port(),
+        ice_tcp: false,
         public_ip: None,
         pli_throttle: Duration::from_millis(500),
         keyframe_cache: true,
@@ -121,6 +122,7 @@ fn handshake_over(link: &mut Link<'_>) -> Outcome {
         "clientufrag0000",
         "clientpassword00000000000000000",
         &[client_addr()],
+        false,
         now,
     )
     .expect("client");

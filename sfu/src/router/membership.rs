@@ -20,6 +20,7 @@ impl Router {
             room.clone(),
             sink,
             &self.announced,
+            self.ice_tcp,
             now,
         ) {
             Ok(peer) => peer,
@@ -80,7 +81,14 @@ impl Router {
         };
         let (participant, room) = (old.participant.clone(), old.room.clone());
         let old = self.detach(conn, send).expect("peer exists");
-        let mut peer = Peer::new(participant.clone(), room.clone(), old.sink, &announced, now)?;
+        let mut peer = Peer::new(
+            participant.clone(),
+            room.clone(),
+            old.sink,
+            &announced,
+            self.ice_tcp,
+            now,
+        )?;
         let new_conn = self.next_key;
         for key in old.published.values().chain(old.adoptable.iter()) {
             if let Some(track) = self.tracks.get_mut(key) {

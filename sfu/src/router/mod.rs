@@ -66,6 +66,8 @@ pub struct Router {
     next_key: u64,
     /// The address each socket announces (its candidate), by socket index.
     announced: Vec<SocketAddr>,
+    /// Offer passive ICE-TCP candidates on the same addresses and ports.
+    ice_tcp: bool,
     pli_throttle: Duration,
     keyframe_cache: bool,
     max_file_bytes: u64,
@@ -98,6 +100,7 @@ impl Router {
             write_scratch: Vec::new(),
             next_key: 1,
             announced,
+            ice_tcp: settings.ice_tcp,
             pli_throttle: settings.pli_throttle,
             keyframe_cache: settings.keyframe_cache,
             max_file_bytes: settings.max_file_bytes,
@@ -245,7 +248,7 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        let transport = udp_transport(self.announced[socket], from);
+        let transport = route_transport(&self.announced, socket, from);
         Self::read(peer, transport, BytesMut::from(data), now, &self.stats);
         Self::mark_dirty(&mut self.dirty, conn);
     }
@@ -283,7 +286,7 @@ impl Router {
         tracing::debug!(participant = %peer.participant, count = held.len(), "early DTLS replayed");
         add(&self.stats.early_dtls_replayed, held.len() as u64);
         for datagram in held {
-            let transport = udp_transport(self.announced[datagram.socket], datagram.from);
+            let transport = route_transport(&self.announced, datagram.socket, datagram.from);
             Self::read(peer, transport, datagram.data, now, &self.stats);
         }
         // Reading may have queued events as well: drain again.
@@ -313,12 +316,22 @@ impl Router {
         }
     }
 
-    fn socket_for(&self, local: SocketAddr) -> usize {
-        self.announced.iter().position(|a| *a == local).unwrap_or(0)
+    /// The route socket index of rtc's `transport` (see `tcp_media::TCP_ROUTE`).
+    fn socket_for(&self, transport: &TransportContext) -> usize {
+        let index = self
+            .announced
+            .iter()
+            .position(|a| *a == transport.local_addr)
+            .unwrap_or(0);
+        if transport.transport_protocol == TransportProtocol::TCP {
+            index | crate::tcp_media::TCP_ROUTE
+        } else {
+            index
+        }
     }
 
     fn send_datagram(&mut self, msg: TaggedBytesMut, send: Send<'_>) {
-        let socket = self.socket_for(msg.transport.local_addr);
+        let socket = self.socket_for(&msg.transport);
         add(&self.stats.datagrams_out, 1);
         add(&self.stats.bytes_out, msg.message.len() as u64);
         send(socket, msg.transport.peer_addr, &msg.message);
@@ -414,7 +427,7 @@ impl Router {
             // and success responses (to an authenticated request) name a
             // remote address that belongs to this connection: datagrams from
             // there, which carry no USERNAME, are routed back to it.
-            let socket = self.socket_for(msg.transport.local_addr);
+            let socket = self.socket_for(&msg.transport);
             if is_stun_binding_request_or_success(&msg.message) {
                 self.learn_route(conn, socket, msg.transport.peer_addr);
             } else if classify(&msg.message) != DatagramKind::Stun {
@@ -489,12 +502,19 @@ impl Router {
     }
 }
 
-fn udp_transport(local_addr: SocketAddr, peer_addr: SocketAddr) -> TransportContext {
+/// What rtc is told about a datagram that arrived on route `(socket, from)`:
+/// the announced address it was sent to, and UDP or (ICE-)TCP.
+fn route_transport(announced: &[SocketAddr], socket: usize, from: SocketAddr) -> TransportContext {
+    let tcp = crate::tcp_media::is_tcp(socket);
     TransportContext {
-        local_addr,
-        peer_addr,
+        local_addr: announced[crate::tcp_media::bind_index(socket)],
+        peer_addr: from,
         ecn: None,
-        transport_protocol: TransportProtocol::UDP,
+        transport_protocol: if tcp {
+            TransportProtocol::TCP
+        } else {
+            TransportProtocol::UDP
+        },
     }
 }
 
