@@ -7,16 +7,20 @@
 //
 // Firefox gathers no ICE candidate at all in a network namespace without a
 // default route (scripts/test.sh runs the browser suite in one with only
-// loopback): inRoutedNamespace() gives a test file a namespace of its own
-// that has one. See ../../../shared/notes/stack.md for the measurements.
+// loopback), and with its shipped settings it does not complete ICE with a
+// server on 127.0.0.1: inFirefoxNetwork() gives a test file a namespace of
+// its own with a default route and a non-loopback address for the server's
+// media. See ../../../shared/notes/stack.md and docs/browsers.md.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import puppeteer from 'puppeteer-core';
 
 export const firefoxBin = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
 
-// Why: each pref is here because a test needs it.
+// Why: each pref is here because a test needs it. ICE is left as shipped
+// (host candidates hidden behind mDNS names, no loopback), so the server
+// meets Firefox as people run it.
 export const FIREFOX_PREFS = {
   // Fake devices: a 1280x720 30 fps test pattern and a 1 kHz tone, no
   // permission prompt (headless has nobody to click it).
@@ -24,13 +28,6 @@ export const FIREFOX_PREFS = {
   'media.navigator.permission.disabled': true,
   'media.navigator.video.default_width': 1280,
   'media.navigator.video.default_height': 720,
-  // Real host addresses instead of mDNS names: the tests' namespace has no
-  // mDNS responder, so the server could never resolve a `.local` candidate.
-  'media.peerconnection.ice.obfuscate_host_addresses': false,
-  // Noom's media sockets are on 127.0.0.1 in the tests; without this
-  // Firefox's ICE agent does not pair with loopback candidates and DTLS
-  // never starts.
-  'media.peerconnection.ice.loopback': true,
   // Remote audio plays without a user gesture (0 = allowed), as the web
   // client's tiles expect; otherwise Firefox would block audible autoplay.
   'media.autoplay.default': 0,
@@ -68,44 +65,38 @@ export async function launchFirefoxPerson(label, options = {}) {
   };
 }
 
-const hasDefaultRoute = () => {
-  try {
-    return execFileSync('ip', ['route', 'show', 'default'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() !== '';
-  } catch {
-    return false;
-  }
-};
+// The address the namespace below gives itself; the server's media sockets
+// bind to it.
+const MEDIA_IP = '10.99.0.1';
 
 // The one-time network of the namespace made below: a veth pair, both ends
 // inside it, one end addressed, and a default route through the other.
 // Nothing answers at the gateway; Firefox only needs the route to exist.
-const ROUTED_NAMESPACE_SETUP = [
+const FIREFOX_NAMESPACE_SETUP = [
   'set -e',
   'ip link set lo up',
   'ip link add noomfx0 type veth peer name noomfx1',
-  'ip addr add 10.99.0.1/24 dev noomfx0',
+  `ip addr add ${MEDIA_IP}/24 dev noomfx0`,
   'ip link set noomfx0 up',
   'ip link set noomfx1 up',
   'ip route add default via 10.99.0.2',
   'exec "$@"',
 ].join('\n');
 
-// Makes sure this test file runs where Firefox can gather candidates:
-// - `{ here: true }`: go on in this process (the namespace has a default
-//   route, or this is the re-run inside the namespace made for it);
-// - `{ unavailable }`: why it cannot (no default route and not root);
-// - `{ exitCode }`: as root, this same file was re-run (same Node options
-//   and environment, so node --test reads its report as usual) inside a new
-//   namespace with a default route; the caller must define no tests and
-//   exit with that run's status.
-export async function inRoutedNamespace(fileUrl) {
-  if (process.env.NOOM_ROUTED_NETNS === '1' || hasDefaultRoute()) return { here: true };
-  if (process.getuid?.() !== 0) {
-    return { unavailable: 'this namespace has no default route (Firefox then gathers no ICE candidate) and making one needs root' };
-  }
-  const child = spawn('unshare', ['-n', 'sh', '-c', ROUTED_NAMESPACE_SETUP, 'sh', process.execPath, ...process.execArgv, new URL(fileUrl).pathname], {
+// Makes sure this test file runs where Firefox can call the server:
+// - `{ mediaIp }`: go on in this process, the re-run inside the namespace
+//   made for it; the server's media must bind to `mediaIp`;
+// - `{ unavailable }`: why it cannot (making a namespace needs root);
+// - `{ exitCode }`: this same file was re-run (same Node options and
+//   environment, so node --test reads its report as usual) inside a new
+//   namespace; the caller must define no tests and exit with that run's
+//   status.
+export async function inFirefoxNetwork(fileUrl) {
+  if (process.env.NOOM_FIREFOX_NETNS === '1') return { mediaIp: MEDIA_IP };
+  if (process.getuid?.() !== 0) return { unavailable: 'needs root: a network namespace with a default route for Firefox' };
+  const child = spawn('unshare', ['-n', 'sh', '-c', FIREFOX_NAMESPACE_SETUP, 'sh', process.execPath, ...process.execArgv, new URL(fileUrl).pathname], {
     stdio: 'inherit',
-    env: { ...process.env, NOOM_ROUTED_NETNS: '1' },
+    env: { ...process.env, NOOM_FIREFOX_NETNS: '1' },
   });
   // A timeout's SIGTERM goes on to the re-run first (lib.mjs's handler
   // exits this process), whose own handler stops its servers and browsers.

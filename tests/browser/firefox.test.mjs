@@ -5,9 +5,12 @@
 // track, and mutes show on both sides. One Firefox and one Chromium for the
 // whole file.
 //
-// Firefox runs under puppeteer-core over WebDriver BiDi (firefox.mjs); it
-// needs a default route to gather ICE candidates, so without one this file
-// re-runs itself in a namespace that has one (inRoutedNamespace).
+// Firefox runs under puppeteer-core over WebDriver BiDi (firefox.mjs), with
+// its shipped ICE settings: its host candidates are mDNS names the server
+// cannot resolve, so the server learns Firefox's address from its
+// connectivity checks (peer-reflexive). Firefox needs a default route to
+// gather candidates at all, so this file re-runs itself in a namespace that
+// has one (inFirefoxNetwork).
 //
 // Run: node --test tests/browser/firefox.test.mjs  (needs target/debug/noom
 // or NOOM_BIN, and /usr/bin/firefox-esr or FIREFOX_BIN)
@@ -18,11 +21,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { firefoxUnavailable, inRoutedNamespace, launchFirefoxPerson } from './firefox.mjs';
+import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxPerson } from './firefox.mjs';
 import { artifactsDir, launchPerson, randomRoom, startServer, waitFor } from './lib.mjs';
 import { expectDecoding, joinViaForm, remoteTiles } from './web_call.mjs';
 
-const where = await inRoutedNamespace(import.meta.url);
+const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
 
 // Remote tiles with their badges: [{id, name, micOff, camOff}].
@@ -85,7 +88,9 @@ test('Firefox ESR and Chromium see and hear each other, chat, exchange files, sw
   mkdirSync(artifactsDir, { recursive: true });
   const started = Date.now();
   const since = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
-  const server = await startServer('firefox');
+  // Media on the namespace's own address, not loopback: Firefox (as
+  // shipped) does not complete ICE with 127.0.0.1 candidates.
+  const server = await startServer('firefox', { NOOM_MEDIA_BIND_IPS: where.mediaIp });
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'noom-firefox-test-'));
   const people = [];
   let failed = true;
