@@ -10,7 +10,7 @@
 // loopback), and with its shipped settings it does not complete ICE with a
 // server on 127.0.0.1: inFirefoxNetwork() gives a test file a namespace of
 // its own with a default route and a non-loopback address for the server's
-// media. See ../../../shared/notes/stack.md and docs/browsers.md.
+// media. See docs/browsers.md.
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
