@@ -6,7 +6,7 @@
 #   checks: cargo fmt --check, cargo clippy -D warnings, cargo build (clippy
 #           lints during the build: one compilation, see clippy_in_build)
 #   suites: cargo test --workspace; Chromium end-to-end (tests/browser,
-#           coturn for its TURN tests);
+#           coturn for its TURN tests, Firefox ESR for firefox.test.mjs);
 #           aiortc end-to-end (tests/aiortc); a publisher behind 10 % loss
 #           in network namespaces (tests/netem, needs root: skipped without);
 #           bench (benches/ noom-load --quick: media flows through Noom and
@@ -19,7 +19,7 @@
 #
 # Optional arguments pick parts: lint build cargo browser aiortc netem bench fuzz (default:
 # all but fuzz, and fuzz too when CI=true;
-# the suites need build). Environment: NOOM_BIN, CHROMIUM_BIN, NOOM_LOG_LEVEL,
+# the suites need build). Environment: NOOM_BIN, CHROMIUM_BIN, FIREFOX_BIN, NOOM_LOG_LEVEL,
 # NOOM_SKIP_INSTALL=1 (use what is there).
 set -uo pipefail
 
@@ -33,6 +33,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 export NOOM_BIN=${NOOM_BIN:-$TARGET_DIR/debug/noom}
 export NOOM_ARTIFACTS_DIR=${NOOM_ARTIFACTS_DIR:-$ROOT/target/test-artifacts}
 export CHROMIUM_BIN=${CHROMIUM_BIN:-/usr/lib/chromium/chromium}
+export FIREFOX_BIN=${FIREFOX_BIN:-/usr/bin/firefox-esr}
 VENV=$ROOT/target/py-venv
 BROWSER_DIR=$ROOT/tests/browser
 AIORTC_DIR=$ROOT/tests/aiortc
@@ -140,6 +141,8 @@ install_system_packages() {
     (want netem || want browser) && ! command -v nft >/dev/null && missing+=(nftables)
     # tests/browser/turn.test.mjs runs a real TURN server (issue #17).
     want browser && [ ! -x /usr/bin/turnserver ] && missing+=(coturn)
+    # tests/browser/firefox.test.mjs calls Chromium from Firefox ESR (issue #17).
+    want browser && [ ! -x "$FIREFOX_BIN" ] && missing+=(firefox-esr)
     # signaling/tests/integration/cluster_redis.rs runs a real Redis (issue #14).
     # ... and so does the cluster bench (noom-load cluster --quick).
     (want cargo || want bench) && [ ! -x /usr/bin/redis-server ] && missing+=(redis-server)

@@ -8,6 +8,7 @@
 use crate::rtcp_tap::RtcpTap;
 use crate::srtp_key_tap::{KeyTap, TappedKeys};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::media_engine::{
@@ -187,6 +188,12 @@ pub fn build_peer_connection(
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_relay_acceptance_min_wait(Some(Duration::ZERO))
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        // A client's `<uuid>.local` host candidate (Firefox's default) is left
+        // alone: its checks reach us and become a peer-reflexive candidate.
+        // rtc-ice's default would multicast an mDNS query from the media
+        // socket for it, whose answer goes to 224.0.0.251:5353 where we do
+        // not listen: it never resolves and ends as an ERROR log per query.
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         // Small data-channel messages keep what a blocked sender can make
         // the server hold small in bytes (data_frame::MAX_MESSAGE_BYTES).
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(

@@ -5,14 +5,16 @@
 
 import { waitFor } from './lib.mjs';
 
-// Opens the web client and joins `room` as the person's label through the form.
+// Opens the web client and joins `room` as the person's label through the
+// form. Works with a playwright (Chromium) or a puppeteer (Firefox) page:
+// only calls both have.
 export async function joinViaForm(person, serverUrl, room, describe) {
   const { page, label } = person;
   await page.goto(`${serverUrl}/?ice=none`);
-  await page.fill('#name', label);
-  await page.fill('#room', room);
+  await page.locator('#name').fill(label);
+  await page.locator('#room').fill(room);
   await page.click('#join-button');
-  await waitFor(() => page.isVisible('#call'), { what: `${label} in the call view`, describe });
+  await waitFor(() => page.evaluate(() => !document.getElementById('call').hidden), { what: `${label} in the call view`, describe });
 }
 
 // Remote tiles: [{id, name, stream}] where `stream` is the id of the

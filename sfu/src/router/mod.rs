@@ -10,6 +10,8 @@ mod data;
 #[cfg(test)]
 mod dtls_loss_tests;
 mod fast_path;
+#[cfg(test)]
+mod mdns_candidate_tests;
 mod media;
 mod membership;
 mod snapshot;
