@@ -77,7 +77,9 @@ export function stageRects(n, width, height, gap = GAP) {
 export function createGrid(container, { you }) {
   // `log`: the last `speakers` messages with their arrival (Date.now()),
   // for troubleshooting and tests.
-  const state = { pinned: null, speakers: [], frame: 0, log: [] };
+  // `staged`: the last other person who spoke; keeps the stage through
+  // pauses in big rooms.
+  const state = { pinned: null, speakers: [], staged: null, frame: 0, log: [] };
 
   const tiles = () => [...container.querySelectorAll(':scope > .tile')];
   const idOf = (tile) => (tile.classList.contains('local') ? you() : tile.dataset.participant);
@@ -88,9 +90,8 @@ export function createGrid(container, { you }) {
     if (screens.length) return screens[screens.length - 1];
     const pinned = all.find((t) => t.dataset.key === state.pinned);
     if (pinned) return pinned;
-    if (all.length >= BIG_ROOM) {
-      const speaker = state.speakers.find((id) => id !== you());
-      const tile = all.find((t) => !t.classList.contains('screen') && idOf(t) === speaker);
+    if (all.length >= BIG_ROOM && state.staged) {
+      const tile = all.find((t) => !t.classList.contains('screen') && idOf(t) === state.staged);
       if (tile) return tile;
     }
     return null;
@@ -157,6 +158,7 @@ export function createGrid(container, { you }) {
     // The server's `speakers`: highlight them, and in big rooms stage the loudest.
     setSpeakers(list) {
       state.speakers = list;
+      state.staged = list.find((id) => id !== you()) || state.staged;
       state.log.push({ at: Date.now(), list });
       if (state.log.length > 100) state.log.shift();
       for (const t of tiles()) {

@@ -3,7 +3,9 @@
 // (`replaceTrack`, so the server sees one continuous stream) whose gain the
 // test switches between loud and silent. The server's `speakers` follows
 // who makes sound within about a second, and the page highlights the
-// speaker's tile.
+// speaker's tile; in a big room (five more people join over bare
+// WebSockets, without media) the speaker also gets the big tile, and keeps
+// it through silence.
 //
 // Run: node --test tests/browser/speakers.test.mjs  (needs target/debug/noom)
 
@@ -46,6 +48,13 @@ async function firstEvent(page, since, pred, what, describe) {
   });
 }
 
+// Whose tile is on the stage (big tile), or null for an even grid.
+const staged = (page) =>
+  page.evaluate(() => {
+    const tile = document.querySelector('#tiles .tile.stage');
+    return tile ? tile.dataset.participant || null : null;
+  });
+
 const highlighted = (page) =>
   page.$$eval('#tiles .tile.speaking', (els) => els.map((el) => (el.classList.contains('local') ? 'local' : el.dataset.participant)));
 
@@ -66,6 +75,24 @@ test('the speakers event follows who makes sound, and the tile lights up', { tim
     }
     const ids = {};
     for (const p of people) ids[p.label] = await p.page.evaluate(() => window.noomApp.you);
+    // Five more people: a big room (7 tiles).
+    const crowd = await ben.context.newPage();
+    await crowd.goto(`${server.url}/?ice=none`);
+    await crowd.evaluate(async (room) => {
+      window.guests = [];
+      await Promise.all([1, 2, 3, 4, 5].map((i) => new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${location.host}/ws`);
+        window.guests.push(ws);
+        ws.onopen = () => ws.send(JSON.stringify({ type: 'join', room, name: `guest-${i}`, req: 1 }));
+        ws.onmessage = (e) => {
+          const m = JSON.parse(e.data);
+          if (m.req === 1) (m.type === 'joined' ? resolve : reject)(m);
+        };
+      })));
+    }, room);
+    for (const p of people) {
+      await waitFor(async () => (await p.page.$$('#tiles .tile')).length === 7, { what: `${p.label} shows 7 tiles`, describe });
+    }
 
     // Nobody makes a sound any more (the fake microphone beeped before the
     // tone replaced it): nobody is reported speaking.
@@ -83,6 +110,7 @@ test('the speakers event follows who makes sound, and the tile lights up', { tim
     }
     await waitFor(async () => JSON.stringify(await highlighted(ben.page)) === JSON.stringify([ids.ann]), { what: 'ben highlights ann', describe });
     await waitFor(async () => JSON.stringify(await highlighted(ann.page)) === JSON.stringify(['local']), { what: 'ann highlights herself', describe });
+    await waitFor(async () => (await staged(ben.page)) === ids.ann, { what: "ben stages ann's tile", describe });
 
     // The speaker changes: ann falls silent, ben speaks.
     // (In this order, so that each latency counts from its own switch:
@@ -99,6 +127,7 @@ test('the speakers event follows who makes sound, and the tile lights up', { tim
     assert.ok(aloneMs <= SPEAKER_EVENT_WITHIN_MS, `ann was dropped only after ${aloneMs} ms: ${log}`);
     await waitFor(async () => JSON.stringify(await highlighted(ann.page)) === JSON.stringify([ids.ben]), { what: 'ann highlights ben', describe });
     await waitFor(async () => (await highlighted(ben.page)).join() === 'local', { what: 'ben highlights himself', describe });
+    await waitFor(async () => (await staged(ann.page)) === ids.ben, { what: "ann stages ben's tile", describe });
 
     // Silence: the set empties.
     const benStops = await setLoud(ben.page, false);
@@ -106,6 +135,8 @@ test('the speakers event follows who makes sound, and the tile lights up', { tim
       await firstEvent(p.page, benStops, (l) => l.length === 0, `${p.label} told nobody speaks`, describe);
       await waitFor(async () => (await highlighted(p.page)).length === 0, { what: `${p.label} highlights nobody`, describe });
     }
+    // The last speaker keeps the big tile through the silence.
+    assert.equal(await staged(ann.page), ids.ben);
   } finally {
     for (const p of people) await p.close().catch(() => {});
     await server.stop();
