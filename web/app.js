@@ -7,6 +7,9 @@
 import { FrameKind, clientFrame, parseServerFrame, fileOfferBody, parseFileOffer, transferId } from './frames.js';
 import { MAX_RECONNECT_ATTEMPTS, reconnectDelay } from './reconnect.js';
 import { MediaRecovery } from './media_recovery.js';
+import { createGrid } from './grid.js';
+import { startLayoutReports } from './layout_report.js';
+import { createScreenShare } from './screen_share.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -48,6 +51,14 @@ app.recovery = new MediaRecovery({
   restart: () => restartMedia(),
   log: (event) => app.recoveries.push({ at: performance.now(), ...event }),
 });
+
+const grid = createGrid($('tiles'), { you: () => app.you });
+const layoutReports = startLayoutReports($('tiles'), { send, nextReq: () => app.nextReq++ });
+const screenShare = createScreenShare({
+  app, send, enqueue, status, tilesEl: $('tiles'),
+  nameOf: (id) => (app.participants.get(id) || {}).name || id,
+});
+app.grid = grid;
 
 // ------------------------------------------------------------------ status
 
@@ -173,7 +184,14 @@ function onMessage(msg) {
     case 'chat':
       addChat({ from: msg.from, name: msg.name, text: msg.text, direct: Boolean(msg.to) });
       break;
+    case 'speakers':
+      grid.setSpeakers(Array.isArray(msg.participants) ? msg.participants : []);
+      break;
+    case 'answer':
+      screenShare.onReply(msg);
+      break;
     case 'ok': {
+      if (screenShare.onReply(msg) || layoutReports.owns(msg.req)) break;
       const li = app.pendingChats.get(msg.req);
       if (li) {
         li.classList.remove('pending');
@@ -208,6 +226,9 @@ function onMessage(msg) {
 }
 
 function onError(msg) {
+  // Our own offer refused (glare): handled there. A `layout` the server
+  // does not support (yet): nothing to tell anyone.
+  if (screenShare.onReply(msg) || layoutReports.owns(msg.req)) return;
   const li = app.pendingChats.get(msg.req);
   if (li) {
     li.classList.add('failed');
@@ -347,6 +368,7 @@ function createPeer(iceServers) {
     const stream = ev.streams[0];
     if (!stream) return;
     const id = stream.id;
+    if (screenShare.onTrack(ev, id)) return;
     app.streams.set(id, stream);
     attachStream(id, stream);
     stream.onremovetrack = () => {
@@ -379,6 +401,8 @@ function restartMedia() {
 }
 
 function closePeer() {
+  screenShare.reset();
+  layoutReports.reset();
   if (app.pc) app.pc.close();
   app.pc = null;
   app.dc = null;
@@ -400,6 +424,8 @@ function recvonlySections(sdp) {
 async function onOffer(sdp) {
   const pc = app.pc;
   if (!pc) return;
+  // The polite peer: our own offer (a screen share) gives way.
+  if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
   await pc.setRemoteDescription({ type: 'offer', sdp });
   for (const { kind, mid } of recvonlySections(sdp)) {
     if (app.senders[kind]) continue;
@@ -414,6 +440,7 @@ async function onOffer(sdp) {
   // Replaced meanwhile (a move): this answer is for nobody.
   if (app.pc !== pc) return;
   send({ type: 'answer', sdp: pc.localDescription.sdp });
+  screenShare.afterServerOffer(pc);
 }
 
 function leaveCall() {
@@ -510,12 +537,14 @@ function upsertParticipant(p) {
   if (!p || p.id === app.you) return;
   app.participants.set(p.id, p);
   updateTile(p.id, p);
+  screenShare.rename(p.id);
   const stream = app.streams.get(p.id);
   if (stream) attachStream(p.id, stream);
   renderChatTargets();
 }
 
 function removeParticipant(id) {
+  screenShare.removeRemote(id);
   app.participants.delete(id);
   app.streams.delete(id);
   const tile = tileFor(id);
@@ -526,20 +555,7 @@ function removeParticipant(id) {
   renderChatTargets();
 }
 
-// Speaking indicator from the receivers' audio levels.
-setInterval(async () => {
-  const pc = app.pc;
-  if (!pc || pc.connectionState !== 'connected') return;
-  const trackOwner = new Map();
-  for (const [id, stream] of app.streams) for (const t of stream.getAudioTracks()) trackOwner.set(t.id, id);
-  const report = await pc.getStats();
-  report.forEach((s) => {
-    if (s.type !== 'inbound-rtp' || s.kind !== 'audio') return;
-    const id = trackOwner.get(s.trackIdentifier);
-    const tile = id && tileFor(id);
-    if (tile) tile.classList.toggle('speaking', (s.audioLevel ?? 0) > 0.05);
-  });
-}, 400);
+// Speaking indicator: the server's `speakers` (see grid.js).
 
 // ------------------------------------------------------------------ devices
 

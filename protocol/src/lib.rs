@@ -379,6 +379,11 @@ pub fn answer(req: &Option<Value>, sdp: &str) -> String {
     with_req(json!({"type": "answer", "sdp": sdp}), req)
 }
 
+/// The room's active speakers, loudest first (contract: "Adaptive media").
+pub fn speakers(participants: &[String]) -> String {
+    json!({"type": "speakers", "participants": participants}).to_string()
+}
+
 pub fn candidate(c: &noom_sfu::IceCandidate) -> String {
     json!({"type": "candidate", "candidate": {
         "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index,

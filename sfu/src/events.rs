@@ -38,6 +38,11 @@ pub enum MediaEvent {
     /// A server candidate to trickle to the client.
     Candidate(IceCandidate),
     ConnectionState(ConnectionState),
+    /// The active speakers of the participant's room changed (loudest
+    /// first; empty when nobody speaks). Every member of the room gets it.
+    Speakers {
+        participants: Vec<ParticipantId>,
+    },
 }
 
 /// Receives [`MediaEvent`]s for one participant. Called on the shard thread:

@@ -16,10 +16,12 @@
 //! shared types live in leaf modules (`events`, `settings`, `command`) so
 //! every module's imports point one way, with no circle through the root.
 
+mod active_speaker;
 mod client_hello_repeats;
 mod command;
 mod data_frame;
 mod demux;
+mod dtls_setup;
 mod early_dtls;
 mod engine;
 mod events;

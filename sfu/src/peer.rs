@@ -17,7 +17,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::srtp::context::Context;
@@ -35,6 +35,10 @@ pub struct Peer {
     /// Tracks this participant publishes, by the receiver track id webrtc-rs
     /// tags their packets with.
     pub published: HashMap<String, TrackKey>,
+    /// The server's recvonly sections for the microphone and camera; a video
+    /// track arriving on any other section (a client's own offer) is a
+    /// screen share.
+    pub publish_sections: Vec<RTCRtpTransceiverId>,
     /// The `noom` data channel the server created in its first offer.
     pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,
     pub data_open: bool,
@@ -123,6 +127,7 @@ impl Peer {
         // recvonly): webrtc-rs' `add_track` reuses the first same-kind
         // transceiver without a sender, and these must never be the ones
         // reused for a forwarded track (see `Router::subscribe`).
+        let mut publish_sections = Vec::new();
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             let codec = engine::codecs()
                 .into_iter()
@@ -156,6 +161,7 @@ impl Peer {
             if let Some(mut transceiver) = pc.rtp_transceiver(id) {
                 transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly);
             }
+            publish_sections.push(id);
         }
         // The room's data channel (chat and files, relayed by the server).
         let data_channel = pc
@@ -172,6 +178,7 @@ impl Peer {
             sink,
             negotiator,
             published: HashMap::new(),
+            publish_sections,
             free_senders: Vec::new(),
             data_channel: Some(data_channel),
             data_open: false,
@@ -277,6 +284,10 @@ impl Peer {
         }
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
+        let setup = crate::dtls_setup::server_setup(
+            self.pc.local_description().as_ref(),
+            self.pc.remote_description(),
+        );
         self.pc
             .set_remote_description(now, offer)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
@@ -292,6 +303,10 @@ impl Peer {
             .local_description()
             .map(|d| d.sdp)
             .unwrap_or(answer.sdp);
+        let sdp = match setup {
+            Some(setup) => crate::dtls_setup::with_setup(&sdp, setup),
+            None => sdp,
+        };
         self.sink.deliver(MediaEvent::Answer { sdp });
         Ok(())
     }

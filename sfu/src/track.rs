@@ -27,6 +27,9 @@ pub struct PublishedTrack {
     /// The publisher's SSRC, target of our keyframe requests.
     pub media_ssrc: u32,
     pub kind: RtpCodecKind,
+    /// Published through an m-section of the client's own offer: a screen
+    /// share (subscribers see a track id starting with `screen`).
+    pub screen_share: bool,
     pub mime_type: String,
     pub clock_rate: u32,
     /// Negotiated (uri, id) of the publisher's header extensions.

@@ -651,6 +651,9 @@ impl Session {
                 self.outbox.push(protocol::answer(&req, &sdp));
             }
             MediaEvent::Candidate(candidate) => self.outbox.push(protocol::candidate(&candidate)),
+            MediaEvent::Speakers { participants } => {
+                self.outbox.push(protocol::speakers(&participants))
+            }
             MediaEvent::ConnectionState(state) => match state {
                 ConnectionState::Connected => self.grace_deadline = None,
                 // Closed too: a client that closed its peer connection (DTLS

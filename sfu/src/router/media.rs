@@ -33,6 +33,7 @@ impl Router {
         now: Instant,
         send: Send<'_>,
     ) {
+        self.observe_audio_level(conn, key, &packet, now);
         let Router {
             peers,
             tracks,

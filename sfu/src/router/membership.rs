@@ -2,6 +2,7 @@
 //! tracks and subscribing everyone else to them.
 
 use super::*;
+use rtc::rtp_transceiver::RTCRtpTransceiverId;
 
 impl Router {
     pub(super) fn join(
@@ -32,6 +33,7 @@ impl Router {
         let conn = self.attach(peer);
         self.rooms.entry(room).or_default().push(conn);
         self.subscribe_to_room(conn);
+        self.tell_current_speakers(conn);
         self.update_gauges();
     }
 
@@ -90,6 +92,9 @@ impl Router {
             now,
         )?;
         let new_conn = self.next_key;
+        // A screen share ends with its connection (the client shares again
+        // if it wants to); only the camera and microphone carry over.
+        self.end_screen_shares(&old.published);
         for key in old.published.values().chain(old.adoptable.iter()) {
             if let Some(track) = self.tracks.get_mut(key) {
                 track.publisher = new_conn;
@@ -120,6 +125,7 @@ impl Router {
         };
         let transfers = std::mem::take(&mut peer.transfers).into_iter().collect();
         self.data_left(conn, &peer.participant, transfers, now);
+        self.forget_speaker(&peer.room, &peer.participant, now);
         for key in peer.published.values().chain(peer.adoptable.iter()) {
             if let Some(track) = self.tracks.remove(key) {
                 for dt in track.down_tracks {
@@ -204,7 +210,11 @@ impl Router {
             return;
         };
         let ssrc = rand::random::<u32>();
-        let sender_track_id = format!("t{key}");
+        let sender_track_id = if track.screen_share {
+            format!("screen{key}")
+        } else {
+            format!("t{key}")
+        };
         let media_track = MediaStreamTrack::new(
             publisher_id,
             sender_track_id.clone(),
@@ -305,6 +315,10 @@ impl Router {
             return;
         };
         let kind = receiver.track().kind();
+        let screen_share = kind == RtpCodecKind::Video
+            && !peer
+                .publish_sections
+                .contains(&RTCRtpTransceiverId::from(init.receiver_id));
         let codec = receiver.track().codec(init.ssrc).cloned().or_else(|| {
             receiver
                 .get_parameters()
@@ -339,6 +353,7 @@ impl Router {
         let adopted = peer
             .adoptable
             .iter()
+            .filter(|_| !screen_share)
             .position(|k| self.tracks.get(k).is_some_and(|t| t.kind == kind))
             .map(|i| peer.adoptable.remove(i));
         if let Some(key) = adopted {
@@ -360,7 +375,7 @@ impl Router {
         peer.published.insert(init.track_id.clone(), key);
         peer.inbound.insert(init.ssrc, key);
         let room = peer.room.clone();
-        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, "track published");
+        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, screen_share, "track published");
         self.tracks.insert(
             key,
             PublishedTrack {
@@ -368,6 +383,7 @@ impl Router {
                 receiver_id: init.receiver_id,
                 media_ssrc: init.ssrc,
                 kind,
+                screen_share,
                 mime_type,
                 extensions,
                 down_tracks: Vec::new(),

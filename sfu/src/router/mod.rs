@@ -14,7 +14,9 @@ mod fast_path;
 mod mdns_candidate_tests;
 mod media;
 mod membership;
+mod screen_share;
 mod snapshot;
+mod speakers;
 
 use crate::command::{Command, NegotiationError};
 use crate::demux::{classify, stun_local_ufrag, DatagramKind};
@@ -61,6 +63,8 @@ pub struct Router {
     by_addr: HashMap<(usize, SocketAddr), ConnKey>,
     tracks: HashMap<TrackKey, PublishedTrack>,
     rooms: HashMap<String, Vec<ConnKey>>,
+    /// Who speaks in each room that sends audio (see `speakers`).
+    speakers: HashMap<String, crate::active_speaker::ActiveSpeakers>,
     /// Peers whose connection may have output to drain.
     dirty: Vec<ConnKey>,
     /// A drive's outgoing datagrams, kept between drives (see `drive`).
@@ -98,6 +102,7 @@ impl Router {
             by_addr: HashMap::new(),
             tracks: HashMap::new(),
             rooms: HashMap::new(),
+            speakers: HashMap::new(),
             dirty: Vec::new(),
             write_scratch: Vec::new(),
             next_key: 1,
@@ -163,9 +168,11 @@ impl Router {
                 sdp,
                 reply,
             } => {
+                let applied = sdp.clone();
                 let result = self.with_peer(&participant, |peer| peer.apply_client_offer(sdp, now));
                 if let Ok(conn) = result {
                     self.refresh_rewriters(conn, now);
+                    self.unpublish_stopped(conn, &applied);
                 }
                 reply(result.map(|_| ()));
             }
@@ -344,7 +351,12 @@ impl Router {
     pub fn next_deadline(&self) -> Option<Instant> {
         let peers = self.peers.values().filter_map(|p| p.next_timeout);
         let keyframes = self.tracks.values().filter_map(|t| t.keyframes.deadline());
-        peers.chain(keyframes).chain(self.next_sender_reports).min()
+        let speakers = self.speakers.values().filter_map(|s| s.next_deadline());
+        peers
+            .chain(keyframes)
+            .chain(speakers)
+            .chain(self.next_sender_reports)
+            .min()
     }
 
     pub fn handle_timeouts(&mut self, now: Instant, send: Send<'_>) {
@@ -373,6 +385,7 @@ impl Router {
         if self.next_sender_reports.is_some_and(|t| t <= now) {
             self.send_sender_reports(now);
         }
+        self.report_speakers(now);
         self.flush(now, send);
     }
 

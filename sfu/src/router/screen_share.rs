@@ -1,0 +1,101 @@
+//! Screen shares: a video track a client publishes through an m-section of
+//! its own offer (contract: "a client may itself offer ... to publish a
+//! screen share as an extra track"). They start like any track (`publish`
+//! marks them); they end when the client's next offer stops sending in that
+//! section, because rtc 0.21.1 reports no track end of its own.
+
+use super::*;
+
+impl Router {
+    /// After the client's offer `sdp` was applied: unpublishes every track
+    /// of `conn` whose m-section the offer no longer sends in (the client
+    /// removed the track, or stopped the transceiver).
+    pub(super) fn unpublish_stopped(&mut self, conn: ConnKey, sdp: &str) {
+        let stopped = sections_not_sending(sdp);
+        if stopped.is_empty() {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let mut ended = Vec::new();
+        for (track_id, key) in &peer.published {
+            let Some(track) = self.tracks.get(key) else {
+                continue;
+            };
+            let transceiver = rtc::rtp_transceiver::RTCRtpTransceiverId::from(track.receiver_id);
+            let mid = peer
+                .pc
+                .rtp_transceiver(transceiver)
+                .and_then(|t| t.mid().clone());
+            if mid.is_some_and(|mid| stopped.contains(&mid)) {
+                ended.push(track_id.clone());
+            }
+        }
+        for track_id in ended {
+            tracing::info!(participant = %peer_name(&self.peers, conn), %track_id, "track stopped by the client's offer");
+            self.unpublish(conn, &track_id);
+        }
+    }
+
+    /// A restarted connection's screen shares end with it.
+    pub(super) fn end_screen_shares(&mut self, published: &HashMap<String, TrackKey>) {
+        for key in published.values() {
+            if !self.tracks.get(key).is_some_and(|t| t.screen_share) {
+                continue;
+            }
+            if let Some(track) = self.tracks.remove(key) {
+                for dt in track.down_tracks {
+                    self.remove_down_track(dt, track.kind);
+                }
+            }
+        }
+    }
+}
+
+fn peer_name(peers: &HashMap<ConnKey, Peer>, conn: ConnKey) -> &str {
+    peers
+        .get(&conn)
+        .map(|p| p.participant.as_str())
+        .unwrap_or("?")
+}
+
+/// The mids of the m-sections in `sdp` that carry no media from its author:
+/// rejected (port 0), `inactive` or `recvonly`.
+fn sections_not_sending(sdp: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let rejected = section.split_whitespace().nth(1) == Some("0");
+        let mut mid = None;
+        let mut sending = true;
+        for line in section.lines().map(str::trim_end) {
+            if let Some(value) = line.strip_prefix("a=mid:") {
+                mid = Some(value.to_owned());
+            } else if line == "a=inactive" || line == "a=recvonly" {
+                sending = false;
+            }
+        }
+        if let Some(mid) = mid.filter(|_| rejected || !sending) {
+            out.push(mid);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sections_not_sending;
+
+    #[test]
+    fn finds_sections_that_stopped_sending() {
+        let sdp = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=inactive\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:4\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:5\r\na=sendrecv\r\n";
+        assert_eq!(sections_not_sending(sdp), vec!["2", "3", "4"]);
+        assert!(sections_not_sending("not sdp").is_empty());
+    }
+}
