@@ -43,7 +43,8 @@ export async function udpBlockedNamespace(label) {
 
 // A namespace for one browser whose network the test can break and change:
 // { hostIp, browserIp, executablePath, blockUdp(from?), blockUdpIn(to?),
-//   unblockUdp(), addBrowserLink() -> ip, droppedUdpPackets(), close() }.
+//   blockPath(server, {from}), unblockUdp() (lifts every block),
+//   addBrowserLink() -> ip, droppedUdpPackets(), close() }.
 // `blockUdp()` drops all outgoing UDP (a path that broke; TCP, and so the
 // WebSocket, stays up); `blockUdp(ip)` only UDP sent from that address (the
 // browser's old address after it moved to a new one).
@@ -101,6 +102,15 @@ export async function browserNamespace(label) {
       const match = to ? ['ip', 'daddr', to, 'meta', 'l4proto', 'udp'] : ['meta', 'l4proto', 'udp'];
       inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'in', ...match, 'counter', 'drop']);
     },
+    // Drops everything between the browser and `server` (UDP and TCP), both
+    // ways, or only what the browser sends from its address `from`: a media
+    // path that broke while the WebSocket (to another address) stays up.
+    blockPath(server, { from } = {}) {
+      const src = from ? ['ip', 'saddr', from] : [];
+      const dst = from ? ['ip', 'daddr', from] : [];
+      inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'out', ...src, 'ip', 'daddr', server, 'counter', 'drop']);
+      inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'in', 'ip', 'saddr', server, ...dst, 'counter', 'drop']);
+    },
     unblockUdp() {
       inNs('nft', ['flush', 'chain', 'inet', 'noom_block', 'out']);
       inNs('nft', ['flush', 'chain', 'inet', 'noom_block', 'in']);
@@ -119,7 +129,7 @@ export async function browserNamespace(label) {
       inNs('ip', ['route', 'replace', 'default', 'via', `10.78.${n}.1`]);
       return `10.78.${n}.2`;
     },
-    // Outgoing UDP packets the rules have dropped so far.
+    // Outgoing packets the rules have dropped so far.
     droppedUdpPackets() {
       const out = inNs('nft', ['list', 'chain', 'inet', 'noom_block', 'out']);
       return [...out.matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
