@@ -16,6 +16,7 @@
 //! shared types live in leaf modules (`events`, `settings`, `command`) so
 //! every module's imports point one way, with no circle through the root.
 
+mod bwe;
 mod client_hello_repeats;
 mod command;
 mod data_frame;

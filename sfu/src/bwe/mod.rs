@@ -1,0 +1,22 @@
+//! Bandwidth estimation toward each subscriber and the allocation of its
+//! estimate among the tracks it receives.
+//!
+//! Forwarded packets leave through the router's fast path, outside rtc's
+//! interceptors, so the transport-wide sequence numbers, the send history
+//! and the estimator are Noom's own (rtc 0.21.1's GCC interceptor is not
+//! usable piecewise: its parts are crate-private). Everything here is
+//! sans-IO: time is a parameter and every decision is unit-tested.
+
+mod acknowledged_rate;
+pub mod allocator;
+mod delay_based;
+mod estimator;
+mod loss_based;
+mod rate_control;
+mod send_history;
+mod twcc_feedback;
+
+#[allow(unused_imports)]
+pub use delay_based::Usage;
+#[allow(unused_imports)]
+pub use estimator::{BweStats, SendSideBwe, INITIAL_ESTIMATE_BPS};
