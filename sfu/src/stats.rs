@@ -47,7 +47,16 @@ counters! {
     data_bytes_relayed: "file bytes relayed over data channels",
     data_errors: "data-channel frames refused",
     data_queue_peak_bytes: "largest number of bytes ever queued toward one data channel (bounded by back-pressure)",
+    bwe_subscribers: "connections whose bandwidth estimate has taken transport-wide feedback (a gauge, set each second)",
+    bwe_estimate_le_300k: "of bwe_subscribers, those estimated at 300 kbit/s or less (gauge)",
+    bwe_estimate_le_1m: "of bwe_subscribers, those estimated at 1 Mbit/s or less (gauge)",
+    bwe_estimate_le_3m: "of bwe_subscribers, those estimated at 3 Mbit/s or less (gauge)",
+    bwe_estimate_sum_bps: "sum of bwe_subscribers' estimates in bit/s (gauge; with bwe_subscribers, the mean)",
 }
+
+/// Upper bounds (bit/s) of the estimate bands counted above, matching
+/// `bwe_estimate_le_*`.
+pub const BWE_BANDS_BPS: [u64; 3] = [300_000, 1_000_000, 3_000_000];
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);

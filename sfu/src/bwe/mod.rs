@@ -16,7 +16,5 @@ mod rate_control;
 mod send_history;
 mod twcc_feedback;
 
-#[allow(unused_imports)]
 pub use delay_based::Usage;
-#[allow(unused_imports)]
-pub use estimator::{BweStats, SendSideBwe, INITIAL_ESTIMATE_BPS};
+pub use estimator::{BweStats, SendSideBwe};

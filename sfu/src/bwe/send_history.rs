@@ -68,6 +68,7 @@ impl SendHistory {
         self.packets.get_mut(index)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.packets.len()
     }

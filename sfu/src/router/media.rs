@@ -142,6 +142,7 @@ impl Router {
         now: Instant,
         send: Send<'_>,
     ) {
+        self.congestion_feedback(conn, &packets, now);
         let Some(key) = self
             .peers
             .get(&conn)
@@ -163,6 +164,28 @@ impl Router {
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 add(&self.stats.nacks_in, 1);
                 self.retransmit(conn, key, nack, now, send);
+            }
+        }
+    }
+
+    /// Transport-wide congestion feedback is about everything the fast path
+    /// sent this connection, whichever stream the packet names.
+    fn congestion_feedback(
+        &mut self,
+        conn: ConnKey,
+        packets: &[Box<dyn rtcp::Packet>],
+        now: Instant,
+    ) {
+        let Some(writer) = self
+            .peers
+            .get_mut(&conn)
+            .and_then(|p| p.fast_writer.as_mut())
+        else {
+            return;
+        };
+        for packet in packets {
+            if let Some(feedback) = packet.as_any().downcast_ref::<TransportLayerCc>() {
+                writer.bwe.on_feedback(feedback, now);
             }
         }
     }
