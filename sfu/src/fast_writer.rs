@@ -15,7 +15,7 @@
 //! remembered by the connection's bandwidth estimator, whose feedback the
 //! router hands in (see `bwe`).
 
-use crate::bwe::SendSideBwe;
+use crate::bwe::{RetransmitBudget, SendSideBwe};
 use crate::srtp_session::SrtpSession;
 use bytes::Bytes;
 use rtc::rtp;
@@ -39,6 +39,8 @@ pub struct FastWriter {
     /// The estimate toward this subscriber, fed by what is sent here and
     /// by its transport-wide feedback.
     pub bwe: SendSideBwe,
+    /// What NACK answers toward this subscriber may still send.
+    pub retransmit_budget: RetransmitBudget,
 }
 
 impl FastWriter {
@@ -50,8 +52,16 @@ impl FastWriter {
             plaintext: Vec::with_capacity(1500),
             transport_cc_id: None,
             bwe: SendSideBwe::default(),
+            retransmit_budget: RetransmitBudget::default(),
         };
         (writer, session.remote)
+    }
+
+    /// May a NACK answer of about `bytes` go out now (see
+    /// `RetransmitBudget`)?
+    pub fn allow_retransmission(&mut self, bytes: usize, now: Instant) -> bool {
+        let estimate = self.bwe.estimate_bps();
+        self.retransmit_budget.take(bytes, estimate, now)
     }
 
     /// Stamps `packet` with the next transport-wide sequence number,

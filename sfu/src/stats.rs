@@ -39,6 +39,7 @@ counters! {
     keyframe_requests_out: "PLI sent to publishers",
     nacks_in: "NACK packets received from subscribers",
     retransmissions: "packets re-sent from the packet cache for NACKs",
+    retransmissions_skipped: "NACKed packets not re-sent: the subscriber's retransmission budget (a share of its bandwidth estimate) was spent",
     peers: "peer connections on this shard",
     rooms: "rooms on this shard",
     tracks: "published tracks on this shard",

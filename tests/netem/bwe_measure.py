@@ -41,6 +41,22 @@ def bandwidth():
     return None
 
 
+def counters():
+    """Server-wide counters that explain what the link had to carry."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        for name in ("noom_udp_sent_bytes_total", "noom_rtp_retransmissions_total", "noom_nacks_received_total"):
+            if line.startswith(name + "{"):
+                out[name] = out.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def rates(before, after, seconds):
+    return {k: round((after.get(k, 0) - before.get(k, 0)) / seconds) for k in after}
+
+
 def sample(seconds, phase, series, t0):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -70,13 +86,20 @@ while True:
         fail(f"no estimate above {2 * limit_bps} bit/s within 60 s (last: {b})", series)
     time.sleep(0.2)
 t0 = time.monotonic()
+c0 = counters()
 sample(BASELINE, "baseline", series, t0)
 cut_at = time.monotonic() - t0
+c1 = counters()
 subprocess.run(limit_cmd, check=True)
 sample(LIMITED, "limited", series, t0)
 lift_at = time.monotonic() - t0
+c2 = counters()
 subprocess.run(unlimit_cmd, check=True)
 sample(LIFTED, "lifted", series, t0)
+c3 = counters()
+per_second = {"baseline": rates(c0, c1, cut_at), "limited": rates(c1, c2, lift_at - cut_at),
+              "lifted": rates(c2, c3, time.monotonic() - t0 - lift_at)}
+print("bwe: server counters per second (all subscribers: here one):", json.dumps(per_second))
 
 baseline = [s["estimate"] for s in series if s["phase"] == "baseline"]
 limited = [s for s in series if s["phase"] == "limited"]
@@ -96,6 +119,7 @@ result = {
     "limited_mean_error": mean_err and round(mean_err, 4),
     "limited_min_max_bps": [min(settled), max(settled)] if settled else None,
     "back_to_80pct_of_baseline_after_s": back and round(back, 2),
+    "counters_per_second": per_second,
     "series": series,
 }
 json.dump(result, open(report, "w"), indent=1)

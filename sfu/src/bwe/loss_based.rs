@@ -68,8 +68,15 @@ impl LossBased {
                 .last_decrease
                 .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
             if due {
-                let delivered = acked.unwrap_or(estimate * (1.0 - 0.5 * loss));
-                self.bound = Some(self.bound.unwrap_or(estimate).min(delivered));
+                // What gets through now, not the lowest ever seen: a
+                // ratchet would drift down with every noisy sample.
+                self.bound = Some(match acked {
+                    Some(delivered) => delivered,
+                    None => self
+                        .bound
+                        .unwrap_or(estimate)
+                        .min(estimate * (1.0 - 0.5 * loss)),
+                });
                 self.last_decrease = Some(now);
             }
         } else if loss < LOW_LOSS {

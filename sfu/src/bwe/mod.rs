@@ -13,8 +13,10 @@ mod delay_based;
 mod estimator;
 mod loss_based;
 mod rate_control;
+mod retransmit_budget;
 mod send_history;
 mod twcc_feedback;
 
 pub use delay_based::Usage;
 pub use estimator::{BweStats, SendSideBwe};
+pub use retransmit_budget::RetransmitBudget;

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Bytes a retransmission is assumed to take from the subscriber's budget
+/// (a full video packet; the cache is asked only once it is allowed).
+const RETRANSMIT_SIZE_GUESS: usize = 1200;
+
 impl Router {
     /// A publisher packet rtc read, tagged with its receiver's track id.
     pub(super) fn forward(
@@ -225,6 +229,10 @@ impl Router {
         }
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
+                if !retransmit_allowed(&mut out, now) {
+                    add(&stats.retransmissions_skipped, 1);
+                    continue;
+                }
                 if dt.retransmit(&mut out, seq, cache, now) {
                     add(&stats.retransmissions, 1);
                     if fast {
@@ -238,5 +246,16 @@ impl Router {
             }
         }
         add(&stats.bytes_out, dt.bytes_sent - bytes_before);
+    }
+}
+
+/// Whether the subscriber's retransmission budget allows one more (a
+/// connection on rtc's pipeline has no estimate: unbounded as before).
+fn retransmit_allowed(out: &mut crate::track::RtpWriter<'_, '_>, now: Instant) -> bool {
+    match out {
+        crate::track::RtpWriter::Fast { writer, .. } => {
+            writer.allow_retransmission(RETRANSMIT_SIZE_GUESS, now)
+        }
+        crate::track::RtpWriter::Rtc(_) => true,
     }
 }
