@@ -25,6 +25,11 @@ use rtc::srtp::context::Context;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// IPv4 and UDP headers: the link carries them too, so the estimate counts
+/// them (a link limited to 500 kbit/s delivers about 470 kbit/s of 1,200-byte
+/// datagrams).
+const IP_UDP_OVERHEAD: usize = 28;
+
 /// Where a datagram goes: socket index, remote address, bytes.
 pub type SendDatagram<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
 
@@ -117,7 +122,8 @@ impl FastWriter {
         };
         send(route.0, route.1, &protected);
         if let Some(seq) = seq {
-            self.bwe.on_sent(seq, protected.len() as u32, now);
+            self.bwe
+                .on_sent(seq, (protected.len() + IP_UDP_OVERHEAD) as u32, now);
         }
         Ok(protected.len())
     }

@@ -74,7 +74,16 @@ impl RateControl {
                     .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
                 if due {
                     let base = acked.unwrap_or(self.estimate);
-                    self.estimate = self.estimate.min(DECREASE_FACTOR * base);
+                    let target = DECREASE_FACTOR * base;
+                    // The first cut of an overuse episode never raises the
+                    // estimate; while the overuse persists (the sender does
+                    // not or cannot slow down) it follows what the link
+                    // delivers instead of ratcheting down on every noisy
+                    // sample.
+                    self.estimate = match self.state {
+                        State::Hold => target,
+                        State::Increase => self.estimate.min(target),
+                    };
                     // Smoothed while congestion recurs near one rate; a
                     // rate far from it is a new capacity.
                     self.capacity = Some(match (self.capacity, acked) {
