@@ -109,12 +109,14 @@ lo, hi = limit_bps * (1 - TOLERANCE), limit_bps * (1 + TOLERANCE)
 # within the tolerance.
 converged = next((s["t"] - cut_at for i, s in enumerate(limited)
                   if all(lo <= x["estimate"] <= hi for x in limited[i:])), None)
+first_within = next((s["t"] - cut_at for s in limited if lo <= s["estimate"] <= hi), None)
 settled = [s["estimate"] for s in limited if s["t"] - cut_at >= CONVERGE_S]
 mean_err = (sum(settled) / len(settled) / limit_bps - 1) if settled else None
 base_mean = sum(baseline) / len(baseline) if baseline else 0
 back = next((s["t"] - lift_at for s in lifted if s["estimate"] >= 0.8 * base_mean), None)
 result = {
     "limit_bps": limit_bps, "baseline_mean_bps": round(base_mean),
+    "first_within_20pct_after_s": first_within and round(first_within, 2),
     "converged_within_20pct_after_s": converged and round(converged, 2),
     "limited_mean_error": mean_err and round(mean_err, 4),
     "limited_min_max_bps": [min(settled), max(settled)] if settled else None,
@@ -124,7 +126,8 @@ result = {
 }
 json.dump(result, open(report, "w"), indent=1)
 print(f"bwe: baseline estimate {base_mean / 1e3:.0f} kbit/s; link limited to {limit_bps / 1e3:.0f} kbit/s")
-print(f"bwe: estimate within 20 % of the link {converged if converged is None else round(converged, 1)} s after the cut;"
+print(f"bwe: estimate first within 20 % of the link {first_within if first_within is None else round(first_within, 1)} s after the cut,"
+      f" and stays within from {converged if converged is None else round(converged, 1)} s;"
       f" from {CONVERGE_S:.0f} s on mean error {mean_err if mean_err is None else f'{mean_err:+.1%}'},"
       f" range {result['limited_min_max_bps']}")
 print(f"bwe: back to 80 % of the baseline {back if back is None else round(back, 1)} s after the limit was lifted")
