@@ -384,6 +384,9 @@ if want netem; then
         run_suite "netem (10 % loss, namespaces)" \
             timeout --kill-after=30 300 env NOOM_PYTHON="$VENV/bin/python" \
             "$ROOT/tests/netem/run.sh"
+        run_suite "netem (bandwidth estimate toward a 500 kbit/s subscriber)" \
+            timeout --kill-after=30 180 env NOOM_PYTHON="$VENV/bin/python" \
+            BOT_BIN="$TARGET_DIR/debug/examples/bot" "$ROOT/tests/netem/bwe.sh"
     fi
 else
     suite_skipped "netem"

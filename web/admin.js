@@ -99,7 +99,7 @@ function placeAt(parent, child, index) {
   if (current !== child) parent.insertBefore(child, current);
 }
 
-const ROOM_COLUMNS = ['Name', 'Remote address', 'State', 'RTT', 'Loss to client', 'Published', 'Forwarded to them', 'Action'];
+const ROOM_COLUMNS = ['Name', 'Remote address', 'State', 'RTT', 'Loss to client', 'Published', 'Forwarded to them', 'Estimate to client', 'Action'];
 const byKind = (a, b) => String(a.kind).localeCompare(String(b.kind));
 
 // Rooms are keyed by node and name: while a room moves it is briefly on two.
@@ -139,7 +139,7 @@ function newParticipantRow(room, p) {
   kick.className = 'danger';
   kick.textContent = `Kick ${p.name}`;
   kick.addEventListener('click', () => act(`/api/rooms/${encodeURIComponent(room)}/participants/${encodeURIComponent(p.id)}/kick`, { reason: 'The operator removed you from the call.' }));
-  row.cells[7].append(kick);
+  row.cells[ROOM_COLUMNS.indexOf('Action')].append(kick);
   return row;
 }
 
@@ -202,6 +202,11 @@ function renderRooms(rooms) {
         `${t.kind} ${t.codec} · ${t.packets} pkts · ${fmt.rate(t.packets_per_second)} pkt/s · ${fmt.kbps(t.bits_per_second)}`);
       setList(c[6], [...(m.forwarded || [])].sort(byKind), (f) =>
         `${f.kind} from ${names.get(f.publisher) || f.publisher} · ${f.packets} pkts`);
+      const bw = m.bandwidth;
+      setText(c[7], bw && bw.feedbacks > 0
+        ? `${fmt.kbps(bw.estimate_bps)} (delivered ${bw.acknowledged_bps == null ? '–' : fmt.kbps(bw.acknowledged_bps)})`
+        : '–');
+      c[7].className = 'num';
     });
     for (const gone of rows.values()) gone.remove();
   });

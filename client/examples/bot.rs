@@ -6,12 +6,15 @@
 //! ```
 //!
 //! Media is gathered on 127.0.0.1 unless `BOT_BIND_IP` names another local
-//! address (the server must be able to reach it).
+//! address (the server must be able to reach it). `BOT_VIDEO_BPS` publishes
+//! video at that bitrate (the load generator's frames) instead of a light
+//! call's; `BOT_RECEIVE_ONLY=1` publishes nothing (a subscriber for link
+//! measurements, tests/netem/bwe.sh).
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use noom_client::{ChatMessage, Client, MediaOptions, MEDIA_TIMEOUT};
+use noom_client::{ChatMessage, Client, MediaOptions, MediaProfile, MEDIA_TIMEOUT};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -26,9 +29,20 @@ async fn main() -> Result<()> {
         Err(_) => None,
     };
 
+    let profile = match std::env::var("BOT_VIDEO_BPS") {
+        Ok(bps) => Some(MediaProfile {
+            video_bitrate: bps.parse().context("BOT_VIDEO_BPS")?,
+            ..MediaProfile::default()
+        }),
+        Err(_) => None,
+    };
+    let receive_only = std::env::var("BOT_RECEIVE_ONLY").is_ok_and(|v| v == "1");
+
     let mut bot = Client::connect_url(&url, &name).await?;
     let opts = MediaOptions {
         bind_ip,
+        profile,
+        receive_only,
         // A long-running participant: counters, no per-packet logs.
         counters_only: true,
         ..MediaOptions::default()

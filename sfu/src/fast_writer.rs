@@ -9,12 +9,26 @@
 //! router's), except sender reports: `SenderReportClock` keeps those.
 //! RTCP stays on rtc (its own SRTCP context), so each (key, SSRC, index)
 //! is protected by exactly one owner: no nonce is ever reused.
+//!
+//! Every packet leaving here carries the connection's transport-wide
+//! sequence number (when the subscriber negotiated the extension) and is
+//! remembered by the connection's bandwidth estimator, whose feedback the
+//! router hands in (see `bwe`).
 
+use crate::bwe::{RetransmitBudget, SendSideBwe};
 use crate::srtp_session::SrtpSession;
+use bytes::Bytes;
 use rtc::rtp;
+use rtc::rtp::header::{Extension, EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE};
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 use std::net::SocketAddr;
+use std::time::Instant;
+
+/// IPv4 and UDP headers: the link carries them too, so the estimate counts
+/// them (a link limited to 500 kbit/s delivers about 470 kbit/s of 1,200-byte
+/// datagrams).
+const IP_UDP_OVERHEAD: usize = 28;
 
 /// Where a datagram goes: socket index, remote address, bytes.
 pub type SendDatagram<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
@@ -24,6 +38,14 @@ pub struct FastWriter {
     srtp: Context,
     /// Reused between packets: the marshalled plaintext.
     plaintext: Vec<u8>,
+    /// The subscriber's id for the transport-wide sequence number header
+    /// extension; `None` (not negotiated) stamps nothing.
+    pub transport_cc_id: Option<u8>,
+    /// The estimate toward this subscriber, fed by what is sent here and
+    /// by its transport-wide feedback.
+    pub bwe: SendSideBwe,
+    /// What NACK answers toward this subscriber may still send.
+    pub retransmit_budget: RetransmitBudget,
 }
 
 impl FastWriter {
@@ -33,27 +55,189 @@ impl FastWriter {
         let writer = FastWriter {
             srtp: session.local,
             plaintext: Vec::with_capacity(1500),
+            transport_cc_id: None,
+            bwe: SendSideBwe::default(),
+            retransmit_budget: RetransmitBudget::default(),
         };
         (writer, session.remote)
     }
 
-    /// Protects `packet` and sends it on `route`; the datagram's length.
+    /// May a NACK answer of about `bytes` go out now (see
+    /// `RetransmitBudget`)?
+    pub fn allow_retransmission(&mut self, bytes: usize, now: Instant) -> bool {
+        let estimate = self.bwe.estimate_bps();
+        self.retransmit_budget.take(bytes, estimate, now)
+    }
+
+    /// Stamps `packet` with the next transport-wide sequence number,
+    /// protects it and sends it on `route`; the datagram's length. The
+    /// packet is left as it came.
     pub fn write_rtp(
         &mut self,
-        packet: &rtp::Packet,
+        packet: &mut rtp::Packet,
         route: (usize, SocketAddr),
         send: SendDatagram<'_>,
+        now: Instant,
+    ) -> Result<usize, String> {
+        let stamp = self
+            .transport_cc_id
+            .and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
+        let result = self.marshal_and_protect(packet, stamp.as_ref(), route, send, now);
+        if let Some(slot) = stamp {
+            slot.remove(&mut packet.header);
+        }
+        result
+    }
+
+    fn marshal_and_protect(
+        &mut self,
+        packet: &rtp::Packet,
+        stamp: Option<&TransportSeqSlot>,
+        route: (usize, SocketAddr),
+        send: SendDatagram<'_>,
+        now: Instant,
     ) -> Result<usize, String> {
         let size = packet.marshal_size();
         self.plaintext.resize(size, 0);
         let written = packet
             .marshal_to(&mut self.plaintext[..])
             .map_err(|e| format!("marshal: {e}"))?;
-        let protected = self
+        let seq = stamp.map(|slot| {
+            let seq = self.bwe.next_sequence();
+            let at = slot.payload_offset(&packet.header);
+            self.plaintext[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
+            seq
+        });
+        let protected = match self
             .srtp
             .encrypt_rtp_with_header(&self.plaintext[..written], &packet.header)
-            .map_err(|e| format!("protect: {e}"))?;
+        {
+            Ok(protected) => protected,
+            Err(e) => {
+                if let Some(seq) = seq {
+                    self.bwe.on_sent(seq, 0, now);
+                }
+                return Err(format!("protect: {e}"));
+            }
+        };
         send(route.0, route.1, &protected);
+        if let Some(seq) = seq {
+            self.bwe
+                .on_sent(seq, (protected.len() + IP_UDP_OVERHEAD) as u32, now);
+        }
         Ok(protected.len())
+    }
+}
+
+/// The transport-wide sequence number extension put first in a header
+/// (so its bytes sit at a fixed offset) with a placeholder value that is
+/// overwritten in the marshalled bytes: no allocation per packet.
+struct TransportSeqSlot {
+    had_extension: bool,
+    profile: u16,
+}
+
+impl TransportSeqSlot {
+    fn insert(header: &mut rtp::Header, id: u8) -> Option<Self> {
+        let slot = TransportSeqSlot {
+            had_extension: header.extension,
+            profile: header.extension_profile,
+        };
+        if !header.extension {
+            header.extension = true;
+            header.extension_profile = EXTENSION_PROFILE_ONE_BYTE;
+        }
+        let fits = match header.extension_profile {
+            EXTENSION_PROFILE_ONE_BYTE => (1..=14).contains(&id),
+            EXTENSION_PROFILE_TWO_BYTE => id >= 1,
+            _ => false,
+        };
+        if !fits {
+            header.extension = slot.had_extension;
+            header.extension_profile = slot.profile;
+            return None;
+        }
+        header.extensions.insert(
+            0,
+            Extension {
+                id,
+                payload: Bytes::from_static(&[0, 0]),
+            },
+        );
+        Some(slot)
+    }
+
+    /// Where the sequence number's two bytes are in the marshalled packet.
+    fn payload_offset(&self, header: &rtp::Header) -> usize {
+        let element_header = match header.extension_profile {
+            EXTENSION_PROFILE_ONE_BYTE => 1,
+            _ => 2,
+        };
+        12 + 4 * header.csrc.len() + 4 + element_header
+    }
+
+    fn remove(self, header: &mut rtp::Header) {
+        header.extensions.remove(0);
+        header.extension = self.had_extension;
+        header.extension_profile = self.profile;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::shared::marshal::Unmarshal;
+
+    fn stamped(mut packet: rtp::Packet, id: u8, seq: u16) -> (rtp::Packet, rtp::Packet) {
+        let original = packet.clone();
+        let slot = TransportSeqSlot::insert(&mut packet.header, id).expect("fits");
+        let mut buf = vec![0u8; packet.marshal_size()];
+        packet.marshal_to(&mut buf).unwrap();
+        let at = slot.payload_offset(&packet.header);
+        buf[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+        slot.remove(&mut packet.header);
+        assert_eq!(packet, original, "the packet is left as it came");
+        (rtp::Packet::unmarshal(&mut &buf[..]).unwrap(), original)
+    }
+
+    #[test]
+    fn stamps_the_sequence_number_with_and_without_other_extensions() {
+        let bare = rtp::Packet {
+            header: rtp::Header {
+                ssrc: 7,
+                sequence_number: 100,
+                csrc: vec![1, 2],
+                ..Default::default()
+            },
+            payload: Bytes::from_static(b"video"),
+        };
+        let (wire, _) = stamped(bare, 5, 0xABCD);
+        assert_eq!(
+            wire.header.get_extension(5).unwrap().as_ref(),
+            &[0xAB, 0xCD]
+        );
+        assert_eq!(wire.payload.as_ref(), b"video");
+
+        let mut with_level = rtp::Packet {
+            header: rtp::Header {
+                ssrc: 7,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(b"opus"),
+        };
+        with_level
+            .header
+            .set_extension(1, Bytes::from_static(&[0x85]))
+            .unwrap();
+        let (wire, _) = stamped(with_level, 3, 42);
+        assert_eq!(wire.header.get_extension(3).unwrap().as_ref(), &[0, 42]);
+        assert_eq!(wire.header.get_extension(1).unwrap().as_ref(), &[0x85]);
+    }
+
+    #[test]
+    fn an_id_the_one_byte_form_cannot_carry_is_not_stamped() {
+        let mut header = rtp::Header::default();
+        assert!(TransportSeqSlot::insert(&mut header, 15).is_none());
+        assert_eq!(header, rtp::Header::default());
     }
 }

@@ -17,6 +17,7 @@
 //! every module's imports point one way, with no circle through the root.
 
 mod active_speaker;
+pub mod bwe;
 mod client_hello_repeats;
 mod command;
 mod data_frame;
@@ -54,6 +55,7 @@ mod track;
 mod transfer;
 mod vp8;
 
+pub use bwe::{BweStats, Usage};
 pub use command::{Command, NegotiationError, Reply};
 pub use data_frame::{
     client_frame, error_frame, file_offer_body, parse_client, parse_file_offer, server_frame,
@@ -71,5 +73,5 @@ pub use rtp_rewriter::RtpRewriter;
 pub use settings::MediaSettings;
 pub use shard::ShardHandle;
 pub use snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
-pub use stats::{ShardStats, ShardStatsSnapshot};
+pub use stats::{ShardStats, ShardStatsSnapshot, BWE_BANDS_BPS};
 pub use vp8::is_keyframe_start;

@@ -2,6 +2,7 @@
 //! the shard thread on request (about once a second per admin viewer), never
 //! on the packet path.
 
+use crate::bwe::BweStats;
 use crate::events::{ConnectionState, ParticipantId};
 use crate::stats::ShardStatsSnapshot;
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ pub struct PeerSnapshot {
     /// Fraction of our packets the client reported lost (0 to 1), worst
     /// forwarded stream.
     pub loss_to_client: Option<f64>,
+    /// The server's bandwidth estimate toward the client (`None` when its
+    /// forwarded media is not on the fast path).
+    pub bandwidth: Option<BweStats>,
     pub published: Vec<TrackSnapshot>,
     pub forwarded: Vec<ForwardedSnapshot>,
 }

@@ -39,6 +39,7 @@ counters! {
     keyframe_requests_out: "PLI sent to publishers",
     nacks_in: "NACK packets received from subscribers",
     retransmissions: "packets re-sent from the packet cache for NACKs",
+    retransmissions_skipped: "NACKed packets not re-sent: the subscriber's retransmission budget (a share of its bandwidth estimate) was spent",
     peers: "peer connections on this shard",
     rooms: "rooms on this shard",
     tracks: "published tracks on this shard",
@@ -49,7 +50,16 @@ counters! {
     data_bytes_relayed: "file bytes relayed over data channels",
     data_errors: "data-channel frames refused",
     data_queue_peak_bytes: "largest number of bytes ever queued toward one data channel (bounded by back-pressure)",
+    bwe_subscribers: "connections whose bandwidth estimate has taken transport-wide feedback (a gauge, set each second)",
+    bwe_estimate_le_300k: "of bwe_subscribers, those estimated at 300 kbit/s or less (gauge)",
+    bwe_estimate_le_1m: "of bwe_subscribers, those estimated at 1 Mbit/s or less (gauge)",
+    bwe_estimate_le_3m: "of bwe_subscribers, those estimated at 3 Mbit/s or less (gauge)",
+    bwe_estimate_sum_bps: "sum of bwe_subscribers' estimates in bit/s (gauge; with bwe_subscribers, the mean)",
 }
+
+/// Upper bounds (bit/s) of the estimate bands counted above, matching
+/// `bwe_estimate_le_*`.
+pub const BWE_BANDS_BPS: [u64; 3] = [300_000, 1_000_000, 3_000_000];
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);

@@ -329,7 +329,12 @@ impl DownTrack {
         self.write(out, rewritten, now)
     }
 
-    fn write(&mut self, out: &mut RtpWriter<'_, '_>, packet: rtp::Packet, now: Instant) -> bool {
+    fn write(
+        &mut self,
+        out: &mut RtpWriter<'_, '_>,
+        mut packet: rtp::Packet,
+        now: Instant,
+    ) -> bool {
         match out {
             RtpWriter::Rtc(pc) => match pc.rtp_sender(self.sender_id) {
                 Some(mut sender) => match sender.write_rtp(now, packet) {
@@ -345,7 +350,7 @@ impl DownTrack {
                 writer,
                 route,
                 send,
-            } => match writer.write_rtp(&packet, *route, *send) {
+            } => match writer.write_rtp(&mut packet, *route, *send, now) {
                 Ok(len) => {
                     self.bytes_sent += len as u64;
                     self.sender_reports

@@ -131,6 +131,12 @@ pub async fn node_overview_json(state: &AppState) -> Value {
                     "remote_addr": peer.remote_addr.map(|a| a.to_string()),
                     "rtt_ms": peer.rtt_ms,
                     "loss_to_client": peer.loss_to_client,
+                    "bandwidth": peer.bandwidth.map(|b| json!({
+                        "estimate_bps": b.estimate_bps,
+                        "acknowledged_bps": b.acknowledged_bps,
+                        "loss": b.loss,
+                        "feedbacks": b.feedbacks,
+                    })),
                     "published": peer.published.iter().map(|t| json!({
                         "kind": t.kind, "codec": t.mime_type, "ssrc": t.ssrc,
                         "packets": t.packets, "bytes": t.bytes,

@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 22] = [
+    let counters: [CounterSpec; 23] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -188,6 +188,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             |s| s.retransmissions,
         ),
         (
+            "rtp_retransmissions_skipped",
+            "NACKed packets not re-sent because the subscriber's retransmission budget (a share of its bandwidth estimate) was spent",
+            None,
+            |s| s.retransmissions_skipped,
+        ),
+        (
             "rtp_packets_lost",
             "RTP packets missing from publishers' streams on arrival (before NACK repair)",
             None,
@@ -267,6 +273,45 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
         registry.register(name, help, family);
     }
+    // Bandwidth estimates toward subscribers: how many fall in each band
+    // (cumulative, like histogram buckets) and their sum, per shard; a
+    // series per participant would grow without bound.
+    let by_band = Family::<Vec<(String, String)>, Gauge>::default();
+    let estimate_sum = ByShardGauge::default();
+    for (shard, s) in &snapshots {
+        let bands = [
+            s.bwe_estimate_le_300k,
+            s.bwe_estimate_le_1m,
+            s.bwe_estimate_le_3m,
+        ];
+        for (limit, count) in noom_sfu::BWE_BANDS_BPS.iter().zip(bands) {
+            by_band
+                .get_or_create(&vec![
+                    ("shard".to_owned(), shard.clone()),
+                    ("le".to_owned(), limit.to_string()),
+                ])
+                .set(count as i64);
+        }
+        by_band
+            .get_or_create(&vec![
+                ("shard".to_owned(), shard.clone()),
+                ("le".to_owned(), "+Inf".to_owned()),
+            ])
+            .set(s.bwe_subscribers as i64);
+        estimate_sum
+            .get_or_create(&shard_label(shard))
+            .set(s.bwe_estimate_sum_bps as i64);
+    }
+    registry.register(
+        "subscribers_by_bandwidth_estimate",
+        "Subscriber connections whose bandwidth estimate (bit/s) is at most le, per shard",
+        by_band,
+    );
+    registry.register(
+        "subscriber_bandwidth_estimate_sum_bps",
+        "Sum of the bandwidth estimates toward subscriber connections in bit/s, per shard (divide by the +Inf band for the mean)",
+        estimate_sum,
+    );
     registry.register(
         "admin_auth_failures",
         "Admin API requests refused for a missing or wrong token",

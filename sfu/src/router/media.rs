@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Bytes a retransmission is assumed to take from the subscriber's budget
+/// (a full video packet; the cache is asked only once it is allowed).
+const RETRANSMIT_SIZE_GUESS: usize = 1200;
+
 impl Router {
     /// A publisher packet rtc read, tagged with its receiver's track id.
     pub(super) fn forward(
@@ -152,6 +156,7 @@ impl Router {
         now: Instant,
         send: Send<'_>,
     ) {
+        self.congestion_feedback(conn, &packets, now);
         let Some(key) = self
             .peers
             .get(&conn)
@@ -173,6 +178,28 @@ impl Router {
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 add(&self.stats.nacks_in, 1);
                 self.retransmit(conn, key, nack, now, send);
+            }
+        }
+    }
+
+    /// Transport-wide congestion feedback is about everything the fast path
+    /// sent this connection, whichever stream the packet names.
+    fn congestion_feedback(
+        &mut self,
+        conn: ConnKey,
+        packets: &[Box<dyn rtcp::Packet>],
+        now: Instant,
+    ) {
+        let Some(writer) = self
+            .peers
+            .get_mut(&conn)
+            .and_then(|p| p.fast_writer.as_mut())
+        else {
+            return;
+        };
+        for packet in packets {
+            if let Some(feedback) = packet.as_any().downcast_ref::<TransportLayerCc>() {
+                writer.bwe.on_feedback(feedback, now);
             }
         }
     }
@@ -212,6 +239,10 @@ impl Router {
         }
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
+                if !retransmit_allowed(&mut out, now) {
+                    add(&stats.retransmissions_skipped, 1);
+                    continue;
+                }
                 if dt.retransmit(&mut out, seq, cache, now) {
                     add(&stats.retransmissions, 1);
                     if fast {
@@ -225,5 +256,16 @@ impl Router {
             }
         }
         add(&stats.bytes_out, dt.bytes_sent - bytes_before);
+    }
+}
+
+/// Whether the subscriber's retransmission budget allows one more (a
+/// connection on rtc's pipeline has no estimate: unbounded as before).
+fn retransmit_allowed(out: &mut crate::track::RtpWriter<'_, '_>, now: Instant) -> bool {
+    match out {
+        crate::track::RtpWriter::Fast { writer, .. } => {
+            writer.allow_retransmission(RETRANSMIT_SIZE_GUESS, now)
+        }
+        crate::track::RtpWriter::Rtc(_) => true,
     }
 }

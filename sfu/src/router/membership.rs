@@ -270,6 +270,7 @@ impl Router {
         let Some(sub) = peers.get_mut(&conn) else {
             return;
         };
+        let mut transport_cc_id = None;
         for key in sub.subscribed.values() {
             let Some(track) = tracks.get_mut(key) else {
                 continue;
@@ -282,6 +283,13 @@ impl Router {
                 continue;
             };
             let params = &sender.get_parameters().rtp_parameters;
+            transport_cc_id = transport_cc_id.or_else(|| {
+                params
+                    .header_extensions
+                    .iter()
+                    .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+                    .map(|h| h.id as u8)
+            });
             let payload_type = params
                 .codecs
                 .iter()
@@ -299,6 +307,7 @@ impl Router {
                 ),
             });
         }
+        sub.transport_cc_id = transport_cc_id;
     }
 
     // ----- datagrams -----

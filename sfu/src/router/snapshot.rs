@@ -1,8 +1,34 @@
 //! The operator's view of the shard, built on request.
 
 use super::*;
+use crate::stats::BWE_BANDS_BPS;
 
 impl Router {
+    /// Sets the shard's estimate gauges (bounded: bands, not a series per
+    /// connection) from every connection whose estimate has feedback.
+    pub(super) fn publish_bandwidth_gauges(&self) {
+        let mut bands = [0u64; BWE_BANDS_BPS.len()];
+        let (mut count, mut sum) = (0, 0);
+        for stats in self
+            .peers
+            .values()
+            .filter_map(|p| p.fast_writer.as_ref())
+            .map(|w| w.bwe.stats())
+            .filter(|s| s.feedbacks > 0)
+        {
+            count += 1;
+            sum += stats.estimate_bps;
+            for (band, limit) in bands.iter_mut().zip(BWE_BANDS_BPS) {
+                *band += (stats.estimate_bps <= limit) as u64;
+            }
+        }
+        set(&self.stats.bwe_subscribers, count);
+        set(&self.stats.bwe_estimate_sum_bps, sum);
+        set(&self.stats.bwe_estimate_le_300k, bands[0]);
+        set(&self.stats.bwe_estimate_le_1m, bands[1]);
+        set(&self.stats.bwe_estimate_le_3m, bands[2]);
+    }
+
     /// Describes the shard for operators.
     pub(super) fn snapshot(&mut self, now: Instant) -> ShardSnapshot {
         let counters = self.stats.snapshot();
@@ -75,6 +101,7 @@ impl Router {
                 remote_addr: peer.routes.last().map(|(_, addr)| *addr),
                 rtt_ms,
                 loss_to_client,
+                bandwidth: peer.fast_writer.as_ref().map(|w| w.bwe.stats()),
                 published,
                 forwarded,
             });

@@ -20,6 +20,7 @@ mod support;
 // The tests, one module per concern.
 mod abuse;
 mod admin_api;
+mod bandwidth_estimate;
 mod cluster_failover;
 mod cluster_nodes;
 mod cluster_operators;

@@ -1,0 +1,154 @@
+use super::*;
+
+/// Three simulcast layers at about 150, 500 and 1,500 kbit/s.
+fn camera(track: TrackId, max_layer: Option<usize>, priority: Priority) -> VideoDemand {
+    VideoDemand {
+        track,
+        layer_bps: vec![150_000, 500_000, 1_500_000],
+        max_layer,
+        priority,
+    }
+}
+
+fn targets(a: &Allocation) -> Vec<Target> {
+    a.targets.iter().map(|(_, t)| *t).collect()
+}
+
+const AUDIO: u64 = 40_000;
+
+#[test]
+fn plenty_gives_every_tile_the_layer_it_needs() {
+    let mut alloc = StreamAllocator::default();
+    let videos = [
+        camera(1, Some(2), Priority::Normal),
+        // A thumbnail: the middle layer is enough.
+        camera(2, Some(1), Priority::Normal),
+        camera(3, None, Priority::Normal),
+    ];
+    let a = alloc.allocate(10_000_000, AUDIO, &videos, Instant::now());
+    assert_eq!(
+        targets(&a),
+        vec![Target::Layer(2), Target::Layer(1), Target::Paused]
+    );
+    assert_eq!(a.probe_bps, None);
+    assert_eq!(a.allocated_bps, 2_000_000 + AUDIO);
+}
+
+#[test]
+fn lowest_layers_first_then_upgrades_by_priority() {
+    let mut alloc = StreamAllocator::default();
+    let videos = [
+        camera(1, Some(2), Priority::Normal),
+        camera(2, Some(2), Priority::ScreenShare),
+        camera(3, Some(2), Priority::ActiveSpeaker),
+        camera(4, Some(2), Priority::Normal),
+    ];
+    // 2.2 Mbit/s: four lowest layers (600k), then the screen share to its
+    // top (+1,350k), then the speaker one step (+350k) fits 2.05M budget.
+    let a = alloc.allocate(2_200_000, AUDIO, &videos, Instant::now());
+    assert_eq!(
+        targets(&a),
+        vec![
+            Target::Layer(0),
+            Target::Layer(2),
+            Target::Layer(0),
+            Target::Layer(0)
+        ]
+    );
+    assert!(a.allocated_bps <= 2_200_000);
+    // Short of the speaker's next layer: probe for it.
+    assert!(a.probe_bps.unwrap() > 2_200_000, "{:?}", a.probe_bps);
+}
+
+#[test]
+fn equal_priorities_upgrade_in_turn() {
+    let mut alloc = StreamAllocator::default();
+    let videos = [
+        camera(1, Some(2), Priority::Normal),
+        camera(2, Some(2), Priority::Normal),
+    ];
+    let a = alloc.allocate(1_200_000, AUDIO, &videos, Instant::now());
+    assert_eq!(targets(&a), vec![Target::Layer(1), Target::Layer(1)]);
+}
+
+#[test]
+fn video_is_paused_lowest_priority_first_when_even_the_lowest_layer_does_not_fit() {
+    let mut alloc = StreamAllocator::default();
+    let videos = [
+        camera(1, Some(2), Priority::Normal),
+        camera(2, Some(2), Priority::ActiveSpeaker),
+    ];
+    let a = alloc.allocate(250_000, AUDIO, &videos, Instant::now());
+    assert_eq!(targets(&a), vec![Target::Paused, Target::Layer(0)]);
+    // Below even audio's share: no video at all (audio is not ours to cut).
+    let a = alloc.allocate(50_000, AUDIO, &videos, Instant::now());
+    assert_eq!(targets(&a), vec![Target::Paused, Target::Paused]);
+    assert_eq!(a.allocated_bps, AUDIO);
+    assert!(a.probe_bps.is_some());
+}
+
+#[test]
+fn downgrades_at_once_and_climbs_only_with_headroom_after_a_hold() {
+    let t0 = Instant::now();
+    let mut alloc = StreamAllocator::default();
+    let videos = [camera(1, Some(2), Priority::Normal)];
+    let a = alloc.allocate(2_000_000, AUDIO, &videos, t0);
+    assert_eq!(targets(&a), vec![Target::Layer(2)]);
+    // The estimate drops: down at once.
+    let a = alloc.allocate(1_200_000, AUDIO, &videos, t0 + Duration::from_millis(100));
+    assert_eq!(targets(&a), vec![Target::Layer(1)]);
+    // Back above the top layer's need but within the headroom: stays.
+    let a = alloc.allocate(1_700_000, AUDIO, &videos, t0 + Duration::from_secs(10));
+    assert_eq!(targets(&a), vec![Target::Layer(1)]);
+    // With headroom, but inside the hold after the downgrade: stays.
+    let t1 = t0 + Duration::from_secs(20);
+    let a = alloc.allocate(400_000, AUDIO, &videos, t1);
+    assert_eq!(targets(&a), vec![Target::Layer(0)]);
+    let a = alloc.allocate(2_500_000, AUDIO, &videos, t1 + Duration::from_secs(1));
+    assert_eq!(targets(&a), vec![Target::Layer(0)]);
+    let a = alloc.allocate(2_500_000, AUDIO, &videos, t1 + Duration::from_secs(5));
+    assert_eq!(targets(&a), vec![Target::Layer(2)]);
+}
+
+#[test]
+fn a_noisy_estimate_around_a_layer_boundary_does_not_flap() {
+    let t0 = Instant::now();
+    let mut alloc = StreamAllocator::default();
+    let videos = [camera(1, Some(2), Priority::Normal)];
+    alloc.allocate(1_000_000, AUDIO, &videos, t0);
+    let mut changes = 0;
+    let mut last = None;
+    for i in 0..100u64 {
+        // ±10 % around 1.7 Mbit/s, a new value every 100 ms.
+        let estimate = if i % 2 == 0 { 1_870_000 } else { 1_530_000 };
+        let a = alloc.allocate(
+            estimate,
+            AUDIO,
+            &videos,
+            t0 + Duration::from_millis(100 * i),
+        );
+        if last.is_some_and(|l| l != a.targets[0].1) {
+            changes += 1;
+        }
+        last = Some(a.targets[0].1);
+    }
+    assert!(changes <= 1, "{changes} layer changes");
+}
+
+#[test]
+fn layers_not_arriving_are_skipped_and_gone_tracks_forgotten() {
+    let mut alloc = StreamAllocator::default();
+    let mut video = camera(7, Some(2), Priority::Normal);
+    // The publisher's top layer stopped (its own link, or paused upstream).
+    video.layer_bps[2] = 0;
+    let a = alloc.allocate(
+        10_000_000,
+        AUDIO,
+        std::slice::from_ref(&video),
+        Instant::now(),
+    );
+    assert_eq!(targets(&a), vec![Target::Layer(1)]);
+    let a = alloc.allocate(10_000_000, AUDIO, &[], Instant::now());
+    assert!(a.targets.is_empty());
+    assert!(alloc.tracks.is_empty());
+}
