@@ -110,6 +110,7 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
     let mut sockets = Vec::new();
     let mut local_addrs = Vec::new();
     let mut tcp = TcpMedia::default();
+    let mut ice_tcp = settings.ice_tcp;
     // With port 0 the first socket picks a port and the others reuse it, so a
     // shard is one port whichever addresses it listens on.
     let mut port = if settings.port == 0 {
@@ -135,8 +136,19 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
             .register(&mut socket, Token(sockets.len()), Interest::READABLE)?;
         local_addrs.push(bound);
         sockets.push(BoundSocket { socket });
-        if settings.ice_tcp {
-            tcp.listen(poll.registry(), bound)?;
+        if ice_tcp {
+            match tcp.listen(poll.registry(), bound) {
+                Ok(()) => {}
+                // An ephemeral UDP port (tests) may already be taken on TCP
+                // by some outgoing connection: go without ICE-TCP on this
+                // shard rather than fail. A configured port must work.
+                Err(err) if settings.port == 0 => {
+                    tracing::warn!(%err, shard = index, "no ICE-TCP on this shard");
+                    ice_tcp = false;
+                    tcp = TcpMedia::default();
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
     let announced = local_addrs
@@ -145,7 +157,11 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
         .collect();
     let stats = Arc::new(ShardStats::default());
     let (tx, rx) = sync_channel(COMMAND_QUEUE);
-    let router = Router::new(index, announced, settings, stats.clone());
+    let settings = crate::settings::MediaSettings {
+        ice_tcp,
+        ..settings.clone()
+    };
+    let router = Router::new(index, announced, &settings, stats.clone());
     let shard = Shard {
         poll,
         sockets,
