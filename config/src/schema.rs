@@ -106,6 +106,9 @@ pub struct MediaConfig {
     /// Written as `""` when absent, so `--print-config` still shows the key.
     #[serde(default, with = "optional_ip")]
     pub public_ip: Option<IpAddr>,
+    /// Ask publishers for three simulcast encodings of their camera (the
+    /// server's offer carries rid/simulcast recv lines).
+    pub simulcast: bool,
 }
 
 /// `[ice]`: what clients are told about STUN/TURN.

@@ -39,6 +39,7 @@ counters! {
     keyframe_requests_out: "PLI sent to publishers",
     nacks_in: "NACK packets received from subscribers",
     retransmissions: "packets re-sent from the packet cache for NACKs",
+    layer_switches: "simulcast encoding switches made for subscribers (each at a keyframe of the new encoding)",
     peers: "peer connections on this shard",
     rooms: "rooms on this shard",
     tracks: "published tracks on this shard",

@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 21] = [
+    let counters: [CounterSpec; 22] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -186,6 +186,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Packets re-sent from the server's cache for NACKs",
             None,
             |s| s.retransmissions,
+        ),
+        (
+            "simulcast_layer_switches",
+            "Simulcast encoding switches made for subscribers (each at a keyframe of the new encoding)",
+            None,
+            |s| s.layer_switches,
         ),
         (
             "rtp_packets_lost",
