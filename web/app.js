@@ -267,7 +267,7 @@ async function ensureMedia() {
   if (app.localStream) return true;
   status('Asking for your camera and microphone…');
   try {
-    app.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    app.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA });
   } catch (err) {
     status(`Camera or microphone unavailable (${err.name}): joining without them.`, { error: true });
     app.localStream = new MediaStream();
@@ -390,6 +390,43 @@ async function onOffer(sdp) {
   // Replaced meanwhile (a move): this answer is for nobody.
   if (app.pc !== pc) return;
   send({ type: 'answer', sdp: pc.localDescription.sdp });
+  if (app.senders.video) await sizeSimulcastLayers(app.senders.video);
+}
+
+// The camera as the server's simulcast offer asks for it (three encodings
+// need at least 960x540 input; 720p gives 320x180, 640x360 and 1280x720).
+const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 } };
+
+// Encodings cannot be sized in SDP: after answering an offer with
+// simulcast rids, each rid gets its scale and bitrate cap (lowest first,
+// as the server lists them). Nothing to do without simulcast (one
+// encoding, no rid) or once done.
+const SIMULCAST_LAYERS = {
+  q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  f: { scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
+};
+
+async function sizeSimulcastLayers(sender) {
+  const params = sender.getParameters();
+  const encodings = params.encodings || [];
+  let changed = false;
+  for (const encoding of encodings) {
+    const want = SIMULCAST_LAYERS[encoding.rid];
+    if (!want) continue;
+    for (const [key, value] of Object.entries(want)) {
+      if (encoding[key] !== value) {
+        encoding[key] = value;
+        changed = true;
+      }
+    }
+  }
+  if (!changed) return;
+  try {
+    await sender.setParameters(params);
+  } catch (err) {
+    console.warn('simulcast encodings not sized', err);
+  }
 }
 
 function leaveCall() {
@@ -535,7 +572,7 @@ async function listDevices() {
 }
 
 async function switchDevice(kind, deviceId) {
-  const constraints = kind === 'video' ? { video: { deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } };
+  const constraints = kind === 'video' ? { video: { ...CAMERA, deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } };
   const fresh = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
   const old = app.localStream.getTracks().find((t) => t.kind === kind);
   fresh.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
