@@ -54,7 +54,11 @@ impl Layer {
 
     /// A video packet of this encoding arrived.
     pub fn observe_video(&mut self, packet: &rtp::Packet, cache_keyframes: bool, now: Instant) {
-        self.last_packet = Some(now);
+        // Padding-only packets (bandwidth probes, which Chromium also sends
+        // on an encoding it has stopped) do not make an encoding flowing.
+        if !packet.payload.is_empty() {
+            self.last_packet = Some(now);
+        }
         self.packets += 1;
         self.cache.insert(packet);
         if let Some(d) = Vp8Descriptor::parse(&packet.payload) {

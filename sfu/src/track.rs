@@ -411,6 +411,17 @@ impl DownTrack {
         rewriter.rewrite(&mut rewritten);
         if is_video {
             rewritten.payload = self.vp8.rewrite(&packet.payload);
+            tracing::trace!(
+                ssrc = self.ssrc,
+                layer = ?self.layer,
+                in_seq = packet.header.sequence_number,
+                seq,
+                ts,
+                marker = packet.header.marker,
+                vp8_in = ?crate::vp8_descriptor::Vp8Descriptor::parse(&packet.payload),
+                vp8_out = ?crate::vp8_descriptor::Vp8Descriptor::parse(&rewritten.payload),
+                "video packet to a subscriber"
+            );
             let since = *self.layer_since.get_or_insert(seq);
             if seq_newer(seq, since) || seq == since {
                 self.last_marker = packet.header.marker;

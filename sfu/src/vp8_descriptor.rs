@@ -167,7 +167,8 @@ impl Vp8Munger {
             }
             self.resync = false;
         }
-        self.started = true;
+        // The first packet sets the newest values whatever they are.
+        let first = !std::mem::replace(&mut self.started, true);
         let pid = d
             .picture_id
             .map(|p| p.wrapping_add(self.pid_offset) & 0x7fff);
@@ -176,12 +177,12 @@ impl Vp8Munger {
         // Newest values, for the next switch (a picture id that went back is
         // a late packet: it does not move the sequence).
         if let Some(p) = pid {
-            if (p.wrapping_sub(self.last_pid) & 0x7fff) < 0x4000 {
+            if first || (p.wrapping_sub(self.last_pid) & 0x7fff) < 0x4000 {
                 self.last_pid = p;
             }
         }
         if let Some(t) = tl0 {
-            if t.wrapping_sub(self.last_tl0) < 0x80 {
+            if first || t.wrapping_sub(self.last_tl0) < 0x80 {
                 self.last_tl0 = t;
             }
         }
@@ -275,6 +276,26 @@ mod tests {
         let mut m = Vp8Munger::default();
         let out = m.rewrite(&p);
         assert_eq!(&out[..], &[0x90, 0x80, 0x80, 0x05, 0x01, 0xAA]);
+    }
+
+    #[test]
+    fn a_switch_continues_from_any_first_picture_id() {
+        // The first encoding starts far from 0, in either half of the space
+        // (a picture id behind the last one sent makes the decoder drop
+        // every later frame as old).
+        for first in [22_146u16, 5_000, 0x7fff] {
+            let mut m = Vp8Munger::default();
+            m.rewrite(&packet(first, 200, 0, false, 0, true));
+            m.switch_source();
+            let out = m.rewrite(&packet(40, 3, 0, false, 0, true));
+            let d = Vp8Descriptor::parse(&out).unwrap();
+            assert_eq!(
+                d.picture_id,
+                Some(first.wrapping_add(1) & 0x7fff),
+                "after {first}"
+            );
+            assert_eq!(d.tl0_pic_idx, Some(201));
+        }
     }
 
     #[test]

@@ -6,8 +6,7 @@
 // subscriber's packetsReceived) while the publisher keeps sending; shown
 // again -> a frame within 1 s, on the same track.
 //
-// Skipped until the forwarding of a simulcast encoding decodes in Chromium:
-// the full simulcast test (server config simulcast = true, 1280x720 fake
+// Skipped for now (see below): the full simulcast test (server config simulcast = true, 1280x720 fake
 // camera): three outbound encodings q/h/f about 320/640/1280 wide; layout
 // 320x180 / 1280x720 / 640x360 -> frames of that width, same track and
 // SSRC, no freeze beyond the steady gap plus two frame intervals; hidden ->
@@ -174,10 +173,11 @@ test('layout: a hidden video gets no packets, shown again it resumes within 1 s'
   }
 });
 
-// Not run yet: with simulcast on, Chromium subscribers receive the chosen
-// encoding's packets but assemble almost no frames from them (measured
-// 2026-11-30: 4727 packets, 8 frames received, 4 decoded); see issue #16.
-// NOOM_TEST_SIMULCAST=1 runs it.
+// Not in the suite yet (NOOM_TEST_SIMULCAST=1 runs it): it passed 2 of 3
+// runs on 2026-11-30; the failure was the publisher's top encoding not
+// starting within 30 s (Chromium's bandwidth estimate ramp: 0.25 s, 21 s
+// and more than 30 s in three runs), which the bandwidth-estimation part of
+// issue 16 has to make dependable first.
 (process.env.NOOM_TEST_SIMULCAST ? test : test.skip)('simulcast: three encodings in, one tile-sized continuous track out, hidden tiles get nothing', { timeout: 180_000 }, async (t) => {
   const config = simulcastConfig();
   const server = await startServer('simulcast', { NOOM_ADMIN_TOKEN: TOKEN }, { args: config.args });
