@@ -10,6 +10,7 @@ import { MediaRecovery } from './media_recovery.js';
 import { createGrid } from './grid.js';
 import { startLayoutReports } from './layout_report.js';
 import { createScreenShare } from './screen_share.js';
+import { CAMERA, sizeSimulcastLayers } from './simulcast.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -296,7 +297,7 @@ async function ensureMedia() {
   if (app.localStream) return true;
   status('Asking for your camera and microphone…');
   try {
-    app.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    app.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA });
   } catch (err) {
     status(`Camera or microphone unavailable (${err.name}): joining without them.`, { error: true });
     app.localStream = new MediaStream();
@@ -441,6 +442,7 @@ async function onOffer(sdp) {
   if (app.pc !== pc) return;
   send({ type: 'answer', sdp: pc.localDescription.sdp });
   screenShare.afterServerOffer(pc);
+  if (app.senders.video) await sizeSimulcastLayers(app.senders.video);
 }
 
 function leaveCall() {
@@ -576,7 +578,7 @@ async function listDevices() {
 }
 
 async function switchDevice(kind, deviceId) {
-  const constraints = kind === 'video' ? { video: { deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } };
+  const constraints = kind === 'video' ? { video: { ...CAMERA, deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } };
   const fresh = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
   const old = app.localStream.getTracks().find((t) => t.kind === kind);
   fresh.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;

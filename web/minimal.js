@@ -8,6 +8,8 @@
 // that `joined` names, as a client behind a strict firewall would; the TURN
 // tests use it),
 // publish=none (receive only: no camera or microphone),
+// camera=WxH (ask getUserMedia for that size, e.g. 1280x720: three simulcast
+// encodings need at least 960x540),
 // test=switch (the switching test hooks below; off by default).
 //
 // Everything the tests need is on window.noom (see the object below).
@@ -38,6 +40,7 @@ const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 
 const noIce = params.get('ice') === 'none';
 const relayOnly = params.get('relay') === '1';
 const publish = params.get('publish') !== 'none';
+const cameraSize = (params.get('camera') || '').match(/^(\d+)x(\d+)$/);
 const hooks = params.get('test') === 'switch';
 
 const $status = document.getElementById('status');
@@ -305,7 +308,36 @@ async function handleOffer(sdp) {
   send({ type: 'answer', sdp: pc.localDescription.sdp });
   mark(`answer ${noom.offers}`);
   noom.answers += 1;
+  await sizeSimulcastLayers(pc);
   render();
+}
+
+// As the web client does: after answering an offer with simulcast rids,
+// each rid gets its scale and bitrate cap (encodings cannot be sized in SDP).
+const SIMULCAST_LAYERS = {
+  q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  f: { scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
+};
+
+async function sizeSimulcastLayers(pc) {
+  for (const transceiver of pc.getTransceivers()) {
+    const sender = transceiver.sender;
+    if (!sender.track || sender.track.kind !== 'video') continue;
+    const params = sender.getParameters();
+    let changed = false;
+    for (const encoding of params.encodings || []) {
+      const want = SIMULCAST_LAYERS[encoding.rid];
+      if (!want) continue;
+      for (const [key, value] of Object.entries(want)) {
+        if (encoding[key] !== value) {
+          encoding[key] = value;
+          changed = true;
+        }
+      }
+    }
+    if (changed) await sender.setParameters(params);
+  }
 }
 
 // A timestamped event for the test hooks' timeline (nothing without them).
@@ -426,7 +458,8 @@ async function switchCamera(labelPart) {
   const devices = await navigator.mediaDevices.enumerateDevices();
   const dev = devices.find((d) => d.kind === 'videoinput' && d.label.includes(labelPart));
   if (!dev) throw new Error(`no camera labelled *${labelPart}*: ${devices.filter((d) => d.kind === 'videoinput').map((d) => d.label).join(', ')}`);
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: dev.deviceId } } });
+  const size = cameraSize ? { width: Number(cameraSize[1]), height: Number(cameraSize[2]) } : {};
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { ...size, deviceId: { exact: dev.deviceId } } });
   return replaceVideo(stream.getVideoTracks()[0], `camera ${dev.label}`);
 }
 
@@ -638,7 +671,8 @@ async function main() {
   render();
   if (publish) {
     try {
-      noom.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      const video = cameraSize ? { width: Number(cameraSize[1]), height: Number(cameraSize[2]) } : true;
+      noom.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
     } catch (err) {
       fail(err, 'getUserMedia');
       setState('error');

@@ -280,6 +280,18 @@ async fn add_remote_candidate(pc: &Arc<dyn PeerConnection>, shared: &MediaShared
     }
 }
 
+/// The offer without its simulcast request: this client sends one encoding,
+/// and rtc 0.21.1 as answerer mirrors the offered rids into its answer
+/// whatever it sends (then the server waits for rid-tagged layers that never
+/// come). A client without simulcast support answers as if never asked.
+fn without_simulcast(sdp: &str) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    sdp.split(eol)
+        .filter(|l| !l.starts_with("a=rid:") && !l.starts_with("a=simulcast:"))
+        .collect::<Vec<_>>()
+        .join(eol)
+}
+
 async fn apply_offer(
     pc: &Arc<dyn PeerConnection>,
     shared: &MediaShared,
@@ -288,8 +300,8 @@ async fn apply_offer(
     local: Option<&[LocalTrack; 2]>,
 ) -> Result<()> {
     let rewrite = shared.opts.candidate_rewrite;
-    let offer =
-        RTCSessionDescription::offer(rewrite_candidates(sdp, rewrite)).context("parse offer")?;
+    let offer = RTCSessionDescription::offer(without_simulcast(&rewrite_candidates(sdp, rewrite)))
+        .context("parse offer")?;
     pc.set_remote_description(offer)
         .await
         .context("set_remote_description(offer)")?;

@@ -109,6 +109,9 @@ pub struct MediaConfig {
     /// Also accept ICE over TCP (passive candidates) on the same addresses
     /// and ports, for clients whose network blocks UDP.
     pub ice_tcp: bool,
+    /// Ask publishers for three simulcast encodings of their camera (the
+    /// server's offer carries rid/simulcast recv lines).
+    pub simulcast: bool,
 }
 
 /// `[ice]`: what clients are told about STUN/TURN.

@@ -123,6 +123,30 @@ pub enum Request {
     /// [ext] Replace this participant's peer connection (after a network
     /// change) while subscribers keep their tracks.
     RestartMedia,
+    /// The size at which the client shows each remote video.
+    Layout {
+        videos: Vec<LayoutVideo>,
+    },
+}
+
+/// One remote video's size on the client's screen (device pixels); width
+/// 0: not shown.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutVideo {
+    pub participant: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// More videos than any room holds is a broken client.
+pub const MAX_LAYOUT_VIDEOS: usize = 256;
+/// Larger than any screen (8K is 7680 wide).
+pub const MAX_LAYOUT_PIXELS: u32 = 16384;
+
+#[derive(Deserialize)]
+struct LayoutFields {
+    videos: Vec<LayoutVideo>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +285,11 @@ fn parse_typed(object: Map<String, Value>) -> Result<Request, Refusal> {
                 to: f.to,
             }
         }
+        "layout" => {
+            let f: LayoutFields = fields(&typ, object)?;
+            check_layout(&f.videos)?;
+            Request::Layout { videos: f.videos }
+        }
         other => {
             return Err(Refusal::new(
                 ErrorCode::UnknownType,
@@ -285,6 +314,31 @@ pub fn check_name(field: &str, value: &str) -> Result<(), Refusal> {
             ErrorCode::BadRequest,
             format!("{field} must not contain control characters"),
         ));
+    }
+    Ok(())
+}
+
+/// Checks a layout's bounds (its shape is checked by parsing).
+fn check_layout(videos: &[LayoutVideo]) -> Result<(), Refusal> {
+    if videos.len() > MAX_LAYOUT_VIDEOS {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "layout: at most {MAX_LAYOUT_VIDEOS} videos, got {}",
+                videos.len()
+            ),
+        ));
+    }
+    for v in videos {
+        if v.width > MAX_LAYOUT_PIXELS || v.height > MAX_LAYOUT_PIXELS {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "layout: width and height must be 0 to {MAX_LAYOUT_PIXELS}, got {}x{} for {:?}",
+                    v.width, v.height, v.participant
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -398,6 +452,52 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text).request.unwrap_err().code
+    }
+
+    #[test]
+    fn parses_and_bounds_layout() {
+        let ok = parse(
+            r#"{"type":"layout","req":3,"videos":[{"participant":"p1","width":320,"height":180},{"participant":"p2","width":0,"height":0}]}"#,
+        );
+        assert_eq!(
+            ok.request.unwrap(),
+            Request::Layout {
+                videos: vec![
+                    LayoutVideo {
+                        participant: "p1".into(),
+                        width: 320,
+                        height: 180
+                    },
+                    LayoutVideo {
+                        participant: "p2".into(),
+                        width: 0,
+                        height: 0
+                    },
+                ]
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"layout","videos":[]}"#).request.unwrap(),
+            Request::Layout { videos: vec![] }
+        );
+        for bad in [
+            r#"{"type":"layout"}"#,
+            r#"{"type":"layout","videos":{}}"#,
+            r#"{"type":"layout","videos":[{"participant":"p","width":-1,"height":5}]}"#,
+            r#"{"type":"layout","videos":[{"participant":"p","width":1.5,"height":5}]}"#,
+            r#"{"type":"layout","videos":[{"participant":"p","height":5}]}"#,
+            r#"{"type":"layout","videos":[{"participant":"p","width":20000,"height":5}]}"#,
+            r#"{"type":"layout","videos":[{"participant":7,"width":2,"height":5}]}"#,
+        ] {
+            let refusal = parse(bad).request.unwrap_err();
+            assert_eq!(refusal.code, ErrorCode::BadRequest, "{bad}");
+            assert!(refusal.message.starts_with("layout"), "{}", refusal.message);
+        }
+        let many: Vec<String> = (0..=MAX_LAYOUT_VIDEOS)
+            .map(|i| format!(r#"{{"participant":"p{i}","width":1,"height":1}}"#))
+            .collect();
+        let text = format!(r#"{{"type":"layout","videos":[{}]}}"#, many.join(","));
+        assert_eq!(code(&text), ErrorCode::BadRequest);
     }
 
     #[test]

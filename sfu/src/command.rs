@@ -72,10 +72,27 @@ pub enum Command {
         participant: ParticipantId,
         reply: Reply,
     },
+    /// The sizes at which the participant shows the others' videos: each
+    /// gets the smallest simulcast encoding that fills its tile, none when
+    /// hidden (width 0); publishers left out get the best there is.
+    Layout {
+        participant: ParticipantId,
+        videos: Vec<VideoLayout>,
+    },
     /// Close the participant's connection and stop forwarding its media.
     Leave { participant: ParticipantId },
     /// Describe the shard for operators.
     Snapshot {
         reply: Box<dyn FnOnce(ShardSnapshot) + Send>,
     },
+}
+
+/// One remote video's size on a subscriber's screen, in device pixels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoLayout {
+    /// The publishing participant.
+    pub publisher: ParticipantId,
+    /// 0: not shown.
+    pub width: u32,
+    pub height: u32,
 }

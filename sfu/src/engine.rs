@@ -25,7 +25,9 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
+use rtc::sdp::extmap::{
+    AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
+};
 use rtc::shared::error::Result;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -115,6 +117,10 @@ fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry)> {
         (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
         (TRANSPORT_CC_URI, RtpCodecKind::Audio),
         (TRANSPORT_CC_URI, RtpCodecKind::Video),
+        // Simulcast: rtc binds a layer by the mid and rid its first packets
+        // carry (no a=ssrc lines describe rid-based encodings).
+        (SDES_MID_URI, RtpCodecKind::Video),
+        (SDES_RTP_STREAM_ID_URI, RtpCodecKind::Video),
     ] {
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {

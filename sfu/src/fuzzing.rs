@@ -28,6 +28,7 @@ fn settings() -> MediaSettings {
         pli_throttle: Duration::from_millis(500),
         keyframe_cache: true,
         max_file_bytes: 1 << 20,
+        simulcast: true,
     }
 }
 

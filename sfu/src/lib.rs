@@ -31,6 +31,7 @@ mod fast_writer;
 pub mod fuzzing;
 mod keyframe_cache;
 mod keyframe_request;
+mod layer_selector;
 mod media_resume;
 mod negotiator;
 mod packet_cache;
@@ -46,6 +47,8 @@ pub mod send_batch;
 mod sender_report;
 mod settings;
 mod shard;
+mod simulcast_layer;
+mod simulcast_offer;
 mod snapshot;
 mod srtp_key_tap;
 mod srtp_session;
@@ -54,9 +57,10 @@ mod tcp_media;
 mod track;
 mod transfer;
 mod vp8;
+mod vp8_descriptor;
 
 pub use bwe::{BweStats, Usage};
-pub use command::{Command, NegotiationError, Reply};
+pub use command::{Command, NegotiationError, Reply, VideoLayout};
 pub use data_frame::{
     client_frame, error_frame, file_offer_body, parse_client, parse_file_offer, server_frame,
     ClientFrame, FileOffer, FrameError, FLAG_DIRECT, KIND_CHAT, KIND_ERROR, KIND_FILE_ABORT,

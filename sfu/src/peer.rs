@@ -101,7 +101,14 @@ pub struct Peer {
     /// rtc's own next timeout (`next_timeout` includes the feedback's).
     pub pc_timeout: Option<Instant>,
     pub state: ConnectionState,
+    /// Ask this participant to publish its camera as simulcast (see
+    /// `simulcast_offer`).
+    pub simulcast: bool,
 }
+
+/// The `a=msid` line of the recvonly section the client publishes its camera
+/// into (the placeholder sender's stream and track ids, see `Peer::new`).
+const PUBLISH_VIDEO_MSID: &str = "a=msid:- publish-video";
 
 fn random_token(len: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};
@@ -206,6 +213,7 @@ impl Peer {
             transport_cc_id: None,
             pc_timeout: None,
             state: ConnectionState::Connecting,
+            simulcast: false,
         })
     }
 
@@ -225,11 +233,18 @@ impl Peer {
             tracing::warn!(participant = %self.participant, %err, "set_local_description failed");
             return;
         }
-        let sdp = self
+        let mut sdp = self
             .pc
             .local_description()
             .map(|d| d.sdp)
             .unwrap_or(offer.sdp);
+        if self.simulcast {
+            // rtc accepts only its own text as the local offer, and needs
+            // the rid lines only in the answer (which binds the encodings):
+            // the client's copy carries them. Every offer does, not only
+            // the first: an offer without them would take simulcast away.
+            sdp = crate::simulcast_offer::add_simulcast_recv(&sdp, PUBLISH_VIDEO_MSID);
+        }
         self.negotiator.offer_sent();
         self.sink.deliver(MediaEvent::Offer { sdp });
         for candidate in std::mem::take(&mut self.untrickled_candidates) {
@@ -268,6 +283,12 @@ impl Peer {
                 mids(&offer)
             )));
         }
+        // Only the server's own offers ask for simulcast.
+        let sdp = if self.simulcast {
+            crate::simulcast_offer::drop_unbacked_simulcast(&sdp)
+        } else {
+            sdp
+        };
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
         self.pc

@@ -40,6 +40,11 @@ pub struct RtpMunger {
     dropped: Vec<u16>,
     /// (outgoing seq, incoming seq, timestamp offset then), by outgoing seq.
     history: Vec<Option<(u16, u16, u32)>>,
+    /// For the next epoch: the first packet's timestamp in the previous
+    /// source's RTP time (from both sources' sender reports), and whether
+    /// to leave one sequence number out (the last frame sent was cut off).
+    pending_ts: Option<u32>,
+    pending_skip: bool,
 }
 
 impl RtpMunger {
@@ -57,7 +62,22 @@ impl RtpMunger {
             last_out_at: None,
             dropped: Vec::new(),
             history: vec![None; HISTORY],
+            pending_ts: None,
+            pending_skip: false,
         }
+    }
+
+    /// A switch to another encoding of the same picture (simulcast): the
+    /// first packet's timestamp, expressed in the previous source's RTP time
+    /// (`mapped_ts`, from sender reports), continues the timeline exactly;
+    /// without it the wall time since the last packet is used. `incomplete`
+    /// says the last frame sent lacks its end: one sequence number is left
+    /// out, so the subscriber sees a loss and drops that frame instead of
+    /// waiting for its end forever.
+    pub fn switch_source_mapped(&mut self, mapped_ts: Option<u32>, incomplete: bool) {
+        self.switch_source();
+        self.pending_ts = mapped_ts;
+        self.pending_skip = incomplete;
     }
 
     /// The next packet comes from a new source (or a replay): its numbers
@@ -69,8 +89,12 @@ impl RtpMunger {
     }
 
     fn start_epoch(&mut self, seq: u16, ts: u32, now: Instant) {
+        let (mapped, skip) = (
+            self.pending_ts.take(),
+            std::mem::take(&mut self.pending_skip),
+        );
         if self.started {
-            let next_seq = self.highest_out.wrapping_add(1);
+            let next_seq = self.highest_out.wrapping_add(1 + u16::from(skip));
             self.seq_offset = next_seq.wrapping_sub(seq);
             // Advance the timestamp by the wall time since the last packet
             // (at least one tick), so playout timing stays plausible.
@@ -79,7 +103,16 @@ impl RtpMunger {
                 .map(|t| now.saturating_duration_since(t).as_secs_f64())
                 .unwrap_or(0.0);
             let advance = ((elapsed * self.clock_rate as f64) as u32).max(1);
-            self.ts_offset = self.last_out_ts.wrapping_add(advance).wrapping_sub(ts);
+            let mut out_ts = self.last_out_ts.wrapping_add(advance);
+            if let Some(mapped) = mapped.map(|m| m.wrapping_add(self.ts_offset)) {
+                // The sender reports' mapping, unless it would go back in
+                // time or jump ahead by more than a second.
+                let ahead = mapped.wrapping_sub(self.last_out_ts);
+                if ahead > 0 && ahead <= self.clock_rate {
+                    out_ts = mapped;
+                }
+            }
+            self.ts_offset = out_ts.wrapping_sub(ts);
         }
         self.started = true;
         self.resync = false;
@@ -229,6 +262,31 @@ mod tests {
         m.drop_packet(9001, 1, t0);
         assert_eq!(m.map(9002, 2, t0).map(|x| x.0), Some(503));
         assert_eq!(m.map(9003, 2, t0).map(|x| x.0), Some(504));
+    }
+
+    #[test]
+    fn layer_switch_maps_time_by_sender_reports_and_skips_after_a_cut_frame() {
+        let t0 = Instant::now();
+        let mut m = RtpMunger::new(90000);
+        assert_eq!(m.map(10, 1000, t0), Some((10, 1000)));
+        // The frame at 1000 was cut off (no marker sent); the new encoding's
+        // keyframe at 50_000 is 4000 ticks after it in the old encoding's time.
+        m.switch_source_mapped(Some(5000), true);
+        let (seq, ts) = m.map(700, 50_000, t0 + Duration::from_millis(10)).unwrap();
+        assert_eq!(
+            (seq, ts),
+            (12, 5000),
+            "one number left out; time from the reports"
+        );
+        assert_eq!(
+            m.map(701, 53_000, t0 + Duration::from_millis(10)).unwrap(),
+            (13, 8000)
+        );
+        // A mapping that would go back in time is not used: wall time is.
+        m.switch_source_mapped(Some(7000), false);
+        let (seq, ts) = m.map(90, 1, t0 + Duration::from_millis(110)).unwrap();
+        assert_eq!(seq, 14);
+        assert_eq!(ts, 8000 + 9000);
     }
 
     #[test]

@@ -25,4 +25,6 @@ pub struct MediaSettings {
     pub keyframe_cache: bool,
     /// Largest file a participant may send over the data channel.
     pub max_file_bytes: u64,
+    /// Offer publishers simulcast (rid q/h/f recv lines in the camera section).
+    pub simulcast: bool,
 }

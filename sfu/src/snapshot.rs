@@ -51,6 +51,8 @@ pub struct TrackSnapshot {
     pub bits_per_second: f64,
     /// Packets the server saw missing from this publisher (NACKed).
     pub packets_lost: i64,
+    /// The simulcast rids received (empty: one encoding).
+    pub layers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,4 +62,12 @@ pub struct ForwardedSnapshot {
     pub kind: String,
     pub ssrc: u32,
     pub packets: u64,
+    /// The encoding forwarded now (its rid; empty without simulcast),
+    /// `None` while none is (waiting for a keyframe, or paused).
+    pub layer: Option<String>,
+    /// No video is sent: the subscriber hides it (`layout` width 0) or the
+    /// allocator paused it.
+    pub paused: bool,
+    /// Encoding switches made for this subscriber.
+    pub layer_switches: u64,
 }

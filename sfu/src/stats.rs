@@ -40,6 +40,7 @@ counters! {
     nacks_in: "NACK packets received from subscribers",
     retransmissions: "packets re-sent from the packet cache for NACKs",
     retransmissions_skipped: "NACKed packets not re-sent: the subscriber's retransmission budget (a share of its bandwidth estimate) was spent",
+    layer_switches: "simulcast encoding switches made for subscribers (each at a keyframe of the new encoding)",
     peers: "peer connections on this shard",
     rooms: "rooms on this shard",
     tracks: "published tracks on this shard",

@@ -2,19 +2,20 @@
 //! the publisher side receives, each `DownTrack` sends to one subscriber).
 
 use crate::fast_writer::{FastWriter, SendDatagram};
-use crate::keyframe_cache::KeyframeCache;
-use crate::keyframe_request::KeyframeRequestThrottle;
-use crate::packet_cache::{PacketCache, CACHE_SIZE};
+use crate::layer_selector::{LayerInfo, LayerSelector};
+use crate::packet_cache::CACHE_SIZE;
 use crate::rtp_munger::{seq_newer, RtpMunger};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::sender_report::SenderReportClock;
+use crate::simulcast_layer::{map_timestamp, Layer};
 use crate::vp8;
+use crate::vp8_descriptor::Vp8Munger;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Shard-local identity of a published track.
 pub type TrackKey = u64;
@@ -24,8 +25,6 @@ pub type ConnKey = u64;
 pub struct PublishedTrack {
     pub publisher: ConnKey,
     pub receiver_id: RTCRtpReceiverId,
-    /// The publisher's SSRC, target of our keyframe requests.
-    pub media_ssrc: u32,
     pub kind: RtpCodecKind,
     /// Published through an m-section of the client's own offer: a screen
     /// share (subscribers see a track id starting with `screen`).
@@ -34,10 +33,10 @@ pub struct PublishedTrack {
     pub clock_rate: u32,
     /// Negotiated (uri, id) of the publisher's header extensions.
     pub extensions: Vec<(String, u8)>,
+    /// The track's encodings, in the order rtc bound them: one, or one per
+    /// simulcast rid.
+    pub layers: Vec<Layer>,
     pub down_tracks: Vec<DownTrack>,
-    pub cache: PacketCache,
-    pub keyframe_cache: KeyframeCache,
-    pub keyframes: KeyframeRequestThrottle,
     /// Bumped whenever the source behind the track changes (the publisher
     /// reconnected with new SSRCs); down tracks then resynchronise.
     pub epoch: u32,
@@ -46,21 +45,64 @@ pub struct PublishedTrack {
     pub orphaned: bool,
     pub packets: u64,
     pub bytes: u64,
-    /// Highest publisher sequence number seen (for loss counting).
-    pub highest_seq: Option<u16>,
     /// Packets missing on arrival (sequence gaps; repairs not subtracted).
     pub lost: u64,
     pub rate: crate::rate::RateMeter,
-    /// Notices the stream resuming after an outage that lost packets.
-    pub resume: crate::media_resume::ResumeDetector,
+    pli_throttle: Duration,
 }
 
 impl PublishedTrack {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        publisher: ConnKey,
+        receiver_id: RTCRtpReceiverId,
+        kind: RtpCodecKind,
+        screen_share: bool,
+        mime_type: String,
+        clock_rate: u32,
+        extensions: Vec<(String, u8)>,
+        first_layer: (String, u32),
+        pli_throttle: Duration,
+    ) -> Self {
+        PublishedTrack {
+            publisher,
+            receiver_id,
+            kind,
+            screen_share,
+            mime_type,
+            clock_rate,
+            extensions,
+            layers: vec![Layer::new(first_layer.0, first_layer.1, pli_throttle)],
+            down_tracks: Vec::new(),
+            epoch: 0,
+            orphaned: false,
+            packets: 0,
+            bytes: 0,
+            lost: 0,
+            rate: Default::default(),
+            pli_throttle,
+        }
+    }
+
+    /// Another simulcast encoding of this track started; false if known.
+    pub fn add_layer(&mut self, rid: String, ssrc: u32) -> bool {
+        if self.layers.iter().any(|l| l.ssrc == ssrc) {
+            return false;
+        }
+        self.layers.push(Layer::new(rid, ssrc, self.pli_throttle));
+        true
+    }
+
+    /// The encoding that SSRC `ssrc` carries.
+    pub fn layer_of(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == ssrc)
+    }
+
     /// The restarted publisher's new stream replaces the old one.
     pub fn adopt(
         &mut self,
         receiver_id: RTCRtpReceiverId,
-        media_ssrc: u32,
+        first_layer: (String, u32),
         mime_type: String,
         clock_rate: u32,
         extensions: Vec<(String, u8)>,
@@ -68,65 +110,72 @@ impl PublishedTrack {
         // Extension ids are the server's own (it always offers the same
         // table), so down tracks' rewriters stay valid.
         self.receiver_id = receiver_id;
-        self.media_ssrc = media_ssrc;
         self.mime_type = mime_type;
         self.clock_rate = clock_rate;
         self.extensions = extensions;
         self.orphaned = false;
         self.epoch = self.epoch.wrapping_add(1);
-        self.highest_seq = None;
-        // The old source's packets are useless to anyone now.
-        self.cache = PacketCache::default();
-        self.keyframe_cache = KeyframeCache::default();
+        // The old source's packets are useless to anyone now; its other
+        // encodings come back as the new connection binds them.
+        self.layers = vec![Layer::new(first_layer.0, first_layer.1, self.pli_throttle)];
     }
 
     pub fn is_video(&self) -> bool {
         self.kind == RtpCodecKind::Video
     }
 
-    /// Observes a packet from the publisher: caches it for NACKs and
-    /// keyframe priming.
+    /// Observes a packet of encoding `layer` from the publisher: caches it
+    /// for NACKs and keyframe priming.
     /// Returns how many packets this one reveals as missing (a gap after the
     /// highest sequence number seen: loss between publisher and server, as
     /// the publisher's NACKs will try to repair).
-    pub fn observe(&mut self, packet: &rtp::Packet, cache_keyframes: bool) -> u64 {
+    pub fn observe(
+        &mut self,
+        layer: usize,
+        packet: &rtp::Packet,
+        cache_keyframes: bool,
+        now: Instant,
+    ) -> u64 {
         self.packets += 1;
         self.bytes += packet.payload.len() as u64;
+        let is_video = self.is_video();
+        let Some(layer) = self.layers.get_mut(layer) else {
+            return 0;
+        };
         let seq = packet.header.sequence_number;
-        let missing = match self.highest_seq {
+        let missing = match layer.highest_seq {
             Some(highest) if crate::rtp_munger::seq_newer(seq, highest) => {
-                self.highest_seq = Some(seq);
+                layer.highest_seq = Some(seq);
                 // A jump of half the space is a new stream, not loss.
                 (seq.wrapping_sub(highest) as u64 - 1).min(1000)
             }
             Some(_) => 0,
             None => {
-                self.highest_seq = Some(seq);
+                layer.highest_seq = Some(seq);
                 0
             }
         };
-        if self.is_video() {
-            self.cache.insert(packet);
-            if vp8::is_keyframe_start(&packet.payload) {
-                self.keyframes.keyframe_arrived();
-            }
-            if cache_keyframes {
-                self.keyframe_cache.observe(packet);
-            }
+        if is_video {
+            layer.observe_video(packet, cache_keyframes, now);
+        } else {
+            layer.last_packet = Some(now);
+            layer.packets += 1;
         }
         missing
     }
 
     /// Splits the track into the read-only view down tracks need and the
     /// down tracks themselves, so both can be borrowed at once.
-    pub fn split(&mut self) -> (TrackView<'_>, &mut Vec<DownTrack>) {
+    pub fn split(&mut self, layer: usize, now: Instant) -> (TrackView<'_>, &mut Vec<DownTrack>) {
+        let infos = self.layers.iter().map(|l| l.info(now)).collect();
         (
             TrackView {
                 is_video: self.kind == RtpCodecKind::Video,
                 epoch: self.epoch,
-                keyframe_cache: &self.keyframe_cache,
-                cache: &self.cache,
-                highest_seq: self.highest_seq,
+                layer,
+                layers: &self.layers,
+                infos,
+                clock_rate: self.clock_rate,
             },
             &mut self.down_tracks,
         )
@@ -137,13 +186,18 @@ impl PublishedTrack {
 pub struct TrackView<'a> {
     pub is_video: bool,
     pub epoch: u32,
-    pub keyframe_cache: &'a KeyframeCache,
-    /// Recent packets, for sending what was withheld before a late keyframe
-    /// start.
-    pub cache: &'a PacketCache,
-    /// Highest sequence number received from the publisher (this packet
-    /// included).
-    pub highest_seq: Option<u16>,
+    /// The encoding the packet at hand belongs to.
+    pub layer: usize,
+    pub layers: &'a [Layer],
+    /// What the layer selector knows of each encoding.
+    pub infos: Vec<LayerInfo>,
+    pub clock_rate: u32,
+}
+
+impl TrackView<'_> {
+    fn current(&self) -> &Layer {
+        &self.layers[self.layer]
+    }
 }
 
 /// The forwarding of one published track to one subscriber.
@@ -162,8 +216,21 @@ pub struct DownTrack {
     pub epoch: u32,
     /// Nothing sent yet: the cached keyframe goes first.
     pub primed: bool,
-    /// Video only: deltas are withheld until a keyframe (no corrupt pictures).
-    pub waiting_for_keyframe: bool,
+    /// Video only: the encoding being forwarded; `None` while deltas are
+    /// withheld until a keyframe (no corrupt pictures) or while paused.
+    pub layer: Option<usize>,
+    /// The subscriber's limits (tile size, pause, the allocator's cap).
+    pub selector: LayerSelector,
+    /// Picture ids, TL0PICIDX and KEYIDX of this subscriber's stream.
+    pub vp8: Vp8Munger,
+    /// The newest packet sent ended its frame (marker bit).
+    last_marker: bool,
+    /// First outgoing sequence number of the current encoding: older ones
+    /// came from another encoding and cannot be answered from this one's
+    /// cache.
+    layer_since: Option<u16>,
+    /// Encoding switches (simulcast) made for this subscriber.
+    pub layer_switches: u64,
     /// Packets handed to the subscriber's connection.
     pub packets_sent: u64,
     /// Bytes sent by the fast path (datagram lengths).
@@ -198,17 +265,21 @@ impl RtpWriter<'_, '_> {
 pub struct Forwarded {
     /// Packets handed to the subscriber's connection.
     pub sent: u64,
-    /// The down track needs a keyframe from the publisher: set for every
-    /// packet it withholds while waiting, so a request that went unanswered
-    /// (lost, or its keyframe lost) is repeated (see `KeyframeRequestThrottle`).
-    pub want_keyframe: bool,
+    /// The down track needs a keyframe of this encoding from the publisher:
+    /// set for every packet it withholds while waiting, so a request that
+    /// went unanswered (lost, or its keyframe lost) is repeated (see
+    /// `KeyframeRequestThrottle`).
+    pub want_keyframe: Option<usize>,
+    /// The down track switched to another encoding with this packet.
+    pub switched: bool,
 }
 
 impl DownTrack {
     /// Forwards one publisher packet (the per-packet path for one
-    /// subscriber): resynchronise after a source switch, prime a new
-    /// subscriber with the cached keyframe, withhold deltas until a
-    /// keyframe, then map sequence number and timestamp and send.
+    /// subscriber): resynchronise after a source switch, pick the encoding
+    /// (simulcast), prime a new subscriber with the cached keyframe,
+    /// withhold deltas until a keyframe, then map sequence number,
+    /// timestamp and VP8 picture ids and send.
     pub fn forward(
         &mut self,
         out: &mut RtpWriter<'_, '_>,
@@ -223,43 +294,77 @@ impl DownTrack {
         if self.epoch != track.epoch {
             self.epoch = track.epoch;
             self.munger.switch_source();
+            self.vp8.switch_source();
+            self.layer = None;
             if track.is_video {
-                self.waiting_for_keyframe = true;
-                result.want_keyframe = true;
+                // The new source's state is unknown: ask for a keyframe at
+                // once, even if this packet starts one (it may be cut).
+                result.want_keyframe = Some(track.layer);
             }
         }
-        if !self.primed {
-            self.primed = true;
-            if track.is_video {
-                result.want_keyframe = true;
-                let cached = track.keyframe_cache.packets();
-                // Not when this very packet starts a keyframe: it is fresher.
-                if !cached.is_empty() && !vp8::is_keyframe_start(&packet.payload) {
-                    for p in cached {
-                        result.sent += self.send(out, p, now) as u64;
-                    }
-                    // Live deltas depend on frames the subscriber never got.
-                    self.munger.switch_source();
-                    self.waiting_for_keyframe = true;
-                }
-            }
-        }
-        if self.waiting_for_keyframe {
-            if !vp8::is_keyframe_start(&packet.payload) {
-                self.munger.drop_packet(
-                    packet.header.sequence_number,
-                    packet.header.timestamp,
-                    now,
-                );
-                result.want_keyframe = true;
-                return result;
-            }
-            self.waiting_for_keyframe = false;
-            result.sent += self.send(out, packet, now) as u64;
-            result.sent += self.send_withheld_after(out, packet.header.sequence_number, track, now);
+        if !track.is_video {
+            result.sent += self.send(out, packet, false, now) as u64;
             return result;
         }
-        result.sent += self.send(out, packet, now) as u64;
+        let Some(target) = self.selector.target(&track.infos) else {
+            // Paused (hidden tile, no bandwidth) or nothing flowing: no
+            // packet at all; a resume starts at a keyframe.
+            if self.layer.take().is_some() {
+                self.munger.switch_source_mapped(None, !self.last_marker);
+                self.vp8.switch_source();
+            }
+            return result;
+        };
+        if self.layer == Some(track.layer) {
+            if target != track.layer {
+                // Keep this encoding until the target's keyframe arrives.
+                result.want_keyframe = Some(target);
+            }
+            result.sent += self.send(out, packet, true, now) as u64;
+            return result;
+        }
+        if track.layer != target {
+            if self.layer.is_none() {
+                result.want_keyframe = Some(target);
+            }
+            return result; // Another encoding than this subscriber's.
+        }
+        let keyframe_start = vp8::is_keyframe_start(&packet.payload);
+        if !self.primed {
+            self.primed = true;
+            let cached = track.current().keyframe_cache.packets();
+            // Not when this very packet starts a keyframe: it is fresher.
+            if !cached.is_empty() && !keyframe_start {
+                self.layer_since = None;
+                for p in cached {
+                    result.sent += self.send(out, p, true, now) as u64;
+                }
+                // Live deltas depend on frames the subscriber never got.
+                self.munger.switch_source();
+                self.vp8.switch_source();
+            }
+        }
+        if !keyframe_start {
+            result.want_keyframe = Some(target);
+            return result;
+        }
+        if let Some(from) = self.layer {
+            // A switch between encodings: one timeline, one picture-id space.
+            let mapped = map_timestamp(
+                track.current(),
+                packet.header.timestamp,
+                &track.layers[from],
+                track.clock_rate,
+            );
+            self.munger.switch_source_mapped(mapped, !self.last_marker);
+            self.vp8.switch_source();
+            self.layer_switches += 1;
+            result.switched = true;
+        }
+        self.layer = Some(target);
+        self.layer_since = None;
+        result.sent += self.send(out, packet, true, now) as u64;
+        result.sent += self.send_withheld_after(out, packet.header.sequence_number, track, now);
         result
     }
 
@@ -277,20 +382,27 @@ impl DownTrack {
         track: &TrackView<'_>,
         now: Instant,
     ) -> u64 {
-        let Some(highest) = track.highest_seq.filter(|&h| seq_newer(h, start)) else {
+        let layer = track.current();
+        let Some(highest) = layer.highest_seq.filter(|&h| seq_newer(h, start)) else {
             return 0;
         };
         let count = highest.wrapping_sub(start).min(CACHE_SIZE as u16);
         let mut sent = 0;
         for i in 1..=count {
-            if let Some(withheld) = track.cache.get(start.wrapping_add(i)) {
-                sent += self.send(out, withheld, now) as u64;
+            if let Some(withheld) = layer.cache.get(start.wrapping_add(i)) {
+                sent += self.send(out, withheld, true, now) as u64;
             }
         }
         sent
     }
 
-    fn send(&mut self, out: &mut RtpWriter<'_, '_>, packet: &rtp::Packet, now: Instant) -> bool {
+    fn send(
+        &mut self,
+        out: &mut RtpWriter<'_, '_>,
+        packet: &rtp::Packet,
+        is_video: bool,
+        now: Instant,
+    ) -> bool {
         let (Some(rewriter), Some((seq, ts))) = (
             &self.rewriter,
             self.munger
@@ -302,30 +414,60 @@ impl DownTrack {
         rewritten.header.sequence_number = seq;
         rewritten.header.timestamp = ts;
         rewriter.rewrite(&mut rewritten);
+        if is_video {
+            rewritten.payload = self.vp8.rewrite(&packet.payload);
+            tracing::trace!(
+                ssrc = self.ssrc,
+                layer = ?self.layer,
+                in_seq = packet.header.sequence_number,
+                seq,
+                ts,
+                marker = packet.header.marker,
+                vp8_in = ?crate::vp8_descriptor::Vp8Descriptor::parse(&packet.payload),
+                vp8_out = ?crate::vp8_descriptor::Vp8Descriptor::parse(&rewritten.payload),
+                "video packet to a subscriber"
+            );
+            let since = *self.layer_since.get_or_insert(seq);
+            if seq_newer(seq, since) || seq == since {
+                self.last_marker = packet.header.marker;
+            }
+        }
         let sent = self.write(out, rewritten, now);
         self.packets_sent += sent as u64;
         sent
     }
 
     /// Re-sends a cached packet the subscriber reported lost (by its
-    /// outgoing sequence number).
+    /// outgoing sequence number), from the encoding it was sent from.
     pub fn retransmit(
         &mut self,
         out: &mut RtpWriter<'_, '_>,
         out_seq: u16,
-        cache: &crate::packet_cache::PacketCache,
+        layers: &[Layer],
         now: Instant,
     ) -> bool {
         let Some((input, ts_offset)) = self.munger.input_for(out_seq) else {
             return false;
         };
-        let (Some(rewriter), Some(cached)) = (&self.rewriter, cache.get(input)) else {
+        // Sent before the current encoding took over (or audio, one layer).
+        let layer = match (self.layer, self.layer_since) {
+            (Some(layer), Some(since)) if seq_newer(out_seq, since) || out_seq == since => layer,
+            (None, _) if layers.len() == 1 => 0,
+            _ => return false,
+        };
+        let (Some(rewriter), Some(cached)) = (
+            &self.rewriter,
+            layers.get(layer).and_then(|l| l.cache.get(input)),
+        ) else {
             return false;
         };
         let mut rewritten = cached.clone();
         rewritten.header.sequence_number = out_seq;
         rewritten.header.timestamp = rewritten.header.timestamp.wrapping_add(ts_offset);
         rewriter.rewrite(&mut rewritten);
+        if self.layer.is_some() {
+            rewritten.payload = self.vp8.rewrite(&cached.payload);
+        }
         self.write(out, rewritten, now)
     }
 
@@ -381,7 +523,12 @@ impl DownTrack {
             munger: RtpMunger::new(track.clock_rate),
             epoch: track.epoch,
             primed: false,
-            waiting_for_keyframe: track.is_video(),
+            layer: None,
+            selector: LayerSelector::default(),
+            vp8: Vp8Munger::default(),
+            last_marker: true,
+            layer_since: None,
+            layer_switches: 0,
             packets_sent: 0,
             bytes_sent: 0,
             sender_reports: SenderReportClock::new(track.clock_rate),

@@ -143,9 +143,11 @@ pub async fn node_overview_json(state: &AppState) -> Value {
                         "packets_per_second": t.packets_per_second,
                         "bits_per_second": t.bits_per_second,
                         "packets_lost": t.packets_lost,
+                        "layers": t.layers,
                     })).collect::<Vec<_>>(),
                     "forwarded": peer.forwarded.iter().map(|f| json!({
                         "publisher": f.publisher, "kind": f.kind, "ssrc": f.ssrc, "packets": f.packets,
+                        "layer": f.layer, "paused": f.paused, "layer_switches": f.layer_switches,
                     })).collect::<Vec<_>>(),
                 }),
             );

@@ -76,6 +76,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
         pli_throttle: Duration::from_millis(config.keyframes.pli_throttle_ms),
         keyframe_cache: config.keyframes.cache,
         max_file_bytes: config.limits.max_file_bytes,
+        simulcast: config.media.simulcast,
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 23] = [
+    let counters: [CounterSpec; 24] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -192,6 +192,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "NACKed packets not re-sent because the subscriber's retransmission budget (a share of its bandwidth estimate) was spent",
             None,
             |s| s.retransmissions_skipped,
+        ),
+        (
+            "simulcast_layer_switches",
+            "Simulcast encoding switches made for subscribers (each at a keyframe of the new encoding)",
+            None,
+            |s| s.layer_switches,
         ),
         (
             "rtp_packets_lost",

@@ -15,7 +15,9 @@ use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{BoxStream, SplitSink};
 use futures_util::{SinkExt, StreamExt};
-use noom_sfu::{Command, ConnectionState, EventSink, IceCandidate, MediaEvent, NegotiationError};
+use noom_sfu::{
+    Command, ConnectionState, EventSink, IceCandidate, MediaEvent, NegotiationError, VideoLayout,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -558,6 +560,24 @@ impl Session {
                     sdp,
                     reply,
                 })?;
+            }
+            Request::Layout { videos } => {
+                let here = self.in_room()?;
+                let participant = here.id.clone();
+                // Unknown participants are ignored by the shard: nothing to
+                // wait for, the reply is at once.
+                self.to_shard(Command::Layout {
+                    participant,
+                    videos: videos
+                        .into_iter()
+                        .map(|v| VideoLayout {
+                            publisher: v.participant,
+                            width: v.width,
+                            height: v.height,
+                        })
+                        .collect(),
+                })?;
+                self.reply_ok(req);
             }
             Request::RestartMedia => {
                 let here = self.in_room()?;

@@ -2,6 +2,7 @@
 //! tracks, and the subscribers' feedback (keyframe requests, NACKs).
 
 use super::*;
+use rtc::rtcp::sender_report::SenderReport;
 
 /// Bytes a retransmission is assumed to take from the subscriber's budget
 /// (a full video packet; the cache is asked only once it is allowed).
@@ -56,37 +57,54 @@ impl Router {
             publisher.refresh_feedback_timeout();
         }
         add(&stats.rtp_in, 1);
+        // Which encoding (simulcast: one track, several SSRCs).
+        let Some(layer) = track.layer_of(packet.header.ssrc) else {
+            tracing::trace!(
+                track = key,
+                ssrc = packet.header.ssrc,
+                "packet of an unknown encoding"
+            );
+            return;
+        };
         if track.is_video() && crate::vp8::is_keyframe_start(&packet.payload) {
             tracing::debug!(
                 track = key,
+                layer,
                 seq = packet.header.sequence_number,
                 "keyframe from the publisher"
             );
         }
         let seq = packet.header.sequence_number;
-        if track.is_video() && track.highest_seq.is_some_and(|h| !crate::seq_newer(seq, h)) {
+        if track.is_video()
+            && track.layers[layer]
+                .highest_seq
+                .is_some_and(|h| !crate::seq_newer(seq, h))
+        {
             tracing::debug!(
                 track = key,
                 seq,
                 "late packet from the publisher (a repair)"
             );
         }
-        let missing = track.observe(&packet, self.keyframe_cache);
+        let missing = track.observe(layer, &packet, self.keyframe_cache, now);
         if missing > 0 {
             add(&stats.rtp_lost, missing);
             track.lost += missing;
         }
-        // Every subscriber's decoder will need a keyframe: ask now rather
-        // than when their NACKs have gone unanswered.
-        let mut want_keyframe = track.resume.arrived(now, missing) && track.is_video();
-        if want_keyframe {
+        // One bit per encoding a down track waits for a keyframe of.
+        let mut want_keyframes = 0u32;
+        // Every subscriber's decoder will need a keyframe of this encoding:
+        // ask now rather than when their NACKs have gone unanswered.
+        if track.layers[layer].resume.arrived(now, missing) && track.is_video() && layer < 32 {
             tracing::info!(
                 track = key,
+                layer,
                 missing,
                 "video resumed after an outage; asking for a keyframe"
             );
+            want_keyframes |= 1 << layer;
         }
-        let (view, down_tracks) = track.split();
+        let (view, down_tracks) = track.split(layer, now);
         for dt in down_tracks.iter_mut() {
             let Some(sub) = peers.get_mut(&dt.subscriber) else {
                 continue;
@@ -104,27 +122,42 @@ impl Router {
             } else if forwarded.sent > 0 {
                 Self::mark_dirty(dirty, dt.subscriber);
             }
-            want_keyframe |= forwarded.want_keyframe;
+            if let Some(wanted) = forwarded.want_keyframe.filter(|&l| l < 32) {
+                want_keyframes |= 1 << wanted;
+            }
+            if forwarded.switched {
+                add(&stats.layer_switches, 1);
+            }
             add(&stats.rtp_forwarded, forwarded.sent);
         }
-        if want_keyframe {
-            self.request_keyframe(key, now);
+        for layer in 0..32 {
+            if want_keyframes & (1 << layer) != 0 {
+                self.request_keyframe(key, layer, now);
+            }
         }
     }
 
-    pub(super) fn request_keyframe(&mut self, key: TrackKey, now: Instant) {
-        let Some(track) = self.tracks.get_mut(&key) else {
+    pub(super) fn request_keyframe(&mut self, key: TrackKey, layer: usize, now: Instant) {
+        let Some(throttle) = self
+            .tracks
+            .get_mut(&key)
+            .and_then(|t| t.layers.get_mut(layer))
+            .map(|l| &mut l.keyframes)
+        else {
             return;
         };
-        if track.keyframes.request(now) {
-            self.send_keyframe_request(key, now);
+        if throttle.request(now) {
+            self.send_keyframe_request(key, layer, now);
         } else {
-            tracing::trace!(track = key, "keyframe request deferred (throttle)");
+            tracing::trace!(track = key, layer, "keyframe request deferred (throttle)");
         }
     }
 
-    pub(super) fn send_keyframe_request(&mut self, key: TrackKey, now: Instant) {
+    pub(super) fn send_keyframe_request(&mut self, key: TrackKey, layer: usize, now: Instant) {
         let Some(track) = self.tracks.get(&key).filter(|t| !t.orphaned) else {
+            return;
+        };
+        let Some(media_ssrc) = track.layers.get(layer).map(|l| l.ssrc) else {
             return;
         };
         let Some(publisher) = self.peers.get_mut(&track.publisher) else {
@@ -133,18 +166,41 @@ impl Router {
         if let Some(mut receiver) = publisher.pc.rtp_receiver(track.receiver_id) {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
-                media_ssrc: track.media_ssrc,
+                media_ssrc,
             };
             if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                 add(&self.stats.keyframe_requests_out, 1);
                 tracing::debug!(
                     track = key,
-                    ssrc = track.media_ssrc,
+                    ssrc = media_ssrc,
                     "keyframe request (PLI) sent to the publisher"
                 );
             }
         }
         Self::mark_dirty(&mut self.dirty, track.publisher);
+    }
+
+    /// A publisher's sender reports: each encoding's wall-clock/RTP-time
+    /// pair, which maps timestamps between encodings at a layer switch.
+    fn note_sender_reports(&mut self, conn: ConnKey, packets: &[Box<dyn rtcp::Packet>]) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        for packet in packets {
+            let Some(report) = packet.as_any().downcast_ref::<SenderReport>() else {
+                continue;
+            };
+            let Some(track) = peer
+                .inbound
+                .get(&report.ssrc)
+                .and_then(|key| self.tracks.get_mut(key))
+            else {
+                continue;
+            };
+            if let Some(layer) = track.layer_of(report.ssrc) {
+                track.layers[layer].sender_report = Some((report.ntp_time, report.rtp_time));
+            }
+        }
     }
 
     /// RTCP from `conn` about the forwarded track `track_id` it receives.
@@ -165,6 +221,7 @@ impl Router {
         else {
             // RTCP about our own receivers: the publisher's sender reports,
             // which its receiver reports quote.
+            self.note_sender_reports(conn, &packets);
             if let Some(peer) = self.peers.get_mut(&conn) {
                 peer.feedback.on_rtcp(packets, now);
             }
@@ -174,7 +231,14 @@ impl Router {
             let any = packet.as_any();
             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                 add(&self.stats.keyframe_requests_in, 1);
-                self.request_keyframe(key, now);
+                // The encoding this subscriber gets (the first when none yet).
+                let layer = self
+                    .tracks
+                    .get(&key)
+                    .and_then(|t| t.down_tracks.iter().find(|d| d.subscriber == conn))
+                    .and_then(|d| d.layer)
+                    .unwrap_or(0);
+                self.request_keyframe(key, layer, now);
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 add(&self.stats.nacks_in, 1);
                 self.retransmit(conn, key, nack, now, send);
@@ -223,7 +287,9 @@ impl Router {
             return;
         };
         let PublishedTrack {
-            down_tracks, cache, ..
+            down_tracks,
+            layers,
+            ..
         } = track;
         let (Some(dt), Some(sub)) = (
             down_tracks.iter_mut().find(|d| d.subscriber == conn),
@@ -243,7 +309,7 @@ impl Router {
                     add(&stats.retransmissions_skipped, 1);
                     continue;
                 }
-                if dt.retransmit(&mut out, seq, cache, now) {
+                if dt.retransmit(&mut out, seq, layers, now) {
                     add(&stats.retransmissions, 1);
                     if fast {
                         add(&stats.datagrams_out, 1);

@@ -16,7 +16,7 @@ impl Router {
             tracing::warn!(%participant, "join for a participant already on this shard");
             return;
         }
-        let peer = match Peer::new(
+        let mut peer = match Peer::new(
             participant.clone(),
             room.clone(),
             sink,
@@ -30,6 +30,7 @@ impl Router {
                 return;
             }
         };
+        peer.simulcast = self.simulcast;
         let conn = self.attach(peer);
         self.rooms.entry(room).or_default().push(conn);
         self.subscribe_to_room(conn);
@@ -91,6 +92,7 @@ impl Router {
             self.ice_tcp,
             now,
         )?;
+        peer.simulcast = self.simulcast;
         let new_conn = self.next_key;
         // A screen share ends with its connection (the client shares again
         // if it wants to); only the camera and microphone carry over.
@@ -317,7 +319,25 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        if peer.published.contains_key(&init.track_id) {
+        let rid = init.rid.clone().unwrap_or_default();
+        if let Some(&key) = peer.published.get(&init.track_id) {
+            // Another simulcast encoding of a track already published.
+            let Some(track) = self.tracks.get_mut(&key) else {
+                return;
+            };
+            if !track.add_layer(rid.clone(), init.ssrc) {
+                return;
+            }
+            peer.inbound.insert(init.ssrc, key);
+            peer.feedback.bind(
+                init.ssrc,
+                &track.mime_type,
+                track.clock_rate,
+                &engine::stream_feedback(track.kind),
+                &track.extensions,
+            );
+            peer.refresh_feedback_timeout();
+            tracing::info!(participant = %peer.participant, %rid, ssrc = init.ssrc, "simulcast encoding published");
             return;
         }
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
@@ -371,7 +391,7 @@ impl Router {
             let track = self.tracks.get_mut(&key).expect("adoptable tracks exist");
             track.adopt(
                 init.receiver_id,
-                init.ssrc,
+                (rid, init.ssrc),
                 mime_type,
                 clock_rate,
                 extensions,
@@ -384,31 +404,20 @@ impl Router {
         peer.published.insert(init.track_id.clone(), key);
         peer.inbound.insert(init.ssrc, key);
         let room = peer.room.clone();
-        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, screen_share, "track published");
+        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, %rid, screen_share, "track published");
         self.tracks.insert(
             key,
-            PublishedTrack {
-                publisher: conn,
-                receiver_id: init.receiver_id,
-                media_ssrc: init.ssrc,
+            PublishedTrack::new(
+                conn,
+                init.receiver_id,
                 kind,
                 screen_share,
                 mime_type,
-                extensions,
-                down_tracks: Vec::new(),
-                cache: Default::default(),
-                keyframe_cache: Default::default(),
-                epoch: 0,
-                orphaned: false,
-                packets: 0,
-                highest_seq: None,
-                lost: 0,
-                bytes: 0,
-                rate: Default::default(),
-                resume: Default::default(),
                 clock_rate,
-                keyframes: KeyframeRequestThrottle::new(self.pli_throttle),
-            },
+                extensions,
+                (rid, init.ssrc),
+                self.pli_throttle,
+            ),
         );
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
         for member in members {
@@ -427,8 +436,10 @@ impl Router {
         };
         if let Some(track) = self.tracks.remove(&key) {
             if let Some(peer) = self.peers.get_mut(&conn) {
-                peer.inbound.remove(&track.media_ssrc);
-                peer.feedback.unbind(track.media_ssrc);
+                for layer in &track.layers {
+                    peer.inbound.remove(&layer.ssrc);
+                    peer.feedback.unbind(layer.ssrc);
+                }
             }
             for dt in track.down_tracks {
                 self.remove_down_track(dt, track.kind);

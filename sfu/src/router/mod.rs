@@ -10,6 +10,7 @@ mod data;
 #[cfg(test)]
 mod dtls_loss_tests;
 mod fast_path;
+mod layout;
 #[cfg(test)]
 mod mdns_candidate_tests;
 mod media;
@@ -23,7 +24,6 @@ use crate::demux::{classify, stun_local_ufrag, DatagramKind};
 use crate::early_dtls::Arrival;
 use crate::engine;
 use crate::events::{ConnectionState, MediaEvent, ParticipantId};
-use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::peer::Peer;
 use crate::rtp_rewriter::RtpRewriter;
 use crate::snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
@@ -78,6 +78,8 @@ pub struct Router {
     pli_throttle: Duration,
     keyframe_cache: bool,
     max_file_bytes: u64,
+    /// Ask publishers for simulcast (`MediaSettings::simulcast`).
+    simulcast: bool,
     /// When the fast path's sender reports are next due (`None` while no
     /// connection uses it).
     next_sender_reports: Option<Instant>,
@@ -112,6 +114,7 @@ impl Router {
             pli_throttle: settings.pli_throttle,
             keyframe_cache: settings.keyframe_cache,
             max_file_bytes: settings.max_file_bytes,
+            simulcast: settings.simulcast,
             next_sender_reports: None,
             stats,
         }
@@ -192,6 +195,14 @@ impl Router {
                 reply(result);
             }
             Command::Snapshot { reply } => reply(self.snapshot(now)),
+            Command::Layout {
+                participant,
+                videos,
+            } => {
+                if let Ok(conn) = self.conn_of(&participant) {
+                    self.apply_layout(conn, &videos);
+                }
+            }
             Command::Leave { participant } => {
                 if let Ok(conn) = self.conn_of(&participant) {
                     self.remove_peer(conn, now, send);
@@ -351,7 +362,10 @@ impl Router {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let peers = self.peers.values().filter_map(|p| p.next_timeout);
-        let keyframes = self.tracks.values().filter_map(|t| t.keyframes.deadline());
+        let keyframes = self
+            .tracks
+            .values()
+            .flat_map(|t| t.layers.iter().filter_map(|l| l.keyframes.deadline()));
         let speakers = self.speakers.values().filter_map(|s| s.next_deadline());
         peers
             .chain(keyframes)
@@ -375,13 +389,16 @@ impl Router {
                 Self::mark_dirty(&mut self.dirty, conn);
             }
         }
-        let due: Vec<TrackKey> = self
-            .tracks
-            .iter_mut()
-            .filter_map(|(&key, t)| t.keyframes.poll_deferred(now).then_some(key))
-            .collect();
-        for key in due {
-            self.send_keyframe_request(key, now);
+        let mut due: Vec<(TrackKey, usize)> = Vec::new();
+        for (&key, track) in self.tracks.iter_mut() {
+            for (layer, l) in track.layers.iter_mut().enumerate() {
+                if l.keyframes.poll_deferred(now) {
+                    due.push((key, layer));
+                }
+            }
+        }
+        for (key, layer) in due {
+            self.send_keyframe_request(key, layer, now);
         }
         if self.next_sender_reports.is_some_and(|t| t <= now) {
             self.send_sender_reports(now);

@@ -74,7 +74,13 @@ impl Router {
                     published.push(TrackSnapshot {
                         kind: track.kind.to_string(),
                         mime_type: track.mime_type.clone(),
-                        ssrc: track.media_ssrc,
+                        ssrc: track.layers.first().map_or(0, |l| l.ssrc),
+                        layers: track
+                            .layers
+                            .iter()
+                            .map(|l| l.rid.clone())
+                            .filter(|r| !r.is_empty())
+                            .collect(),
                         packets: track.packets,
                         bytes: track.bytes,
                         packets_per_second: rates[0],
@@ -91,6 +97,12 @@ impl Router {
                         kind: track.kind.to_string(),
                         ssrc: dt.ssrc,
                         packets: dt.packets_sent,
+                        layer: dt
+                            .layer
+                            .and_then(|l| track.layers.get(l))
+                            .map(|l| l.rid.clone()),
+                        paused: dt.selector.hidden || dt.selector.paused,
+                        layer_switches: dt.layer_switches,
                     });
                 }
             }
