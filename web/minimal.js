@@ -34,6 +34,8 @@
 // They are behind a flag because watching every frame and keeping a
 // timeline costs work a debugging session does not need.
 
+import { sizeSimulcastLayers } from './simulcast.js';
+
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'test';
 const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`;
@@ -308,36 +310,11 @@ async function handleOffer(sdp) {
   send({ type: 'answer', sdp: pc.localDescription.sdp });
   mark(`answer ${noom.offers}`);
   noom.answers += 1;
-  await sizeSimulcastLayers(pc);
-  render();
-}
-
-// As the web client does: after answering an offer with simulcast rids,
-// each rid gets its scale and bitrate cap (encodings cannot be sized in SDP).
-const SIMULCAST_LAYERS = {
-  q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  f: { scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
-};
-
-async function sizeSimulcastLayers(pc) {
-  for (const transceiver of pc.getTransceivers()) {
-    const sender = transceiver.sender;
-    if (!sender.track || sender.track.kind !== 'video') continue;
-    const params = sender.getParameters();
-    let changed = false;
-    for (const encoding of params.encodings || []) {
-      const want = SIMULCAST_LAYERS[encoding.rid];
-      if (!want) continue;
-      for (const [key, value] of Object.entries(want)) {
-        if (encoding[key] !== value) {
-          encoding[key] = value;
-          changed = true;
-        }
-      }
-    }
-    if (changed) await sender.setParameters(params);
+  // As the web client does: size the simulcast encodings once negotiated.
+  for (const t of pc.getTransceivers()) {
+    if (t.sender.track?.kind === 'video') await sizeSimulcastLayers(t.sender);
   }
+  render();
 }
 
 // A timestamped event for the test hooks' timeline (nothing without them).

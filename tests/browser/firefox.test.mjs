@@ -23,21 +23,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxPerson } from './firefox.mjs';
 import { artifactsDir, launchPerson, randomRoom, startServer, waitFor } from './lib.mjs';
-import { expectDecoding, joinViaForm, remoteTiles } from './web_call.mjs';
+import { expectDecoding, joinViaForm, remoteTiles, tileBadges } from './web_call.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
 
-// Remote tiles with their badges: [{id, name, micOff, camOff}].
-const badges = (page) =>
-  page.$$eval('#tiles .tile:not(.local)', (els) =>
-    els.map((el) => ({
-      id: el.dataset.participant,
-      name: el.querySelector('.name').textContent,
-      micOff: !el.querySelector('.mic-badge').hidden,
-      camOff: !el.querySelector('.cam-badge').hidden,
-    })),
-  );
+const badges = tileBadges;
 
 // What `page` receives from the participant called `name`: its remote
 // tracks, and the inbound RTP streams of those tracks (packets, frames,

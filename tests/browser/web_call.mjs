@@ -29,6 +29,17 @@ export const remoteTiles = (page) =>
     })),
   );
 
+// Remote tiles with their mute badges: [{id, name, micOff, camOff}].
+export const tileBadges = (page) =>
+  page.$$eval('#tiles .tile:not(.local)', (els) =>
+    els.map((el) => ({
+      id: el.dataset.participant,
+      name: el.querySelector('.name').textContent,
+      micOff: !el.querySelector('.mic-badge').hidden,
+      camOff: !el.querySelector('.cam-badge').hidden,
+    })),
+  );
+
 // The client's own view of where it is.
 export const clientState = (page) =>
   page.evaluate(() => {

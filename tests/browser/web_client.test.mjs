@@ -10,20 +10,12 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { artifactsDir, launchPerson, randomRoom, startServer, waitFor } from './lib.mjs';
+import { tileBadges } from './web_call.mjs';
 
 const NAMES = ['alice', 'bob', 'carol'];
 const DEVICES = ['--use-fake-device-for-media-stream=device-count=3'];
 
-// Remote tiles as the page shows them: [{id, name, micOff, camOff}].
-const tiles = (page) =>
-  page.$$eval('#tiles .tile:not(.local)', (els) =>
-    els.map((el) => ({
-      id: el.dataset.participant,
-      name: el.querySelector('.name').textContent,
-      micOff: !el.querySelector('.mic-badge').hidden,
-      camOff: !el.querySelector('.cam-badge').hidden,
-    })),
-  );
+const tiles = tileBadges;
 
 const framesFrom = async (page, name) => {
   const stats = await page.evaluate(() => window.noomApp.stats());

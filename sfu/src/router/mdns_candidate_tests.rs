@@ -26,6 +26,7 @@ fn settings() -> MediaSettings {
         port: server_addr().port(),
         public_ip: None,
         ice_tcp: false,
+        simulcast: false,
         pli_throttle: Duration::from_millis(500),
         keyframe_cache: true,
         max_file_bytes: 1 << 20,
