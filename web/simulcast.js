@@ -3,12 +3,15 @@
 
 // The camera as the server's simulcast offer asks for it (three encodings
 // need at least 960x540 input; 720p gives 320x180, 640x360 and 1280x720).
-// `?camera=WxH` asks for another size (tests on small machines use 640x360:
-// three 720p encoders per browser do not fit two cores).
-const asked = new URLSearchParams(location.search).get('camera')?.match(/^(\d+)x(\d+)$/);
-export const CAMERA = asked
-  ? { width: { ideal: Number(asked[1]) }, height: { ideal: Number(asked[2]) } }
-  : { width: { ideal: 1280 }, height: { ideal: 720 } };
+// `?camera=WxH` asks for another size, `?camera=any` for the device's own
+// (tests on small machines: three 720p encoders do not fit two cores).
+const asked = new URLSearchParams(location.search).get('camera');
+const size = asked?.match(/^(\d+)x(\d+)$/);
+export const CAMERA = asked === 'any'
+  ? {}
+  : size
+    ? { width: { ideal: Number(size[1]) }, height: { ideal: Number(size[2]) } }
+    : { width: { ideal: 1280 }, height: { ideal: 720 } };
 
 // Encodings cannot be sized in SDP: after answering an offer with
 // simulcast rids, each rid gets its scale and bitrate cap (lowest first,

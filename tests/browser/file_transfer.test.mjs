@@ -21,7 +21,7 @@ test('a file sent in the web client arrives intact at the other participant', { 
     const [a, b] = people;
     const describe = async () => `server log tail:\n${server.logTail(20)}\nalice: ${a.consoleLines.slice(-5).join(' | ')}\nbob: ${b.consoleLines.slice(-5).join(' | ')}`;
     for (const p of people) {
-      await p.page.goto(`${server.url}/?ice=none&camera=640x360`);
+      await p.page.goto(`${server.url}/?ice=none&camera=any`);
       await p.page.fill('#name', p.label);
       await p.page.fill('#room', room);
       await p.page.click('#join-button');

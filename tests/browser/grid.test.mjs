@@ -96,7 +96,7 @@ test('the grid fills the window for 1 to 25 people, and a pinned tile takes the 
 
     // The others, over bare WebSockets from a second page.
     const crowd = await ann.context.newPage();
-    await crowd.goto(`${server.url}/?ice=none&camera=640x360`);
+    await crowd.goto(`${server.url}/?ice=none&camera=any`);
     const addGuests = (from, to) =>
       crowd.evaluate(async ({ room, from, to }) => {
         window.guests = window.guests || [];

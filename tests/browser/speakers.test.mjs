@@ -77,7 +77,7 @@ test('the speakers event follows who makes sound, and the tile lights up', { tim
     for (const p of people) ids[p.label] = await p.page.evaluate(() => window.noomApp.you);
     // Five more people: a big room (7 tiles).
     const crowd = await ben.context.newPage();
-    await crowd.goto(`${server.url}/?ice=none&camera=640x360`);
+    await crowd.goto(`${server.url}/?ice=none&camera=any`);
     await crowd.evaluate(async (room) => {
       window.guests = [];
       await Promise.all([1, 2, 3, 4, 5].map((i) => new Promise((resolve, reject) => {
