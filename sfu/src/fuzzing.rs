@@ -11,7 +11,7 @@ use crate::events::{EventSink, IceCandidate, MediaEvent};
 use crate::router::Router;
 use crate::settings::MediaSettings;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 struct NoSink;
 impl EventSink for NoSink {
@@ -19,17 +19,7 @@ impl EventSink for NoSink {
 }
 
 fn settings() -> MediaSettings {
-    MediaSettings {
-        shards: 1,
-        bind_ips: vec!["127.0.0.1".parse().expect("ip")],
-        port: 0,
-        ice_tcp: false,
-        public_ip: None,
-        pli_throttle: Duration::from_millis(500),
-        keyframe_cache: true,
-        max_file_bytes: 1 << 20,
-        simulcast: true,
-    }
+    MediaSettings::single_shard("127.0.0.1:0".parse().expect("addr"), true)
 }
 
 /// A router with two joined participants in one room; the first one's

@@ -28,3 +28,21 @@ pub struct MediaSettings {
     /// Offer publishers simulcast (rid q/h/f recv lines in the camera section).
     pub simulcast: bool,
 }
+
+impl MediaSettings {
+    /// One shard bound to `addr`, with the product's defaults otherwise:
+    /// what sans-IO tests and fuzz targets run a router with.
+    pub fn single_shard(addr: std::net::SocketAddr, simulcast: bool) -> Self {
+        MediaSettings {
+            shards: 1,
+            bind_ips: vec![addr.ip()],
+            port: addr.port(),
+            ice_tcp: false,
+            public_ip: None,
+            pli_throttle: Duration::from_millis(500),
+            keyframe_cache: true,
+            max_file_bytes: 1 << 20,
+            simulcast,
+        }
+    }
+}

@@ -36,17 +36,7 @@ fn client_addr() -> SocketAddr {
 }
 
 fn settings() -> MediaSettings {
-    MediaSettings {
-        shards: 1,
-        bind_ips: vec![server_addr().ip()],
-        port: server_addr().port(),
-        ice_tcp: false,
-        public_ip: None,
-        pli_throttle: Duration::from_millis(500),
-        keyframe_cache: true,
-        max_file_bytes: 1 << 20,
-        simulcast: true,
-    }
+    MediaSettings::single_shard(server_addr(), true)
 }
 
 #[derive(Clone, Default)]

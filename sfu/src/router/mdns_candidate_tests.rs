@@ -20,17 +20,7 @@ fn server_addr() -> SocketAddr {
 }
 
 fn settings() -> MediaSettings {
-    MediaSettings {
-        shards: 1,
-        bind_ips: vec![server_addr().ip()],
-        port: server_addr().port(),
-        public_ip: None,
-        ice_tcp: false,
-        simulcast: false,
-        pli_throttle: Duration::from_millis(500),
-        keyframe_cache: true,
-        max_file_bytes: 1 << 20,
-    }
+    MediaSettings::single_shard(server_addr(), false)
 }
 
 #[derive(Clone, Default)]
