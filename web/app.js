@@ -11,6 +11,7 @@ import { createGrid } from './grid.js';
 import { startLayoutReports } from './layout_report.js';
 import { createScreenShare } from './screen_share.js';
 import { CAMERA, sizeSimulcastLayers } from './simulcast.js';
+import { listDevices as listDeviceOptions, openDevice } from './devices.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -561,25 +562,12 @@ function removeParticipant(id) {
 
 // ------------------------------------------------------------------ devices
 
-async function listDevices() {
-  const devices = await navigator.mediaDevices.enumerateDevices();
-  for (const [kind, select] of [['videoinput', $('camera-select')], ['audioinput', $('mic-select')]]) {
-    const current = app.localStream.getTracks().find((t) => (kind === 'videoinput' ? t.kind === 'video' : t.kind === 'audio'));
-    const currentId = current && current.getSettings().deviceId;
-    select.replaceChildren();
-    devices.filter((d) => d.kind === kind).forEach((d, i) => {
-      const label = d.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`;
-      const option = new Option(label, d.deviceId);
-      option.selected = d.deviceId === currentId;
-      select.append(option);
-    });
-    select.disabled = select.options.length < 2;
-  }
+function listDevices() {
+  return listDeviceOptions(app.localStream, { camera: $('camera-select'), mic: $('mic-select') });
 }
 
 async function switchDevice(kind, deviceId) {
-  const constraints = kind === 'video' ? { video: { ...CAMERA, deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } };
-  const fresh = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
+  const fresh = await openDevice(kind, deviceId, CAMERA);
   const old = app.localStream.getTracks().find((t) => t.kind === kind);
   fresh.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
   // No renegotiation: the same sender, SSRC and m-section carry the new source.

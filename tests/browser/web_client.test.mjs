@@ -111,41 +111,56 @@ test('three people call through the web client', { timeout: 420_000 }, async () 
     // for bob), which is a layout change, not the switch being measured.
     await b.page.setViewportSize({ width: 1000, height: 700 });
 
-    // Camera switch fake_device_0 -> fake_device_2 at alice; bob records
-    // presentation times of alice's video frames across the switch.
+    // Camera switch fake_device_0 -> fake_device_2 at alice. Bob records
+    // when each of alice's frames is presented (wall clock, the same clock
+    // the test reads around the switch). What a user would notice is a
+    // freeze at the switch, so the longest gap across the switch is
+    // compared with the longest gap of the steady picture just before it:
+    // on a loaded machine the renderer alone drops frames now and then, and
+    // an absolute limit measured that, not the switch.
     const aliceId = (await tiles(b.page)).find((t) => t.name === 'alice').id;
     await b.page.evaluate((id) => {
       const video = document.querySelector(`.tile[data-participant="${CSS.escape(id)}"] video`);
       window.frameTimes = [];
-      const tick = (now) => {
-        window.frameTimes.push(now);
+      const tick = () => {
+        window.frameTimes.push(Date.now());
         video.requestVideoFrameCallback(tick);
       };
       video.requestVideoFrameCallback(tick);
     }, aliceId);
-    // Steady first: 40 frames (more than a second) after the resize.
-    await waitFor(() => b.page.evaluate(() => window.frameTimes.length > 40), { what: 'bob records frames', describe });
+    // Steady first: 3 s with no gap over 400 ms (the resize above pauses
+    // and resumes her video for bob, and a new layer may still be coming).
+    const STEADY_MS = 3000;
+    const SETTLED_GAP_MS = 400;
+    const longestGap = (frames, from, to) => {
+      let worst = 0;
+      for (let i = 1; i < frames.length; i++) if (frames[i] > from && frames[i - 1] < to) worst = Math.max(worst, frames[i] - frames[i - 1]);
+      return worst;
+    };
+    await waitFor(
+      async () => {
+        const f = await b.page.evaluate(() => window.frameTimes);
+        const now = Date.now();
+        return f.length > 1 && now - f[0] > STEADY_MS && now - f.at(-1) < SETTLED_GAP_MS && longestGap(f, now - STEADY_MS, now) <= SETTLED_GAP_MS;
+      },
+      { timeout: 60_000, what: `alice's video at bob steady for ${STEADY_MS} ms (no gap over ${SETTLED_GAP_MS} ms)`, describe },
+    );
     const options = await a.page.$$eval('#camera-select option', (os) => os.map((o) => ({ value: o.value, label: o.textContent, selected: o.selected })));
     const target = options.find((o) => o.label.includes('fake_device_2')) || options[options.length - 1];
     assert.ok(options.length >= 3, `alice lists three cameras: ${JSON.stringify(options)}`);
-    const switchAt = await b.page.evaluate(() => performance.now());
+    const switchAt = Date.now();
     await a.page.selectOption('#camera-select', target.value);
     await waitFor(() => a.page.locator('#call-status').textContent().then((t) => t.includes('Switched camera')), { what: 'alice switched camera', describe });
-    await waitFor(() => b.page.evaluate((t0) => window.frameTimes.filter((t) => t > t0).length > 40, switchAt), { timeout: 30_000, what: 'bob keeps decoding after the switch', describe });
-    const gap = await b.page.evaluate((t0) => {
-      const ts = window.frameTimes.filter((t) => t > t0 - 1000);
-      let worst = 0;
-      for (let i = 1; i < ts.length; i++) worst = Math.max(worst, ts[i] - ts[i - 1]);
-      return worst;
-    }, switchAt);
-    console.log(`camera switch: longest gap between decoded frames at bob = ${gap.toFixed(1)} ms`);
-    // KNOWN REGRESSION (issue #17 closing note, 2026-11-30): since that
-    // day's merges the web client's switch gap at a subscriber is 230-1680
-    // ms on this 2-core machine (it was under 500 ms), cause not found; the
-    // minimal client's seamless-switch test (switching.test.mjs) still holds
-    // its limit. Until it is fixed this asserts only that video comes back
-    // within 2 s without a new track.
-    assert.ok(gap < 2000, `longest gap across the camera switch was ${gap.toFixed(1)} ms (limit 2000 ms, see the note above)`);
+    // The new camera is on the air by now; a freeze it causes shows within 1 s.
+    const settledAt = Date.now() + 1000;
+    await waitFor(() => b.page.evaluate((t) => window.frameTimes.at(-1) > t, settledAt), { timeout: 30_000, what: 'bob keeps decoding after the switch', describe });
+    const f = await b.page.evaluate(() => window.frameTimes);
+    const steady = longestGap(f, switchAt - STEADY_MS, switchAt);
+    const across = longestGap(f, switchAt, settledAt);
+    console.log(`camera switch: longest gap between alice's frames at bob ${across} ms across the switch, ${steady} ms in the ${STEADY_MS} ms before`);
+    // No freeze beyond what the steady picture shows (at least the settled
+    // bound) plus 100 ms, three frame intervals at 30 fps.
+    assert.ok(across <= Math.max(steady, SETTLED_GAP_MS) + 100, `the camera switch froze alice's video at bob: longest gap ${across} ms across it vs ${steady} ms steady`);
 
     // On a working network nobody's media connection was restarted (the
     // recovery of tests/browser/network_change.test.mjs must not misfire).
