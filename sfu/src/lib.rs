@@ -17,6 +17,7 @@
 //! every module's imports point one way, with no circle through the root.
 
 mod active_speaker;
+mod arrival_time;
 pub mod bwe;
 mod client_hello_repeats;
 mod command;

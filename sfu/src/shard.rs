@@ -2,6 +2,7 @@
 //! shard's port), and an event loop that feeds datagrams, commands and
 //! timeouts to the [`Router`].
 
+use crate::arrival_time;
 use crate::command::Command;
 use crate::router::Router;
 use crate::send_batch::SendBatch;
@@ -16,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const WAKER: Token = Token(usize::MAX);
 /// Commands are rare (joins, answers, candidates); a full queue means the
@@ -129,6 +130,9 @@ pub fn spawn(index: usize, settings: &MediaSettings) -> io::Result<ShardHandle> 
         })?;
         std_socket.set_nonblocking(true)?;
         grow_buffers(&std_socket);
+        if let Err(err) = arrival_time::enable(&std_socket) {
+            tracing::warn!(%err, "no kernel receive timestamps: publisher feedback uses read times");
+        }
         let bound = std_socket.local_addr()?;
         port = bound.port();
         let mut socket = UdpSocket::from_std(std_socket);
@@ -247,13 +251,16 @@ impl Shard {
                 }
                 let index = token.0;
                 loop {
-                    match sockets[index].socket.recv_from(&mut buf) {
-                        Ok((n, from)) => {
+                    match arrival_time::recv_from(&sockets[index].socket, &mut buf) {
+                        Ok((n, from, stamp)) => {
                             let now = Instant::now();
+                            let arrival = arrival_time::arrival(stamp, SystemTime::now(), now);
+                            router.set_datagram_arrival(Some(arrival));
                             out.sending(|send| {
                                 router.handle_datagram(index, from, &buf[..n], now, send);
                                 router.flush(now, send);
                             });
+                            router.set_datagram_arrival(None);
                         }
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                         Err(err) => {

@@ -44,13 +44,16 @@ impl Router {
             tracks,
             dirty,
             stats,
+            datagram_arrival,
             ..
         } = self;
         let Some(track) = tracks.get_mut(&key) else {
             return;
         };
         if let Some(publisher) = peers.get_mut(&conn) {
-            publisher.feedback.on_rtp(packet.clone(), now);
+            // The publisher's bandwidth estimate reads these arrival times.
+            let arrival = datagram_arrival.unwrap_or(now);
+            publisher.feedback.on_rtp(packet.clone(), arrival);
             if publisher.send_feedback(now) {
                 Self::mark_dirty(dirty, conn);
             }

@@ -83,6 +83,9 @@ pub struct Router {
     /// When the fast path's sender reports are next due (`None` while no
     /// connection uses it).
     next_sender_reports: Option<Instant>,
+    /// When the datagram being handled reached the host (kernel receive
+    /// timestamp, see `arrival_time`); only publisher feedback uses it.
+    datagram_arrival: Option<Instant>,
     stats: Arc<ShardStats>,
 }
 
@@ -116,8 +119,15 @@ impl Router {
             max_file_bytes: settings.max_file_bytes,
             simulcast: settings.simulcast,
             next_sender_reports: None,
+            datagram_arrival: None,
             stats,
         }
+    }
+
+    /// The datagram handled next reached the host at `arrival` (`None`:
+    /// unknown, the handling time stands).
+    pub fn set_datagram_arrival(&mut self, arrival: Option<Instant>) {
+        self.datagram_arrival = arrival;
     }
 
     fn mark_dirty(dirty: &mut Vec<ConnKey>, key: ConnKey) {
