@@ -33,7 +33,11 @@ import { freePort, launchPerson, pageState, randomRoom, startServer, waitFor } f
 import { browserNamespace, udpBlockedNamespaceUnavailable } from './netns.mjs';
 
 const TOKEN = 'shaped-link-admin-t0ken';
-const LIMIT_KBIT = 500;
+// The issue's "about 500 kbit/s". Chromium's fake camera sends its 640x360
+// encoding at 350-450 kbit/s (measured here), which with audio a 500 kbit/s
+// link still carries (the allocator rightly kept it there); 400 kbit/s
+// leaves room for the lowest encoding only.
+const LIMIT_KBIT = 400;
 
 // The publisher's outbound video encodings: [{rid, width, framesSent}].
 const outbound = (page) =>
@@ -164,8 +168,16 @@ test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and 
     );
     step('three encodings');
     assert.deepEqual(layers.map((e) => e.width), [320, 640, 1280], 'encodings 320, 640 and 1280 wide');
-    for (const [p, id] of [[free, pubId], [limited, pubId]]) {
-      await waitFor(async () => (await lastFrame(p.page, id)).width === 1280, { timeout: 20_000, interval: 100, what: `${p.label} to show the 1280-wide encoding`, describe });
+    // Steady on the top encoding: two seconds of only 1280-wide frames at
+    // both (the allocation has settled; a first picture is not enough).
+    const steadyOnTop = async (p) => {
+      const last = await lastFrame(p.page, pubId);
+      const recent = await framesAfter(p.page, pubId, last.at - 2000);
+      const all = await framesAfter(p.page, pubId, 0);
+      return all.length > 0 && all[0][0] < last.at - 2000 && recent.every((f) => f[1] === 1280);
+    };
+    for (const p of [free, limited]) {
+      await waitFor(() => steadyOnTop(p), { timeout: 25_000, interval: 200, what: `${p.label} to show only the 1280-wide encoding for 2 s`, describe });
     }
     t.diagnostic(`three encodings and both subscribers on 1280 wide ${Date.now() - joined} ms after joining`);
     step('both on top');
