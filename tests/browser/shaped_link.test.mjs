@@ -17,7 +17,7 @@
 // root, tc, nft and nsenter, as scripts/test.sh runs it; NOOM_TEST_PROGRESS=1
 // prints each step's time as it happens).
 //
-// Known flake (2026-11-30, 5 runs on the loaded 2-core VM): in 3 runs the
+// Known flake (2026-11-30, 11 runs on the loaded 2-core VM): in 6 runs the
 // publisher's Chromium did not keep its third (1280-wide) encoding, its own
 // uplink estimate stuck near 1.1 Mbit/s ("bandwidth" limited): the test
 // then fails waiting for three encodings or for the top one. That is the
