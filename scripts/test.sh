@@ -6,7 +6,8 @@
 #   checks: cargo fmt --check, cargo clippy -D warnings, cargo build (clippy
 #           lints during the build: one compilation, see clippy_in_build)
 #   suites: cargo test --workspace; Chromium end-to-end (tests/browser,
-#           coturn for its TURN tests, Firefox ESR for firefox.test.mjs);
+#           coturn for its TURN tests, Firefox ESR for firefox.test.mjs,
+#           tc for shaped_link.test.mjs: a subscriber's link limited);
 #           aiortc end-to-end (tests/aiortc); a publisher behind 10 % loss
 #           in network namespaces (tests/netem, needs root: skipped without);
 #           bench (benches/ noom-load --quick: media flows through Noom and
@@ -134,7 +135,9 @@ apt_install() {
 install_system_packages() {
     local missing=()
     want browser && [ ! -x "$CHROMIUM_BIN" ] && missing+=(chromium)
-    command -v ip >/dev/null || missing+=(iproute2)
+    # iproute2 also brings tc (tests/netem; tests/browser/shaped_link.test.mjs
+    # limits one browser's downlink with it).
+    { command -v ip >/dev/null && command -v tc >/dev/null; } || missing+=(iproute2)
     command -v unshare >/dev/null || missing+=(util-linux)
     # tests/netem falls back to nftables where the kernel has no sch_netem;
     # tests/browser/turn.test.mjs drops one browser's UDP with it.

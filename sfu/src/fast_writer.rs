@@ -82,17 +82,36 @@ impl FastWriter {
         let stamp = self
             .transport_cc_id
             .and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
-        let result = self.marshal_and_protect(packet, stamp.as_ref(), route, send, now);
+        let result = self.marshal_and_protect(packet, stamp.as_ref(), false, route, send, now);
         if let Some(slot) = stamp {
             slot.remove(&mut packet.header);
         }
         result
     }
 
+    /// Sends a padding-only packet (a bandwidth probe): `packet`'s payload
+    /// is the padding (see [`padding_payload`]) and the header's padding
+    /// bit is set on the wire. rtc's marshaller cannot write it: it pads
+    /// only to a multiple of four after a payload.
+    pub fn write_padding(
+        &mut self,
+        mut packet: rtp::Packet,
+        route: (usize, SocketAddr),
+        send: SendDatagram<'_>,
+        now: Instant,
+    ) -> Result<usize, String> {
+        packet.header.padding = false;
+        let stamp = self
+            .transport_cc_id
+            .and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
+        self.marshal_and_protect(&packet, stamp.as_ref(), true, route, send, now)
+    }
+
     fn marshal_and_protect(
         &mut self,
         packet: &rtp::Packet,
         stamp: Option<&TransportSeqSlot>,
+        padding_only: bool,
         route: (usize, SocketAddr),
         send: SendDatagram<'_>,
         now: Instant,
@@ -102,6 +121,9 @@ impl FastWriter {
         let written = packet
             .marshal_to(&mut self.plaintext[..])
             .map_err(|e| format!("marshal: {e}"))?;
+        if padding_only {
+            self.plaintext[0] |= 0x20;
+        }
         let seq = stamp.map(|slot| {
             let seq = self.bwe.next_sequence();
             let at = slot.payload_offset(&packet.header);
@@ -127,6 +149,15 @@ impl FastWriter {
         }
         Ok(protected.len())
     }
+}
+
+/// The payload of a padding-only packet with `size` bytes of padding: zeros,
+/// the last byte their count (RFC 3550, section 5.1).
+pub fn padding_payload(size: u8) -> Bytes {
+    let size = size.max(1);
+    let mut bytes = vec![0u8; size as usize];
+    bytes[size as usize - 1] = size;
+    Bytes::from(bytes)
 }
 
 /// The transport-wide sequence number extension put first in a header
@@ -232,6 +263,27 @@ mod tests {
         let (wire, _) = stamped(with_level, 3, 42);
         assert_eq!(wire.header.get_extension(3).unwrap().as_ref(), &[0, 42]);
         assert_eq!(wire.header.get_extension(1).unwrap().as_ref(), &[0x85]);
+    }
+
+    #[test]
+    fn a_padding_packet_reads_back_as_padding_only() {
+        let packet = rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                ssrc: 7,
+                sequence_number: 9,
+                ..Default::default()
+            },
+            payload: padding_payload(255),
+        };
+        let mut buf = vec![0u8; packet.marshal_size()];
+        packet.marshal_to(&mut buf).unwrap();
+        buf[0] |= 0x20; // As `marshal_and_protect` does for padding.
+        assert_eq!(buf.len(), 12 + 255);
+        let read = rtp::Packet::unmarshal(&mut &buf[..]).unwrap();
+        assert!(read.header.padding);
+        assert!(read.payload.is_empty(), "no payload: a decoder skips it");
+        assert_eq!(read.header.sequence_number, 9);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct LayerInfo {
 }
 
 impl LayerInfo {
-    fn quality(&self) -> (u16, usize) {
+    /// Orders encodings lowest first: by picture height, then rid.
+    pub fn quality(&self) -> (u16, usize) {
         (self.height.unwrap_or(0), self.rid_rank)
     }
 }
@@ -72,6 +73,24 @@ impl LayerSelector {
             .filter(|&i| layers[i].height.is_some_and(|h| u32::from(h) >= enough))
             .min_by(by_quality)
             .or(Some(best))
+    }
+}
+
+impl LayerSelector {
+    /// The allocator's cap excludes encoding `current` (an index into
+    /// `layers`): the subscriber's link cannot carry it, so it must stop
+    /// at once rather than at the next keyframe of the lower encoding, or
+    /// the packets it keeps sending meanwhile bury that keyframe in the
+    /// queue they build.
+    pub fn cap_excludes(&self, layers: &[LayerInfo], current: usize) -> bool {
+        let Some(max) = self.max_layer else {
+            return false;
+        };
+        let rank = layers
+            .iter()
+            .filter(|l| l.live && l.quality() < layers[current].quality())
+            .count();
+        rank > max
     }
 }
 
@@ -159,5 +178,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(capped_small.target(&all), Some(0));
+        assert!(capped.cap_excludes(&all, 2));
+        assert!(!capped.cap_excludes(&all, 1));
+        assert!(!LayerSelector::default().cap_excludes(&all, 2));
     }
 }

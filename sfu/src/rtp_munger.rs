@@ -38,6 +38,9 @@ pub struct RtpMunger {
     last_out_ts: u32,
     last_out_at: Option<Instant>,
     dropped: Vec<u16>,
+    /// Input numbers after which a padding packet took an outgoing number
+    /// (see `pad`): late packets from before it keep their old mapping.
+    padded: Vec<u16>,
     /// (outgoing seq, incoming seq, timestamp offset then), by outgoing seq.
     history: Vec<Option<(u16, u16, u32)>>,
     /// For the next epoch: the first packet's timestamp in the previous
@@ -61,6 +64,7 @@ impl RtpMunger {
             last_out_ts: 0,
             last_out_at: None,
             dropped: Vec::new(),
+            padded: Vec::new(),
             history: vec![None; HISTORY],
             pending_ts: None,
             pending_skip: false,
@@ -119,6 +123,27 @@ impl RtpMunger {
         self.highest_in = seq;
         self.epoch_start = seq;
         self.dropped.clear();
+        self.padded.clear();
+    }
+
+    /// Takes the next outgoing sequence number for a packet of the server's
+    /// own (a padding-only bandwidth probe), with the latest timestamp sent:
+    /// later packets move up by one. `None` before the first packet, or
+    /// while a new epoch waits for its first one.
+    pub fn pad(&mut self) -> Option<(u16, u32)> {
+        if !self.started || self.resync {
+            return None;
+        }
+        let out_seq = self.highest_out.wrapping_add(1);
+        self.highest_out = out_seq;
+        self.seq_offset = self.seq_offset.wrapping_add(1);
+        if self.padded.len() == MAX_DROPPED {
+            self.padded.remove(0);
+        }
+        self.padded.push(self.highest_in);
+        // Not a forwarded packet: a NACK for it finds nothing to resend.
+        self.history[out_seq as usize % HISTORY] = None;
+        Some((out_seq, self.last_out_ts))
     }
 
     /// The server decided not to forward packet `seq`: later packets move
@@ -149,7 +174,15 @@ impl RtpMunger {
         if !self.started || self.resync {
             self.start_epoch(seq, ts, now);
         }
-        let out_seq = if seq == self.highest_in || seq_newer(seq, self.highest_in) {
+        let padded_after_it = |seq: u16| {
+            self.padded
+                .iter()
+                .filter(|&&p| p == seq || seq_newer(p, seq))
+                .count() as u16
+        };
+        let out_seq = if seq_newer(seq, self.highest_in)
+            || (seq == self.highest_in && self.padded.last() != Some(&seq))
+        {
             self.highest_in = seq;
             seq.wrapping_add(self.seq_offset)
         } else {
@@ -158,7 +191,9 @@ impl RtpMunger {
                 return None;
             }
             let later_drops = self.dropped.iter().filter(|&&d| seq_newer(d, seq)).count() as u16;
-            seq.wrapping_add(self.seq_offset).wrapping_add(later_drops)
+            seq.wrapping_add(self.seq_offset)
+                .wrapping_add(later_drops)
+                .wrapping_sub(padded_after_it(seq))
         };
         let out_ts = ts.wrapping_add(self.ts_offset);
         if seq_newer(out_seq, self.highest_out) || self.last_out_at.is_none() {
@@ -287,6 +322,24 @@ mod tests {
         let (seq, ts) = m.map(90, 1, t0 + Duration::from_millis(110)).unwrap();
         assert_eq!(seq, 14);
         assert_eq!(ts, 8000 + 9000);
+    }
+
+    #[test]
+    fn padding_takes_a_number_and_late_packets_keep_theirs() {
+        let t0 = Instant::now();
+        let mut m = RtpMunger::new(90000);
+        assert_eq!(m.pad(), None, "nothing to continue yet");
+        assert_eq!(m.map(100, 3000, t0), Some((100, 3000)));
+        assert_eq!(m.map(102, 6000, t0), Some((102, 6000)));
+        assert_eq!(m.pad(), Some((103, 6000)));
+        assert_eq!(m.pad(), Some((104, 6000)));
+        assert_eq!(m.input_for(103), None, "a NACK for padding resends nothing");
+        assert_eq!(m.map(103, 9000, t0), Some((105, 9000)));
+        // Late: 101 (before the padding) and a repeat of 102 keep theirs.
+        assert_eq!(m.map(101, 3000, t0), Some((101, 3000)));
+        assert_eq!(m.map(102, 6000, t0), Some((102, 6000)));
+        assert_eq!(m.map(104, 9000, t0), Some((106, 9000)));
+        assert_eq!(m.input_for(106), Some((104, 0)));
     }
 
     #[test]

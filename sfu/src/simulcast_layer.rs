@@ -34,6 +34,8 @@ pub struct Layer {
     pub size: Option<(u16, u16)>,
     pub last_packet: Option<Instant>,
     pub packets: u64,
+    /// Payload bytes received (the allocator measures each layer's rate).
+    pub bytes: u64,
     /// Notices the encoding resuming after an outage that lost packets.
     pub resume: crate::media_resume::ResumeDetector,
 }
@@ -51,6 +53,7 @@ impl Layer {
             size: None,
             last_packet: None,
             packets: 0,
+            bytes: 0,
             resume: Default::default(),
         }
     }

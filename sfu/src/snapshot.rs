@@ -36,6 +36,9 @@ pub struct PeerSnapshot {
     /// The server's bandwidth estimate toward the client (`None` when its
     /// forwarded media is not on the fast path).
     pub bandwidth: Option<BweStats>,
+    /// The rate (bit/s, all media) a padding probe toward the client is
+    /// testing now, if any.
+    pub probe_bps: Option<u64>,
     pub published: Vec<TrackSnapshot>,
     pub forwarded: Vec<ForwardedSnapshot>,
 }
@@ -70,4 +73,8 @@ pub struct ForwardedSnapshot {
     pub paused: bool,
     /// Encoding switches made for this subscriber.
     pub layer_switches: u64,
+    /// The bandwidth allocator's cap: the highest encoding (0 = lowest
+    /// flowing) this subscriber may get now; `None` when uncapped (audio,
+    /// or no estimate).
+    pub max_layer: Option<usize>,
 }

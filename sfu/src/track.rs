@@ -142,6 +142,7 @@ impl PublishedTrack {
         let Some(layer) = self.layers.get_mut(layer) else {
             return 0;
         };
+        layer.bytes += packet.payload.len() as u64;
         let seq = packet.header.sequence_number;
         let missing = match layer.highest_seq {
             Some(highest) if crate::rtp_munger::seq_newer(seq, highest) => {
@@ -315,6 +316,16 @@ impl DownTrack {
             }
             return result;
         };
+        if self.layer == Some(track.layer) && self.selector.cap_excludes(&track.infos, track.layer)
+        {
+            // Over the subscriber's bandwidth: this encoding stops now and
+            // the lower one starts at its keyframe.
+            self.layer = None;
+            self.munger.switch_source_mapped(None, !self.last_marker);
+            self.vp8.switch_source();
+            result.want_keyframe = Some(target);
+            return result;
+        }
         if self.layer == Some(track.layer) {
             if target != track.layer {
                 // Keep this encoding until the target's keyframe arrives.
@@ -435,6 +446,52 @@ impl DownTrack {
         let sent = self.write(out, rewritten, now);
         self.packets_sent += sent as u64;
         sent
+    }
+
+    /// Sends a padding-only packet of `size` bytes of padding (a bandwidth
+    /// probe, see `bwe::Prober`) on this stream: only on the fast path,
+    /// while a video encoding is forwarded and between two frames (a
+    /// receiver assembling a frame must not find a foreign number inside
+    /// it). Takes the next sequence number; the subscriber's decoder skips
+    /// padding. False when it cannot go now.
+    pub fn send_padding(&mut self, out: &mut RtpWriter<'_, '_>, size: u8, now: Instant) -> bool {
+        let (
+            RtpWriter::Fast {
+                writer,
+                route,
+                send,
+            },
+            Some(rewriter),
+            Some(_),
+            true,
+        ) = (out, &self.rewriter, self.layer, self.last_marker)
+        else {
+            return false;
+        };
+        let Some((seq, ts)) = self.munger.pad() else {
+            return false;
+        };
+        let packet = rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                payload_type: rewriter.payload_type,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: rewriter.ssrc,
+                ..Default::default()
+            },
+            payload: crate::fast_writer::padding_payload(size),
+        };
+        match writer.write_padding(packet, *route, *send, now) {
+            Ok(len) => {
+                self.bytes_sent += len as u64;
+                true
+            }
+            Err(err) => {
+                tracing::debug!(%err, ssrc = self.ssrc, "padding write");
+                false
+            }
+        }
     }
 
     /// Re-sends a cached packet the subscriber reported lost (by its

@@ -137,6 +137,7 @@ pub async fn node_overview_json(state: &AppState) -> Value {
                         "loss": b.loss,
                         "feedbacks": b.feedbacks,
                     })),
+                    "probe_bps": peer.probe_bps,
                     "published": peer.published.iter().map(|t| json!({
                         "kind": t.kind, "codec": t.mime_type, "ssrc": t.ssrc,
                         "packets": t.packets, "bytes": t.bytes,
@@ -148,6 +149,7 @@ pub async fn node_overview_json(state: &AppState) -> Value {
                     "forwarded": peer.forwarded.iter().map(|f| json!({
                         "publisher": f.publisher, "kind": f.kind, "ssrc": f.ssrc, "packets": f.packets,
                         "layer": f.layer, "paused": f.paused, "layer_switches": f.layer_switches,
+                        "max_layer": f.max_layer,
                     })).collect::<Vec<_>>(),
                 }),
             );

@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 24] = [
+    let counters: [CounterSpec; 25] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -198,6 +198,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Simulcast encoding switches made for subscribers (each at a keyframe of the new encoding)",
             None,
             |s| s.layer_switches,
+        ),
+        (
+            "rtp_padding_packets",
+            "Padding-only packets sent to subscribers as bandwidth probes (to climb back to a higher simulcast encoding)",
+            None,
+            |s| s.padding_packets,
         ),
         (
             "rtp_packets_lost",
@@ -317,6 +323,30 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "subscriber_bandwidth_estimate_sum_bps",
         "Sum of the bandwidth estimates toward subscriber connections in bit/s, per shard (divide by the +Inf band for the mean)",
         estimate_sum,
+    );
+    // The encoding each forwarded video gets (rank among the publisher's
+    // flowing encodings, 0 = lowest) or paused, counted per shard.
+    let by_layer = Family::<Vec<(String, String)>, Gauge>::default();
+    for (shard, s) in &snapshots {
+        let counts = [
+            ("0", s.forwarded_video_layer_0),
+            ("1", s.forwarded_video_layer_1),
+            ("2", s.forwarded_video_layer_2),
+            ("paused", s.forwarded_video_paused),
+        ];
+        for (layer, count) in counts {
+            by_layer
+                .get_or_create(&vec![
+                    ("shard".to_owned(), shard.clone()),
+                    ("layer".to_owned(), layer.to_owned()),
+                ])
+                .set(count as i64);
+        }
+    }
+    registry.register(
+        "forwarded_videos_by_layer",
+        "Video streams forwarded to subscribers by the encoding they get (0 = the publisher's lowest flowing one, 2 = third or above) or paused (allocator, or hidden tile), per shard",
+        by_layer,
     );
     registry.register(
         "admin_auth_failures",

@@ -44,7 +44,8 @@ export async function udpBlockedNamespace(label) {
 // A namespace for one browser whose network the test can break and change:
 // { hostIp, browserIp, executablePath, blockUdp(from?), blockUdpIn(to?),
 //   blockPath(server, {from}), unblockUdp() (lifts every block),
-//   addBrowserLink() -> ip, droppedUdpPackets(), close() }.
+//   limitRate(kbit), unlimitRate(), addBrowserLink() -> ip,
+//   droppedUdpPackets(), close() }.
 // `blockUdp()` drops all outgoing UDP (a path that broke; TCP, and so the
 // WebSocket, stays up); `blockUdp(ip)` only UDP sent from that address (the
 // browser's old address after it moved to a new one).
@@ -110,6 +111,18 @@ export async function browserNamespace(label) {
       const dst = from ? ['ip', 'daddr', from] : [];
       inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'out', ...src, 'ip', 'daddr', server, 'counter', 'drop']);
       inNs('nft', ['add', 'rule', 'inet', 'noom_block', 'in', 'ip', 'saddr', server, ...dst, 'counter', 'drop']);
+    },
+    // Limits what reaches the browser to `kbit` kbit/s: a token bucket on
+    // the test's end of the veth (its egress is the browser's downlink),
+    // with a queue of 100 ms as a home router's. The bucket holds three
+    // full packets: a larger one (16 KB) lets half a second of traffic
+    // through at 250 kbit/s above the rate after a lull, which a bandwidth
+    // probe then takes for headroom. `unlimitRate()` lifts it.
+    limitRate(kbit) {
+      run('tc', ['qdisc', 'replace', 'dev', hostEnd, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '4500', 'latency', '100ms']);
+    },
+    unlimitRate() {
+      run('tc', ['qdisc', 'del', 'dev', hostEnd, 'root']);
     },
     unblockUdp() {
       inNs('nft', ['flush', 'chain', 'inet', 'noom_block', 'out']);

@@ -13,11 +13,17 @@
 //! - What is left upgrades videos layer by layer: the highest priority
 //!   (screen share, then active speaker) up to its tile's layer first,
 //!   videos of equal priority in turn.
-//! - Hysteresis: a downgrade happens as soon as the allocation exceeds the
-//!   budget (the estimate drops on a growing queue, before loss builds up);
-//!   going above a track's current layer needs 15 % headroom and no
-//!   downgrade of that track in the last 4 s, so layers do not flap on a
-//!   noisy estimate.
+//! - Hysteresis: layers already granted are kept while the allocation fits
+//!   the whole estimate; going above a track's current layer needs 5 % of
+//!   the estimate spare and 15 % headroom on top, and no downgrade of that
+//!   track in the last 4 s, so layers do not flap on a noisy estimate.
+//! - Downgrades: at once when the allocation exceeds the estimate by half
+//!   or more (the link was cut: the estimate drops on the growing queue,
+//!   before loss builds up); a smaller shortfall must last a second. One
+//!   noisy overuse verdict cuts the estimate to 0.85 times what the link
+//!   delivered, which a subscriber using little of its link has no margin
+//!   for; within a second the estimate is back above the delivered rate if
+//!   the link was not full.
 //!
 //! Wiring: per subscriber, on every estimate change and every change of its
 //! tracks (layers appearing, `layout`, speaker), call [`StreamAllocator::
@@ -39,6 +45,10 @@ const BUDGET_SHARE: f64 = 0.95;
 const UPGRADE_HEADROOM: f64 = 0.85;
 /// After a downgrade, the track stays down at least this long.
 const UPGRADE_HOLD: Duration = Duration::from_secs(4);
+/// A shortfall below this multiple of the estimate is tolerated for
+/// `DOWNGRADE_AFTER`; above it, layers drop at once.
+const CUT: f64 = 1.5;
+const DOWNGRADE_AFTER: Duration = Duration::from_secs(1);
 
 /// Who gets bits first (higher first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -91,6 +101,8 @@ struct TrackState {
 #[derive(Debug, Default)]
 pub struct StreamAllocator {
     tracks: BTreeMap<TrackId, TrackState>,
+    /// Since when the layers granted before exceed the estimate.
+    short_since: Option<Instant>,
 }
 
 impl StreamAllocator {
@@ -105,6 +117,28 @@ impl StreamAllocator {
         let budget = (estimate_bps as f64 * BUDGET_SHARE - audio_bps as f64).max(0.0);
         self.tracks
             .retain(|id, _| videos.iter().any(|v| v.track == *id));
+        // What the layers granted before cost now, against the estimate.
+        let granted: f64 = videos
+            .iter()
+            .map(|v| match self.tracks.get(&v.track).map(|s| s.target) {
+                Some(Target::Layer(l)) => v.layer_bps.get(l).copied().unwrap_or(0) as f64,
+                _ => 0.0,
+            })
+            .sum();
+        let whole = (estimate_bps as f64 - audio_bps as f64).max(0.0);
+        if granted <= whole {
+            self.short_since = None;
+        } else {
+            self.short_since.get_or_insert(now);
+        }
+        let tolerated = self
+            .short_since
+            .is_some_and(|t| now.saturating_duration_since(t) < DOWNGRADE_AFTER)
+            && granted <= whole * CUT;
+        let budgets = Budgets {
+            keep: if tolerated { whole.max(granted) } else { whole },
+            climb: budget * UPGRADE_HEADROOM,
+        };
         let mut order: Vec<usize> = (0..videos.len()).collect();
         order.sort_by(|&a, &b| {
             (videos[b].priority, videos[a].track).cmp(&(videos[a].priority, videos[b].track))
@@ -117,7 +151,13 @@ impl StreamAllocator {
                 continue;
             };
             let cost = videos[i].layer_bps[lowest] as f64;
-            if self.allowed(&videos[i], Target::Layer(lowest), used + cost, budget, now) {
+            if self.allowed(
+                &videos[i],
+                Target::Layer(lowest),
+                used + cost,
+                &budgets,
+                now,
+            ) {
                 chosen[i] = Target::Layer(lowest);
                 used += cost;
             }
@@ -140,8 +180,12 @@ impl StreamAllocator {
                     let Some(next) = self.layers(&videos[i]).find(|&l| l > current) else {
                         continue;
                     };
-                    let extra = (videos[i].layer_bps[next] - videos[i].layer_bps[current]) as f64;
-                    if self.allowed(&videos[i], Target::Layer(next), used + extra, budget, now) {
+                    // Measured rates need not grow with the layer (one just
+                    // started, a keyframe in another): never a negative cost.
+                    let extra = videos[i].layer_bps[next]
+                        .saturating_sub(videos[i].layer_bps[current])
+                        as f64;
+                    if self.allowed(&videos[i], Target::Layer(next), used + extra, &budgets, now) {
                         chosen[i] = Target::Layer(next);
                         used += extra;
                         upgraded = true;
@@ -175,7 +219,10 @@ impl StreamAllocator {
         Allocation {
             targets: videos.iter().map(|v| v.track).zip(chosen).collect(),
             probe_bps: wanted.map(|extra| {
-                ((used + extra) / UPGRADE_HEADROOM / BUDGET_SHARE + audio_bps as f64) as u64
+                // The estimate at which `climb` takes the upgrade.
+                ((used + extra) / UPGRADE_HEADROOM + audio_bps as f64).div_euclid(BUDGET_SHARE)
+                    as u64
+                    + 1
             }),
             allocated_bps: used as u64 + audio_bps,
         }
@@ -198,19 +245,26 @@ impl StreamAllocator {
         video: &VideoDemand,
         target: Target,
         total: f64,
-        budget: f64,
+        budgets: &Budgets,
         now: Instant,
     ) -> bool {
         let previous = self.tracks.get(&video.track);
         let climbing = previous.is_some_and(|p| target > p.target);
         if !climbing {
-            return total <= budget;
+            return total <= budgets.keep;
         }
         let held = previous
             .and_then(|p| p.last_downgrade)
             .is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD);
-        !held && total <= budget * UPGRADE_HEADROOM
+        !held && total <= budgets.climb
     }
+}
+
+/// What video may total (audio excluded): to keep layers granted before,
+/// and to climb above them.
+struct Budgets {
+    keep: f64,
+    climb: f64,
 }
 
 #[cfg(test)]

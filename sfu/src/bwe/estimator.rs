@@ -33,6 +33,8 @@ pub struct SendSideBwe {
     loss: LossBased,
     estimate: f64,
     feedbacks: u64,
+    /// Bytes on the wire so far (the prober fills up to its rate).
+    sent_bytes: u64,
 }
 
 impl Default for SendSideBwe {
@@ -68,6 +70,7 @@ impl SendSideBwe {
             rate,
             loss: LossBased::default(),
             feedbacks: 0,
+            sent_bytes: 0,
         }
     }
 
@@ -83,6 +86,7 @@ impl SendSideBwe {
     /// (0: it did not leave; feedback about it is ignored).
     pub fn on_sent(&mut self, seq: u64, size: u32, now: Instant) {
         self.history.record(seq, size, now);
+        self.sent_bytes += u64::from(size);
         if size == 0 {
             if let Some(p) = self.history.get_mut(seq) {
                 p.reported = true;
@@ -127,6 +131,11 @@ impl SendSideBwe {
             .loss
             .bound()
             .map_or(delay_based, |b| delay_based.min(b));
+    }
+
+    /// Bytes sent so far, as reported with `on_sent`.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
     }
 
     pub fn estimate_bps(&self) -> u64 {

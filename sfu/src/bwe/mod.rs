@@ -12,6 +12,7 @@ pub mod allocator;
 mod delay_based;
 mod estimator;
 mod loss_based;
+mod prober;
 mod rate_control;
 mod retransmit_budget;
 mod send_history;
@@ -19,4 +20,5 @@ mod twcc_feedback;
 
 pub use delay_based::Usage;
 pub use estimator::{BweStats, SendSideBwe};
+pub use prober::{Prober, PACE_INTERVAL};
 pub use retransmit_budget::RetransmitBudget;

@@ -45,6 +45,8 @@ pub struct RateControl {
     last_decrease: Option<Instant>,
     /// The acknowledged rate at the last congestion (smoothed).
     capacity: Option<f64>,
+    /// The highest rate the link delivered since it last congested.
+    proven: f64,
 }
 
 impl RateControl {
@@ -55,6 +57,7 @@ impl RateControl {
             last_update: None,
             last_decrease: None,
             capacity: None,
+            proven: 0.0,
         }
     }
 
@@ -63,6 +66,7 @@ impl RateControl {
     }
 
     pub fn update(&mut self, usage: Usage, acked: Option<f64>, now: Instant) -> f64 {
+        let before = self.estimate;
         let dt = self.last_update.map_or(0.0, |t| {
             now.saturating_duration_since(t).as_secs_f64().min(1.0)
         });
@@ -91,6 +95,7 @@ impl RateControl {
                         (_, a) => a.unwrap_or(self.estimate),
                     });
                     self.last_decrease = Some(now);
+                    self.proven = acked.unwrap_or(0.0);
                 }
                 self.state = State::Hold;
             }
@@ -115,9 +120,19 @@ impl RateControl {
             }
         }
         if let Some(acked) = acked {
-            self.estimate = self
-                .estimate
-                .min((ACKED_CAP_FACTOR * acked).max(ACKED_CAP_FLOOR));
+            // The cap stops a climb; it does not pull the estimate below
+            // what the link has delivered since it last congested (as
+            // libwebrtc's AIMD clamps only increases): a sender that sends
+            // less for a while (a simulcast encoding ramping up after a
+            // switch) has not found the link smaller, and an estimate that
+            // sank with what is sent would take away the layers that would
+            // fill it again. An estimate nothing proved (the initial
+            // guess) is still pulled down.
+            if usage != Usage::Overusing {
+                self.proven = self.proven.max(acked);
+            }
+            let cap = (ACKED_CAP_FACTOR * acked).max(ACKED_CAP_FLOOR);
+            self.estimate = self.estimate.min(cap.max(before.min(self.proven)));
         }
         self.estimate = self.estimate.clamp(MIN_BITRATE, MAX_BITRATE);
         self.estimate
@@ -175,6 +190,26 @@ mod tests {
             );
         }
         assert_eq!(e, 300_000.0);
+    }
+
+    #[test]
+    fn sending_less_for_a_while_keeps_what_the_link_delivered() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut rc = RateControl::new(1_000_000.0);
+        for i in 0..10 {
+            rc.update(Usage::Normal, Some(900_000.0), at(100 * i));
+        }
+        let earned = rc.estimate();
+        assert!(earned >= 900_000.0, "{earned}");
+        // The sender drops to 250 kbit/s (an encoding ramping up): the
+        // estimate stays at what the link delivered.
+        let e = rc.update(Usage::Normal, Some(250_000.0), at(1100));
+        assert_eq!(e, 900_000.0);
+        // After congestion, what was proven before counts no more.
+        rc.update(Usage::Overusing, Some(250_000.0), at(1200));
+        let e = rc.update(Usage::Normal, Some(250_000.0), at(1300));
+        assert!(e <= 375_000.0, "{e}");
     }
 
     #[test]

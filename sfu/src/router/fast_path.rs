@@ -140,6 +140,6 @@ impl Router {
         }
         let any = peers.values().any(|p| p.fast_writer.is_some());
         self.next_sender_reports = any.then_some(now + SENDER_REPORT_INTERVAL);
-        self.publish_bandwidth_gauges();
+        self.publish_bandwidth_gauges(now);
     }
 }

@@ -46,7 +46,6 @@ impl Router {
     /// For the bandwidth allocator: the highest encoding (0 = lowest)
     /// `subscriber` may get of video `key`, `None` for no cap, and whether
     /// to send none of it (`paused`). Audio is never paused.
-    #[allow(dead_code)] // The allocator (issue #16, bandwidth estimation) calls it.
     pub(super) fn limit_video(
         &mut self,
         subscriber: ConnKey,

@@ -6,6 +6,7 @@
 //! callback and as events through each peer's sink. Time is always a
 //! parameter, never read here.
 
+mod allocation;
 mod data;
 #[cfg(test)]
 mod dtls_loss_tests;
@@ -80,6 +81,8 @@ pub struct Router {
     max_file_bytes: u64,
     /// Ask publishers for simulcast (`MediaSettings::simulcast`).
     simulcast: bool,
+    /// Bandwidth allocation and probes per subscriber (see `allocation`).
+    allocations: allocation::Allocations,
     /// When the fast path's sender reports are next due (`None` while no
     /// connection uses it).
     next_sender_reports: Option<Instant>,
@@ -118,6 +121,7 @@ impl Router {
             keyframe_cache: settings.keyframe_cache,
             max_file_bytes: settings.max_file_bytes,
             simulcast: settings.simulcast,
+            allocations: Default::default(),
             next_sender_reports: None,
             datagram_arrival: None,
             stats,
@@ -381,6 +385,7 @@ impl Router {
             .chain(keyframes)
             .chain(speakers)
             .chain(self.next_sender_reports)
+            .chain(self.allocations.next_deadline())
             .min()
     }
 
@@ -414,6 +419,7 @@ impl Router {
             self.send_sender_reports(now);
         }
         self.report_speakers(now);
+        self.allocate_bandwidth(now, &mut *send);
         self.flush(now, send);
     }
 

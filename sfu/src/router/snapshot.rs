@@ -6,7 +6,7 @@ use crate::stats::BWE_BANDS_BPS;
 impl Router {
     /// Sets the shard's estimate gauges (bounded: bands, not a series per
     /// connection) from every connection whose estimate has feedback.
-    pub(super) fn publish_bandwidth_gauges(&self) {
+    pub(super) fn publish_bandwidth_gauges(&self, now: Instant) {
         let mut bands = [0u64; BWE_BANDS_BPS.len()];
         let (mut count, mut sum) = (0, 0);
         for stats in self
@@ -27,6 +27,38 @@ impl Router {
         set(&self.stats.bwe_estimate_le_300k, bands[0]);
         set(&self.stats.bwe_estimate_le_1m, bands[1]);
         set(&self.stats.bwe_estimate_le_3m, bands[2]);
+        self.publish_layer_gauges(now);
+    }
+
+    /// Counts forwarded videos by the encoding they get (its rank among
+    /// the flowing ones) or paused: bounded gauges where a series per
+    /// participant would not be.
+    fn publish_layer_gauges(&self, now: Instant) {
+        let mut by_rank = [0u64; 3];
+        let mut paused = 0;
+        for track in self.tracks.values().filter(|t| t.is_video()) {
+            for dt in &track.down_tracks {
+                if dt.selector.hidden || dt.selector.paused {
+                    paused += 1;
+                    continue;
+                }
+                let Some(current) = dt.layer.and_then(|l| track.layers.get(l)) else {
+                    continue; // Waiting for a keyframe.
+                };
+                let ours = current.info(now).quality();
+                let rank = track
+                    .layers
+                    .iter()
+                    .map(|l| l.info(now))
+                    .filter(|info| info.live && info.quality() < ours)
+                    .count();
+                by_rank[rank.min(2)] += 1;
+            }
+        }
+        set(&self.stats.forwarded_video_layer_0, by_rank[0]);
+        set(&self.stats.forwarded_video_layer_1, by_rank[1]);
+        set(&self.stats.forwarded_video_layer_2, by_rank[2]);
+        set(&self.stats.forwarded_video_paused, paused);
     }
 
     /// Describes the shard for operators.
@@ -103,6 +135,7 @@ impl Router {
                             .map(|l| l.rid.clone()),
                         paused: dt.selector.hidden || dt.selector.paused,
                         layer_switches: dt.layer_switches,
+                        max_layer: dt.selector.max_layer,
                     });
                 }
             }
@@ -114,6 +147,7 @@ impl Router {
                 rtt_ms,
                 loss_to_client,
                 bandwidth: peer.fast_writer.as_ref().map(|w| w.bwe.stats()),
+                probe_bps: self.allocations.probe_goal(conn),
                 published,
                 forwarded,
             });

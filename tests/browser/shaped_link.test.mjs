@@ -1,0 +1,244 @@
+// Issue 16, point 8: a subscriber whose link is limited to 500 kbit/s.
+//
+// A publisher sends its 1280x720 fake camera as three simulcast encodings
+// (q/h/f, about 320/640/1280 wide; server config simulcast = true). Two
+// subscribers receive it: one on the host, unlimited, and one whose
+// Chromium runs in a network namespace of its own (netns.mjs), its downlink
+// limited by a `tc tbf` on the test's end of its veth. Once both show the
+// 1280-wide picture, the limit goes on: the limited subscriber must show
+// the 320-wide encoding within 5 s (the server's bandwidth estimate drops,
+// its allocator caps the video at the lowest encoding), keep showing frames
+// with no gap over 1 s while limited, and show 1280-wide frames again within
+// 20 s of the limit being lifted (padding probes raise the estimate). The
+// unlimited subscriber stays on the 1280-wide encoding throughout, with no
+// encoding switch at the server.
+//
+// Run: node --test tests/browser/shaped_link.test.mjs  (needs target/debug/noom,
+// root, tc, nft and nsenter, as scripts/test.sh runs it; NOOM_TEST_PROGRESS=1
+// prints each step's time as it happens).
+//
+// Known flake (2026-11-30, 11 runs on the loaded 2-core VM): in 6 runs the
+// publisher's Chromium did not keep its third (1280-wide) encoding, its own
+// uplink estimate stuck near 1.1 Mbit/s ("bandwidth" limited): the test
+// then fails waiting for three encodings or for the top one. That is the
+// publisher's ramp (server -> publisher feedback), not this allocation.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { freePort, launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
+import { browserNamespace, udpBlockedNamespaceUnavailable } from './netns.mjs';
+
+const TOKEN = 'shaped-link-admin-t0ken';
+// The issue's "about 500 kbit/s". Chromium's fake camera sends its 640x360
+// encoding at 350-450 kbit/s (measured here), which with audio a 500 kbit/s
+// link still carries (the allocator rightly kept it there); 400 kbit/s
+// leaves room for the lowest encoding only.
+const LIMIT_KBIT = 400;
+
+// The publisher's outbound video encodings: [{rid, width, framesSent}].
+const outbound = (page) =>
+  page.evaluate(async () => {
+    const out = [];
+    (await window.noom.pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        out.push({ rid: s.rid ?? null, width: s.frameWidth ?? 0, framesSent: s.framesSent ?? 0, limitation: s.qualityLimitationReason, target: s.targetBitrate });
+      }
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) out.push({ available: s.availableOutgoingBitrate, width: -1 });
+    });
+    return out.sort((a, b) => a.width - b.width);
+  });
+
+// Frames of `pid` a subscriber presented after `from` (epoch ms): [[at, width], ...].
+const framesAfter = (page, pid, from) =>
+  page.evaluate(([id, a]) => (window.noom.frames[id] || []).filter((f) => f[0] > a).map((f) => [f[0], f[2]]), [pid, from]);
+
+const lastFrame = (page, pid) =>
+  page.evaluate((id) => {
+    const list = window.noom.frames[id] || [];
+    const last = list[list.length - 1];
+    return last ? { at: last[0], width: last[2], count: list.length } : { at: 0, width: 0, count: 0 };
+  }, pid);
+
+const maxGap = (frames) => {
+  let gap = 0;
+  for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i][0] - frames[i - 1][0]);
+  return Math.round(gap);
+};
+
+async function overview(server) {
+  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200, 'admin overview');
+  return res.json();
+}
+
+// The server's view of one subscriber: its bandwidth and the video it is
+// forwarded from `publisher`.
+async function subscriberView(server, subscriber, publisher) {
+  for (const room of (await overview(server)).rooms) {
+    for (const p of room.participants) {
+      if (p.id !== subscriber || !p.media) continue;
+      const video = p.media.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') || null;
+      return { bandwidth: p.media.bandwidth, probe_bps: p.media.probe_bps, video };
+    }
+  }
+  return null;
+}
+
+function simulcastConfig() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-shaped-'));
+  const file = path.join(dir, 'config.toml');
+  writeFileSync(file, '[media]\nsimulcast = true\n');
+  return { args: ['--config', file], cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function tcUnavailable() {
+  try {
+    execFileSync('sh', ['-c', 'command -v tc'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'needs `tc` (iproute2)';
+  }
+}
+
+test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and climbs back after the limit; an unlimited one keeps the top`, { timeout: 90_000 }, async (t) => {
+  const unavailable = udpBlockedNamespaceUnavailable() || tcUnavailable();
+  if (unavailable) return t.skip(unavailable);
+  const t0 = Date.now();
+  const step = (m) => process.env.NOOM_TEST_PROGRESS && console.error(`[${Date.now() - t0} ms] ${m}`);
+  const ns = await browserNamespace('shaped');
+  const config = simulcastConfig();
+  const people = [];
+  let server;
+  try {
+    // HTTP on every address, media on the test's end of the veth: the host
+    // browsers reach it locally, the limited one through its veth.
+    const port = await freePort();
+    server = await startServer(
+      'shaped-link',
+      { NOOM_HTTP_LISTEN: `0.0.0.0:${port}`, NOOM_MEDIA_BIND_IPS: ns.hostIp, NOOM_ADMIN_TOKEN: TOKEN },
+      { port, args: config.args },
+    );
+    const origin = `http://${ns.hostIp}:${port}`;
+    // getUserMedia needs a secure context; an http:// origin other than
+    // localhost is one only by this flag.
+    const secure = [`--unsafely-treat-insecure-origin-as-secure=${origin}`];
+    const pub = await launchPerson('sl-publisher', { extraArgs: secure });
+    people.push(pub);
+    const free = await launchPerson('sl-unlimited', { extraArgs: secure });
+    people.push(free);
+    const limited = await launchPerson('sl-limited', { executablePath: ns.executablePath, extraArgs: secure });
+    people.push(limited);
+    step('browsers up');
+    const room = randomRoom('shaped');
+    const base = `${origin}/minimal.html?test=switch&room=${encodeURIComponent(room)}&ice=none`;
+    await pub.page.goto(`${base}&name=publisher&camera=1280x720`);
+    await free.page.goto(`${base}&name=unlimited&publish=none`);
+    await limited.page.goto(`${base}&name=limited&publish=none`);
+    let ids = {};
+    const describe = async () => {
+      const states = {};
+      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
+      states.outbound = await outbound(pub.page).catch((e) => String(e));
+      for (const who of ['free', 'limited']) {
+        states[`server view of ${who}`] = ids[who] ? await subscriberView(server, ids[who], ids.pub).catch(String) : null;
+      }
+      return `${JSON.stringify(states, null, 2)}\n--- server log tail (${server.logPath}) ---\n${server.logTail(30)}`;
+    };
+    const [pubId, freeId, limitedId] = await Promise.all(
+      [pub, free, limited].map((p) =>
+        waitFor(() => p.page.evaluate(() => window.noom.state === 'joined' && window.noom.you), { timeout: 15_000, what: `${p.label} to join`, describe }),
+      ),
+    );
+    ids = { pub: pubId, free: freeId, limited: limitedId };
+    step('joined');
+
+    // Three encodings flowing, and both subscribers on the top one.
+    const joined = Date.now();
+    const layers = await waitFor(
+      async () => {
+        const o = await outbound(pub.page);
+        const encodings = o.filter((e) => e.rid);
+        return encodings.length === 3 && encodings.every((e) => e.width > 0) ? encodings : false;
+      },
+      { timeout: 30_000, interval: 200, what: 'three outbound encodings with sizes', describe },
+    );
+    step('three encodings');
+    assert.deepEqual(layers.map((e) => e.width), [320, 640, 1280], 'encodings 320, 640 and 1280 wide');
+    // Steady on the top encoding: two seconds of only 1280-wide frames at
+    // both (the allocation has settled; a first picture is not enough).
+    const steadyOnTop = async (p) => {
+      const last = await lastFrame(p.page, pubId);
+      const recent = await framesAfter(p.page, pubId, last.at - 2000);
+      const all = await framesAfter(p.page, pubId, 0);
+      return all.length > 0 && all[0][0] < last.at - 2000 && recent.every((f) => f[1] === 1280);
+    };
+    for (const p of [free, limited]) {
+      await waitFor(() => steadyOnTop(p), { timeout: 25_000, interval: 200, what: `${p.label} to show only the 1280-wide encoding for 2 s`, describe });
+    }
+    t.diagnostic(`three encodings and both subscribers on 1280 wide ${Date.now() - joined} ms after joining`);
+    step('both on top');
+    const start = Date.now();
+    const freeBefore = await subscriberView(server, freeId, pubId);
+    assert.equal(freeBefore.video.layer, 'f', 'the unlimited subscriber gets the top encoding (admin)');
+
+    // The limit: the lowest encoding within 5 s, frames all along.
+    ns.limitRate(LIMIT_KBIT);
+    const cut = Date.now();
+    const low = await waitFor(async () => (await framesAfter(limited.page, pubId, cut)).find((f) => f[1] === 320) || false, {
+      timeout: 10_000,
+      interval: 50,
+      what: 'a 320-wide frame at the limited subscriber',
+      describe,
+    });
+    const toLowMs = Math.round(low[0] - cut);
+    step(`low after ${toLowMs} ms`);
+    const limitedLow = await subscriberView(server, limitedId, pubId);
+    t.diagnostic(`limited to ${LIMIT_KBIT} kbit/s -> first 320-wide frame after ${toLowMs} ms; server: ${JSON.stringify(limitedLow)}`);
+    assert.ok(toLowMs < 5000, `lowest encoding within 5 s of the limit (took ${toLowMs} ms)`);
+    assert.equal(limitedLow.video.layer, 'q', 'the server forwards the lowest encoding (admin)');
+    assert.equal(limitedLow.video.max_layer, 0, "the allocator's cap is the lowest encoding (admin)");
+    // Four more seconds on the limited link: it stays there, and decodes.
+    await waitFor(async () => (await lastFrame(limited.page, pubId)).at > low[0] + 4000, { timeout: 10_000, interval: 100, what: 'four seconds of frames on the limited link', describe });
+    const whileLimited = await framesAfter(limited.page, pubId, low[0]);
+    const wider = whileLimited.filter((f) => f[1] !== 320).length;
+    assert.equal(wider, 0, `only 320-wide frames while limited (${wider} of ${whileLimited.length} were not)`);
+    const limitedView = await subscriberView(server, limitedId, pubId);
+    t.diagnostic(`while limited: estimate ${limitedView.bandwidth?.estimate_bps} bit/s, acknowledged ${limitedView.bandwidth?.acknowledged_bps}, loss ${limitedView.bandwidth?.loss}`);
+
+    // The limit lifted: the top encoding again within 20 s.
+    ns.unlimitRate();
+    const lift = Date.now();
+    const top = await waitFor(async () => (await framesAfter(limited.page, pubId, lift)).find((f) => f[1] === 1280) || false, {
+      timeout: 25_000,
+      interval: 100,
+      what: 'a 1280-wide frame at the limited subscriber after the lift',
+      describe,
+    });
+    const toTopMs = Math.round(top[0] - lift);
+    step(`top after ${toTopMs} ms`);
+    await waitFor(async () => (await lastFrame(limited.page, pubId)).at > top[0] + 500, { timeout: 10_000, interval: 100, what: 'frames after the climb', describe });
+    const limitedFrames = await framesAfter(limited.page, pubId, cut - 1000);
+    const gap = maxGap(limitedFrames.filter((f) => f[0] <= top[0] + 500));
+    t.diagnostic(`lifted -> first 1280-wide frame after ${toTopMs} ms; longest frame gap at the limited subscriber from the cut on: ${gap} ms`);
+    assert.ok(toTopMs < 20_000, `top encoding within 20 s of the lift (took ${toTopMs} ms)`);
+    assert.ok(gap <= 1000, `the limited subscriber's video kept going (longest gap ${gap} ms)`);
+
+    // The unlimited subscriber: the top encoding throughout.
+    const freeFrames = await framesAfter(free.page, pubId, start);
+    const freeAfter = await subscriberView(server, freeId, pubId);
+    const notTop = freeFrames.filter((f) => f[1] !== 1280).length;
+    t.diagnostic(`unlimited: ${freeFrames.length} frames since the top was reached, longest gap ${maxGap(freeFrames)} ms, estimate ${freeAfter.bandwidth?.estimate_bps} bit/s`);
+    assert.equal(notTop, 0, `the unlimited subscriber showed only 1280-wide frames (${notTop} of ${freeFrames.length} were not)`);
+    assert.equal(freeAfter.video.layer_switches, freeBefore.video.layer_switches, 'no encoding switch for the unlimited subscriber (admin)');
+    assert.equal(freeAfter.video.layer, 'f');
+  } finally {
+    for (const p of people) await p.close().catch(() => {});
+    await server?.stop();
+    ns.close();
+    config.cleanup();
+  }
+});
