@@ -10,8 +10,8 @@
 // publish=none (receive only: no camera or microphone),
 // camera=WxH (ask getUserMedia for that size, e.g. 1280x720: three simulcast
 // encodings need at least 960x540),
-// codec=h264|vp8 (publish the camera with that codec only: setCodecPreferences
-// on the camera's transceiver; default: the server's order, VP8 first),
+// codec=h264|vp8 (send the camera in that codec: setParameters with
+// encodings[].codec after the answer; default: the server's order, VP8 first),
 // recv=vp8|h264 (accept only that video codec for the tracks the server
 // forwards, as a browser without the other decoder would; the codec tests
 // use both, tests/browser/h264.test.mjs),
@@ -298,9 +298,6 @@ async function attachLocalTracks(offerSdp) {
     }
     await transceiver.sender.replaceTrack(track);
     transceiver.direction = 'sendonly';
-    if (kind === 'video' && publishCodec) {
-      transceiver.setCodecPreferences(videoCodecs(RTCRtpSender, publishCodec));
-    }
     attachedKinds.add(kind);
     if (hooks && kind === 'video') noom.videoSender = transceiver.sender;
   }
@@ -321,7 +318,7 @@ async function handleOffer(sdp) {
   if (receiveCodec) {
     for (const t of pc.getTransceivers()) {
       if (t.receiver.track.kind === 'video' && t.direction === 'recvonly') {
-        t.setCodecPreferences(videoCodecs(RTCRtpReceiver, receiveCodec));
+        t.setCodecPreferences(receiveCodecs(receiveCodec));
       }
     }
   }
@@ -338,19 +335,21 @@ async function handleOffer(sdp) {
   render();
 }
 
-// The browser's video codecs of one name (vp8, h264: packetization mode 1
-// only, the mode the server offers) from RTCRtpSender or RTCRtpReceiver.
-function videoCodecs(side, name) {
-  const codecs = side.getCapabilities('video').codecs.filter(
+// The browser's video codecs of one name that it can receive (vp8, h264:
+// packetization mode 1 only, the mode the server offers).
+function receiveCodecs(name) {
+  const codecs = RTCRtpReceiver.getCapabilities('video').codecs.filter(
     (c) => c.mimeType.toLowerCase() === `video/${name}` && (name !== 'h264' || /packetization-mode=1/.test(c.sdpFmtpLine || '')),
   );
   if (!codecs.length) throw new Error(`this browser has no ${name} codec`);
   return codecs;
 }
 
-// Chromium, answering, sends the first codec of the server's offer (VP8)
-// whatever setCodecPreferences put in its answer (that only says what it
-// receives): the codec is chosen per encoding with setParameters.
+// Chromium, answering, sends the first codec of the server's offer (VP8),
+// even when setCodecPreferences made its answer list another one only: the
+// send codec is chosen per encoding with setParameters. The answer keeps
+// every codec, as the server's connection only ever knows the video codecs
+// of the first video section answered (docs/protocol.md, Video codecs).
 async function sendWithCodec(sender, name) {
   const p = sender.getParameters();
   const codec = p.codecs.find((c) => c.mimeType.toLowerCase() === `video/${name}`);

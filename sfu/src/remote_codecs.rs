@@ -1,11 +1,13 @@
 //! Which codecs a client accepted for one m-section, read from its SDP.
 //!
-//! rtc 0.21.1 reports a sender's codec *preferences* (what the server
-//! offered), not what the answer kept, and its fast-path-bypassed checks
-//! would not stop a packet of a codec the client never agreed to. A
-//! subscriber that answers a forwarded H.264 track's section with VP8 only
-//! (it cannot decode H.264) must get none of its packets: the router asks
-//! this module before it lets a down track send.
+//! A subscriber that answers a forwarded H.264 track's section with VP8 only
+//! (it cannot decode H.264) must get none of its packets, and be told why.
+//! rtc 0.21.1 narrows a sender's codecs to the answer's too, but says nothing
+//! of why a codec is missing: this module tells "refused" (the section is
+//! accepted, without the codec: send `track_unsupported`) from "not
+//! negotiated yet" (a section the client has not answered), and keeps the
+//! rule "no packet without the codec in the answer" in our own code, where
+//! a test can hold it (the fast path writes packets without rtc's checks).
 
 /// What the client said about a track's codec in one m-section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

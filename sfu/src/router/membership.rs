@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::remote_codecs::SectionCodec;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use rtc::rtp_transceiver::RTCRtpTransceiverId;
 
 impl Router {
@@ -204,14 +205,13 @@ impl Router {
         let Some(sub) = self.peers.get_mut(&subscriber) else {
             return;
         };
-        let codec = engine::codecs()
-            .into_iter()
-            .find(|(c, _)| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
-            .map(|(c, _)| c.rtp_codec);
-        let Some(codec) = codec else {
+        let is_track_codec = |c: &RTCRtpCodecParameters| {
+            c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type)
+        };
+        if !engine::codecs().iter().any(|(c, _)| is_track_codec(c)) {
             tracing::warn!(mime = %track.mime_type, "published codec not in the shared table");
             return;
-        };
+        }
         let ssrc = rand::random::<u32>();
         let sender_track_id = if track.screen_share {
             format!("screen{key}")
@@ -228,7 +228,7 @@ impl Router {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec,
+                // No codec here: the section's codecs are set below.
                 ..Default::default()
             }],
         );
@@ -264,18 +264,19 @@ impl Router {
         // the section (with the codecs it can), so it keeps one m-section per
         // track and a reused section can later carry a track of another
         // codec. What it accepted decides whether it gets packets (see
-        // `refresh_rewriters`). A reused section keeps its old preferences
-        // unless they are set here.
-        let preferences = engine::codecs_of(kind)
-            .into_iter()
-            .filter(|c| !c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
-            .collect::<Vec<_>>();
+        // `refresh_rewriters`). Only codecs this connection knows can be
+        // offered: rtc 0.21.1 keeps, for the connection's life, the video
+        // codecs of the first video section the client answered (its publish
+        // section), so a client that answered it with VP8 only is offered an
+        // H.264 track's section with VP8 only, and refuses the track.
+        let mut preferred: Vec<RTCRtpCodecParameters> = engine::codecs_of(kind);
+        preferred.sort_by_key(|c| !is_track_codec(c));
         if let Some(mut transceiver) = sub.pc.rtp_transceiver(sender_id.into()) {
-            let first = engine::codecs_of(kind)
+            let known: Vec<RTCRtpCodecParameters> = preferred
                 .into_iter()
-                .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type));
-            if let Err(err) = transceiver.set_codec_preferences(first.chain(preferences).collect())
-            {
+                .filter(|c| transceiver.set_codec_preferences(vec![c.clone()]).is_ok())
+                .collect();
+            if let Err(err) = transceiver.set_codec_preferences(known) {
                 tracing::warn!(%err, "codec preferences of a forwarded track");
             }
         }
