@@ -222,6 +222,14 @@ function onMessage(msg) {
     case 'shutdown':
       status(`The server is shutting down: ${msg.message}`, { error: true });
       break;
+    case 'track_unsupported': {
+      // This browser cannot decode that participant's video codec: say so on
+      // the tile rather than leave it black (docs/protocol.md, Video codecs).
+      const badge = tileFor(msg.participant)?.querySelector('.badge.conn');
+      if (badge) Object.assign(badge, { textContent: `${msg.codec} ${msg.kind} not supported here`, hidden: false });
+      notice(`This browser cannot play ${app.participants.get(msg.participant)?.name ?? 'a participant'}'s ${msg.codec} ${msg.kind}`);
+      break;
+    }
     default:
       break; // newer server messages
   }

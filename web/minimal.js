@@ -10,6 +10,11 @@
 // publish=none (receive only: no camera or microphone),
 // camera=WxH (ask getUserMedia for that size, e.g. 1280x720: three simulcast
 // encodings need at least 960x540),
+// codec=h264|vp8 (send the camera in that codec: setParameters with
+// encodings[].codec after the answer; default: the server's order, VP8 first),
+// recv=vp8|h264 (accept only that video codec for the tracks the server
+// forwards, as a browser without the other decoder would; the codec tests
+// use both, tests/browser/h264.test.mjs),
 // test=switch (the switching test hooks below; off by default).
 //
 // Everything the tests need is on window.noom (see the object below).
@@ -44,6 +49,8 @@ const relayOnly = params.get('relay') === '1';
 const publish = params.get('publish') !== 'none';
 const cameraSize = (params.get('camera') || '').match(/^(\d+)x(\d+)$/);
 const hooks = params.get('test') === 'switch';
+const publishCodec = (params.get('codec') || '').toLowerCase();
+const receiveCodec = (params.get('recv') || '').toLowerCase();
 
 const $status = document.getElementById('status');
 const $errors = document.getElementById('errors');
@@ -74,6 +81,9 @@ const noom = {
   // STUN server or a TURN server refusing the credentials (401). Kept apart
   // from errors: an unreachable STUN server is routine.
   iceErrors: [],
+  // `track_unsupported` messages: tracks whose codec this client did not
+  // accept (see recv=), so the server forwards none of their packets.
+  unsupported: [],
   left: null, // the server's `left` message ({reason, message}), if it removed us
   log: [], // recent signaling traffic, newest last
   chats: [],
@@ -305,6 +315,13 @@ async function handleOffer(sdp) {
   await pc.setRemoteDescription({ type: 'offer', sdp });
   if (hooks) watchTransport(pc);
   await attachLocalTracks(sdp);
+  if (receiveCodec) {
+    for (const t of pc.getTransceivers()) {
+      if (t.receiver.track.kind === 'video' && t.direction === 'recvonly') {
+        t.setCodecPreferences(receiveCodecs(receiveCodec));
+      }
+    }
+  }
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
   send({ type: 'answer', sdp: pc.localDescription.sdp });
@@ -313,8 +330,33 @@ async function handleOffer(sdp) {
   // As the web client does: size the simulcast encodings once negotiated.
   for (const t of pc.getTransceivers()) {
     if (t.sender.track?.kind === 'video') await sizeSimulcastLayers(t.sender);
+    if (t.sender.track?.kind === 'video' && publishCodec) await sendWithCodec(t.sender, publishCodec);
   }
   render();
+}
+
+// The browser's video codecs of one name that it can receive (vp8, h264:
+// packetization mode 1 only, the mode the server offers).
+function receiveCodecs(name) {
+  const codecs = RTCRtpReceiver.getCapabilities('video').codecs.filter(
+    (c) => c.mimeType.toLowerCase() === `video/${name}` && (name !== 'h264' || /packetization-mode=1/.test(c.sdpFmtpLine || '')),
+  );
+  if (!codecs.length) throw new Error(`this browser has no ${name} codec`);
+  return codecs;
+}
+
+// Chromium, answering, sends the first codec of the server's offer (VP8),
+// even when setCodecPreferences made its answer list another one only: the
+// send codec is chosen per encoding with setParameters. The answer keeps
+// every codec, as the server's connection only ever knows the video codecs
+// of the first video section answered (docs/protocol.md, Video codecs).
+async function sendWithCodec(sender, name) {
+  const p = sender.getParameters();
+  const codec = p.codecs.find((c) => c.mimeType.toLowerCase() === `video/${name}`);
+  if (!codec) throw new Error(`the negotiation left no ${name} to send`);
+  if (p.encodings.every((e) => e.codec?.payloadType === codec.payloadType)) return;
+  for (const e of p.encodings) e.codec = codec;
+  await sender.setParameters(p);
 }
 
 // A timestamped event for the test hooks' timeline (nothing without them).
@@ -628,6 +670,9 @@ function onMessage(msg) {
       break;
     case 'chat':
       noom.chats.push(msg);
+      break;
+    case 'track_unsupported':
+      noom.unsupported.push(msg);
       break;
     case 'error': {
       const text = `server error ${msg.code}${msg.req !== undefined ? ` (req ${msg.req})` : ''}: ${msg.message}`;

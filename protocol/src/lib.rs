@@ -438,6 +438,15 @@ pub fn speakers(participants: &[String]) -> String {
     json!({"type": "speakers", "participants": participants}).to_string()
 }
 
+/// This client did not accept the codec of `publisher`'s track `track`
+/// (e.g. `video/H264` for a VP8-only client): it gets none of its packets.
+pub fn track_unsupported(publisher: &str, track: &str, mime_type: &str) -> String {
+    let (kind, codec) = mime_type.split_once('/').unwrap_or(("", mime_type));
+    json!({"type": "track_unsupported", "participant": publisher, "track": track,
+        "kind": kind.to_ascii_lowercase(), "codec": codec})
+    .to_string()
+}
+
 pub fn candidate(c: &noom_sfu::IceCandidate) -> String {
     json!({"type": "candidate", "candidate": {
         "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index,

@@ -3,7 +3,12 @@
 //!
 //! All connections share one codec table, so a track published on one
 //! connection can be forwarded on any other without transcoding: Opus for
-//! audio and VP8 for video (the codec every WebRTC browser sends and decodes).
+//! audio; VP8 for video (the codec every WebRTC browser sends and decodes),
+//! then H.264 constrained baseline in packetization mode 1 for a publisher
+//! that cannot send VP8 (or prefers H.264, e.g. for a hardware encoder).
+//! Offers list them in that order, so a browser that can do both publishes
+//! VP8; each published track keeps the codec its publisher chose (see
+//! `video_codec` and docs/protocol.md, "Video codecs").
 
 use crate::rtcp_tap::RtcpTap;
 use crate::srtp_key_tap::{KeyTap, TappedKeys};
@@ -12,7 +17,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::configuration::setting_engine::{
     SctpMaxMessageSize, SettingEngineBuilder,
@@ -48,6 +53,10 @@ const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// the faster ticks still allow the same 1.4 s for a slow path.
 const ICE_MAX_BINDING_REQUESTS: u16 = 70;
 
+/// H.264 as every WebRTC browser can decode it: constrained baseline
+/// (42e0), level 3.1, non-interleaved (FU-A/STAP-A) packetization.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
 /// RTCP feedback type of transport-wide congestion control.
 const TYPE_TRANSPORT_CC: &str = "transport-cc";
 
@@ -61,12 +70,38 @@ fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
 /// The RTCP feedback (type, parameter) a publisher's stream of `kind`
 /// negotiates: the codec's, and transport-wide congestion feedback.
 pub fn stream_feedback(kind: RtpCodecKind) -> Vec<(String, String)> {
-    codecs()
+    let mut feedback: Vec<(String, String)> = Vec::new();
+    let all = codecs()
         .into_iter()
         .filter(|(_, k)| *k == kind)
         .flat_map(|(c, _)| c.rtp_codec.rtcp_feedback)
         .map(|f| (f.typ, f.parameter))
-        .chain([(TYPE_TRANSPORT_CC.to_owned(), String::new())])
+        .chain([(TYPE_TRANSPORT_CC.to_owned(), String::new())]);
+    // Both video codecs negotiate the same feedback: list it once.
+    for f in all {
+        if !feedback.contains(&f) {
+            feedback.push(f);
+        }
+    }
+    feedback
+}
+
+/// RTCP feedback every video codec negotiates.
+fn video_feedback() -> Vec<RTCPFeedback> {
+    vec![
+        feedback("goog-remb", ""),
+        feedback("ccm", "fir"),
+        feedback("nack", ""),
+        feedback("nack", "pli"),
+    ]
+}
+
+/// The table's codecs of `kind`, in offer order.
+pub fn codecs_of(kind: RtpCodecKind) -> Vec<RTCRtpCodecParameters> {
+    codecs()
+        .into_iter()
+        .filter(|(_, k)| *k == kind)
+        .map(|(c, _)| c)
         .collect()
 }
 
@@ -93,14 +128,22 @@ pub fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
                     clock_rate: 90000,
                     channels: 0,
                     sdp_fmtp_line: String::new(),
-                    rtcp_feedback: vec![
-                        feedback("goog-remb", ""),
-                        feedback("ccm", "fir"),
-                        feedback("nack", ""),
-                        feedback("nack", "pli"),
-                    ],
+                    rtcp_feedback: video_feedback(),
                 },
                 payload_type: 96,
+            },
+            RtpCodecKind::Video,
+        ),
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_H264.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: H264_FMTP.to_owned(),
+                    rtcp_feedback: video_feedback(),
+                },
+                payload_type: 102,
             },
             RtpCodecKind::Video,
         ),

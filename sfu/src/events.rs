@@ -43,6 +43,17 @@ pub enum MediaEvent {
     Speakers {
         participants: Vec<ParticipantId>,
     },
+    /// The participant's answer did not accept the codec of a track it was
+    /// offered (a VP8-only client and an H.264 publisher): it receives no
+    /// packet of that track until a later negotiation accepts the codec.
+    TrackUnsupported {
+        /// Who publishes the track.
+        publisher: ParticipantId,
+        /// The track id its m-section carries (`a=msid:<publisher> <id>`).
+        track_id: String,
+        /// The track's MIME type, e.g. `video/H264`.
+        mime_type: String,
+    },
 }
 
 /// Receives [`MediaEvent`]s for one participant. Called on the shard thread:

@@ -1,7 +1,7 @@
 //! The packets of the latest complete keyframe of a video track, so a new
 //! subscriber's first frame does not wait for a keyframe-request round trip.
 
-use crate::vp8;
+use crate::video_codec::VideoCodec;
 use rtc::rtp;
 
 /// A keyframe of more packets than this is not cached (about 1.2 MB).
@@ -9,6 +9,8 @@ const MAX_PACKETS: usize = 1000;
 
 #[derive(Default)]
 pub struct KeyframeCache {
+    /// How keyframes are recognised (VP8 by default).
+    codec: VideoCodec,
     complete: Vec<rtp::Packet>,
     /// The keyframe being assembled, in sequence order, without duplicates.
     building: Vec<rtp::Packet>,
@@ -18,6 +20,14 @@ pub struct KeyframeCache {
 }
 
 impl KeyframeCache {
+    /// A cache for a track of `codec`.
+    pub fn for_codec(codec: VideoCodec) -> Self {
+        KeyframeCache {
+            codec,
+            ..Default::default()
+        }
+    }
+
     /// Looks at every packet of the track, in arrival order (retransmissions
     /// included: they fill the holes loss left in a keyframe).
     ///
@@ -27,11 +37,28 @@ impl KeyframeCache {
     /// number to NACK), and its jitter buffer stalls behind the hole.
     pub fn observe(&mut self, packet: &rtp::Packet) {
         let seq = packet.header.sequence_number;
-        if vp8::is_keyframe_start(&packet.payload) {
-            let repeat = self.building_ts == Some(packet.header.timestamp)
-                && self.building.first().map(|p| p.header.sequence_number) == Some(seq);
-            if repeat {
-                return;
+        if self.codec.is_keyframe_start(&packet.payload) {
+            let same_frame = self.building_ts == Some(packet.header.timestamp);
+            let first = self.building.first().map(|p| p.header.sequence_number);
+            if same_frame && first == Some(seq) {
+                return; // A repeat of the start.
+            }
+            // H.264 has more than one such packet per keyframe (the SPS,
+            // then the IDR slice's start): a later one belongs to the frame
+            // begun, an earlier one (reordered) becomes its start.
+            // (Bounded: the frame never spans more than MAX_PACKETS.)
+            let last = self.building.last().map(|p| p.header.sequence_number);
+            let before_first = first.zip(last).is_some_and(|(f, l)| {
+                f != seq
+                    && (f.wrapping_sub(seq) as usize) < MAX_PACKETS
+                    && (l.wrapping_sub(seq) as usize) < MAX_PACKETS
+            });
+            if same_frame && before_first {
+                self.building.insert(0, packet.clone());
+                return self.complete_if_whole();
+            }
+            if same_frame {
+                return self.add_to_frame(packet);
             }
             self.building.clear();
             self.building_ts = Some(packet.header.timestamp);
@@ -41,6 +68,12 @@ impl KeyframeCache {
             // retransmissions may follow.
             return;
         }
+        self.add_to_frame(packet);
+    }
+
+    /// Adds a packet of the keyframe being built (its start, or one after).
+    fn add_to_frame(&mut self, packet: &rtp::Packet) {
+        let seq = packet.header.sequence_number;
         let start = self
             .building
             .first()
@@ -72,6 +105,15 @@ impl KeyframeCache {
                 .retain(|p| p.header.sequence_number.wrapping_sub(start) <= offset);
             self.building_end = Some(seq);
         }
+        self.complete_if_whole();
+    }
+
+    /// Serves the keyframe being built once every packet from its start to
+    /// its marker is here.
+    fn complete_if_whole(&mut self) {
+        let Some(start) = self.building.first().map(|p| p.header.sequence_number) else {
+            return;
+        };
         let whole = self
             .building_end
             .is_some_and(|end| self.building.len() == end.wrapping_sub(start) as usize + 1);
@@ -192,5 +234,59 @@ mod tests {
         cache.observe(&packet(0, 7, false, false));
         assert_eq!(cache.packets().len(), 3);
         assert_eq!(cache.packets()[2].header.sequence_number, 1);
+    }
+}
+
+#[cfg(test)]
+mod h264_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn packet(seq: u16, payload: &'static [u8], marker: bool) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::Header {
+                sequence_number: seq,
+                timestamp: 3000,
+                marker,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    const SPS_PPS: &[u8] = &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce];
+    const IDR_START: &[u8] = &[0x7c, 0x85, 0x88];
+    const IDR_END: &[u8] = &[0x7c, 0x45, 0x11];
+
+    fn seqs(cache: &KeyframeCache) -> Vec<u16> {
+        cache
+            .packets()
+            .iter()
+            .map(|p| p.header.sequence_number)
+            .collect()
+    }
+
+    #[test]
+    fn an_h264_keyframe_keeps_its_parameter_sets() {
+        // SPS/PPS (STAP-A), then the IDR slice in two fragments: the IDR's
+        // start is a keyframe start too, but it continues the frame.
+        let mut cache = KeyframeCache::for_codec(VideoCodec::H264);
+        cache.observe(&packet(1, SPS_PPS, false));
+        cache.observe(&packet(2, IDR_START, false));
+        cache.observe(&packet(3, IDR_END, true));
+        assert_eq!(seqs(&cache), [1, 2, 3]);
+    }
+
+    #[test]
+    fn parameter_sets_arriving_after_the_idr_start_still_lead() {
+        let mut cache = KeyframeCache::for_codec(VideoCodec::H264);
+        cache.observe(&packet(2, IDR_START, false));
+        cache.observe(&packet(3, IDR_END, true));
+        assert_eq!(seqs(&cache), [2, 3], "an IDR without SPS/PPS in front");
+        let mut cache = KeyframeCache::for_codec(VideoCodec::H264);
+        cache.observe(&packet(12, IDR_START, false));
+        cache.observe(&packet(11, SPS_PPS, false));
+        cache.observe(&packet(13, IDR_END, true));
+        assert_eq!(seqs(&cache), [11, 12, 13]);
     }
 }

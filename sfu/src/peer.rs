@@ -170,6 +170,11 @@ impl Peer {
                 .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
             if let Some(mut transceiver) = pc.rtp_transceiver(id) {
                 transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly);
+                // Every codec of the kind, in the table's order (VP8 before
+                // H.264): the placeholder's encoding alone would offer one.
+                transceiver
+                    .set_codec_preferences(engine::codecs_of(kind))
+                    .map_err(|e| NegotiationError::Rejected(e.to_string()))?;
             }
             publish_sections.push(id);
         }

@@ -11,6 +11,7 @@ use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::layer_selector::LayerInfo;
 use crate::packet_cache::PacketCache;
 use crate::simulcast_offer::RIDS;
+use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Descriptor;
 use rtc::rtp;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 const LIVE_FOR: Duration = Duration::from_millis(1000);
 
 pub struct Layer {
+    /// The track's codec: how keyframes are told (see `video_codec`).
+    pub codec: VideoCodec,
     /// The rid (empty without simulcast).
     pub rid: String,
     pub ssrc: u32,
@@ -41,12 +44,13 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn new(rid: String, ssrc: u32, pli_throttle: Duration) -> Self {
+    pub fn new(rid: String, ssrc: u32, codec: VideoCodec, pli_throttle: Duration) -> Self {
         Layer {
+            codec,
             rid,
             ssrc,
             cache: PacketCache::default(),
-            keyframe_cache: KeyframeCache::default(),
+            keyframe_cache: KeyframeCache::for_codec(codec),
             keyframes: KeyframeRequestThrottle::new(pli_throttle),
             highest_seq: None,
             sender_report: None,
@@ -67,12 +71,13 @@ impl Layer {
         }
         self.packets += 1;
         self.cache.insert(packet);
-        if let Some(d) = Vp8Descriptor::parse(&packet.payload) {
-            if d.keyframe_start {
-                self.keyframes.keyframe_arrived();
-                if let Some(size) = d.keyframe_size(&packet.payload) {
-                    self.size = Some(size);
-                }
+        if self.codec.is_keyframe_start(&packet.payload) {
+            self.keyframes.keyframe_arrived();
+            // Picture size from VP8's keyframe header; an H.264 layer's size
+            // stays unknown (the layer selector then goes by rid rank).
+            let vp8 = Vp8Descriptor::parse(&packet.payload).filter(|_| self.codec.is_vp8());
+            if let Some(size) = vp8.and_then(|d| d.keyframe_size(&packet.payload)) {
+                self.size = Some(size);
             }
         }
         if cache_keyframes {
@@ -118,8 +123,8 @@ mod tests {
 
     #[test]
     fn maps_time_between_encodings_by_their_reports() {
-        let mut a = Layer::new("q".into(), 1, Duration::from_millis(500));
-        let mut b = Layer::new("f".into(), 2, Duration::from_millis(500));
+        let mut a = Layer::new("q".into(), 1, VideoCodec::Vp8, Duration::from_millis(500));
+        let mut b = Layer::new("f".into(), 2, VideoCodec::Vp8, Duration::from_millis(500));
         assert_eq!(map_timestamp(&a, 0, &b, 90_000), None);
         let second = 1u64 << 32;
         // A reported RTP 1000 at NTP 10 s; B reported 4_000_000_000 at 10.5 s.
@@ -140,7 +145,7 @@ mod tests {
     #[test]
     fn rank_size_and_liveness() {
         let t0 = Instant::now();
-        let mut l = Layer::new("h".into(), 5, Duration::from_millis(500));
+        let mut l = Layer::new("h".into(), 5, VideoCodec::Vp8, Duration::from_millis(500));
         assert_eq!(
             l.info(t0),
             LayerInfo {
@@ -163,6 +168,11 @@ mod tests {
         assert_eq!(l.size, Some((640, 360)));
         assert!(l.info(t0 + Duration::from_millis(999)).live);
         assert!(!l.info(t0 + LIVE_FOR).live);
-        assert_eq!(Layer::new("0".into(), 1, LIVE_FOR).info(t0).rid_rank, 3);
+        assert_eq!(
+            Layer::new("0".into(), 1, VideoCodec::Vp8, LIVE_FOR)
+                .info(t0)
+                .rid_rank,
+            3
+        );
     }
 }

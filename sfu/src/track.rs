@@ -8,7 +8,7 @@ use crate::rtp_munger::{seq_newer, RtpMunger};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::sender_report::SenderReportClock;
 use crate::simulcast_layer::{map_timestamp, Layer};
-use crate::vp8;
+use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Munger;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp;
@@ -30,6 +30,8 @@ pub struct PublishedTrack {
     /// share (subscribers see a track id starting with `screen`).
     pub screen_share: bool,
     pub mime_type: String,
+    /// What `mime_type` means to the forwarding path.
+    pub codec: VideoCodec,
     pub clock_rate: u32,
     /// Negotiated (uri, id) of the publisher's header extensions.
     pub extensions: Vec<(String, u8)>,
@@ -64,15 +66,22 @@ impl PublishedTrack {
         first_layer: (String, u32),
         pli_throttle: Duration,
     ) -> Self {
+        let codec = VideoCodec::from_mime(&mime_type);
         PublishedTrack {
             publisher,
             receiver_id,
             kind,
             screen_share,
             mime_type,
+            codec,
             clock_rate,
             extensions,
-            layers: vec![Layer::new(first_layer.0, first_layer.1, pli_throttle)],
+            layers: vec![Layer::new(
+                first_layer.0,
+                first_layer.1,
+                codec,
+                pli_throttle,
+            )],
             down_tracks: Vec::new(),
             epoch: 0,
             orphaned: false,
@@ -89,7 +98,8 @@ impl PublishedTrack {
         if self.layers.iter().any(|l| l.ssrc == ssrc) {
             return false;
         }
-        self.layers.push(Layer::new(rid, ssrc, self.pli_throttle));
+        self.layers
+            .push(Layer::new(rid, ssrc, self.codec, self.pli_throttle));
         true
     }
 
@@ -98,7 +108,9 @@ impl PublishedTrack {
         self.layers.iter().position(|l| l.ssrc == ssrc)
     }
 
-    /// The restarted publisher's new stream replaces the old one.
+    /// The restarted publisher's new stream replaces the old one. Returns
+    /// true when its codec differs from the old stream's: subscribers'
+    /// payload types must then be looked up again.
     pub fn adopt(
         &mut self,
         receiver_id: RTCRtpReceiverId,
@@ -106,10 +118,12 @@ impl PublishedTrack {
         mime_type: String,
         clock_rate: u32,
         extensions: Vec<(String, u8)>,
-    ) {
+    ) -> bool {
+        let codec_changed = !self.mime_type.eq_ignore_ascii_case(&mime_type);
         // Extension ids are the server's own (it always offers the same
         // table), so down tracks' rewriters stay valid.
         self.receiver_id = receiver_id;
+        self.codec = VideoCodec::from_mime(&mime_type);
         self.mime_type = mime_type;
         self.clock_rate = clock_rate;
         self.extensions = extensions;
@@ -117,7 +131,13 @@ impl PublishedTrack {
         self.epoch = self.epoch.wrapping_add(1);
         // The old source's packets are useless to anyone now; its other
         // encodings come back as the new connection binds them.
-        self.layers = vec![Layer::new(first_layer.0, first_layer.1, self.pli_throttle)];
+        self.layers = vec![Layer::new(
+            first_layer.0,
+            first_layer.1,
+            self.codec,
+            self.pli_throttle,
+        )];
+        codec_changed
     }
 
     pub fn is_video(&self) -> bool {
@@ -172,6 +192,7 @@ impl PublishedTrack {
         (
             TrackView {
                 is_video: self.kind == RtpCodecKind::Video,
+                codec: self.codec,
                 epoch: self.epoch,
                 layer,
                 layers: &self.layers,
@@ -186,6 +207,7 @@ impl PublishedTrack {
 /// What a down track needs to know of its published track.
 pub struct TrackView<'a> {
     pub is_video: bool,
+    pub codec: VideoCodec,
     pub epoch: u32,
     /// The encoding the packet at hand belongs to.
     pub layer: usize,
@@ -209,8 +231,12 @@ pub struct DownTrack {
     /// feedback from the subscriber arrives tagged with it.
     pub sender_track_id: String,
     pub ssrc: u32,
-    /// `None` until the subscriber's answer negotiated this m-section.
+    /// `None` until the subscriber's answer negotiated this m-section, and
+    /// while it did not accept the track's codec.
     pub rewriter: Option<RtpRewriter>,
+    /// The codec (MIME type) the subscriber was told it did not accept, so
+    /// it is told once per codec, not after every negotiation.
+    pub refused_codec: Option<String>,
     /// Sequence numbers and timestamps of this subscriber's stream.
     pub munger: RtpMunger,
     /// The source epoch this down track is synchronised to.
@@ -304,7 +330,7 @@ impl DownTrack {
             }
         }
         if !track.is_video {
-            result.sent += self.send(out, packet, false, now) as u64;
+            result.sent += self.send(out, packet, None, now) as u64;
             return result;
         }
         let Some(target) = self.selector.target(&track.infos) else {
@@ -331,7 +357,7 @@ impl DownTrack {
                 // Keep this encoding until the target's keyframe arrives.
                 result.want_keyframe = Some(target);
             }
-            result.sent += self.send(out, packet, true, now) as u64;
+            result.sent += self.send(out, packet, Some(track.codec), now) as u64;
             return result;
         }
         if track.layer != target {
@@ -340,7 +366,7 @@ impl DownTrack {
             }
             return result; // Another encoding than this subscriber's.
         }
-        let keyframe_start = vp8::is_keyframe_start(&packet.payload);
+        let keyframe_start = track.codec.is_keyframe_start(&packet.payload);
         if !self.primed {
             self.primed = true;
             let cached = track.current().keyframe_cache.packets();
@@ -348,7 +374,7 @@ impl DownTrack {
             if !cached.is_empty() && !keyframe_start {
                 self.layer_since = None;
                 for p in cached {
-                    result.sent += self.send(out, p, true, now) as u64;
+                    result.sent += self.send(out, p, Some(track.codec), now) as u64;
                 }
                 // Live deltas depend on frames the subscriber never got.
                 self.munger.switch_source();
@@ -374,7 +400,7 @@ impl DownTrack {
         }
         self.layer = Some(target);
         self.layer_since = None;
-        result.sent += self.send(out, packet, true, now) as u64;
+        result.sent += self.send(out, packet, Some(track.codec), now) as u64;
         result.sent += self.send_withheld_after(out, packet.header.sequence_number, track, now);
         result
     }
@@ -401,17 +427,19 @@ impl DownTrack {
         let mut sent = 0;
         for i in 1..=count {
             if let Some(withheld) = layer.cache.get(start.wrapping_add(i)) {
-                sent += self.send(out, withheld, true, now) as u64;
+                sent += self.send(out, withheld, Some(track.codec), now) as u64;
             }
         }
         sent
     }
 
+    /// Sends one packet; `video` is the codec of a video track (`None` for
+    /// audio). Only VP8 payloads have their descriptor rewritten.
     fn send(
         &mut self,
         out: &mut RtpWriter<'_, '_>,
         packet: &rtp::Packet,
-        is_video: bool,
+        video: Option<VideoCodec>,
         now: Instant,
     ) -> bool {
         let (Some(rewriter), Some((seq, ts))) = (
@@ -425,8 +453,10 @@ impl DownTrack {
         rewritten.header.sequence_number = seq;
         rewritten.header.timestamp = ts;
         rewriter.rewrite(&mut rewritten);
-        if is_video {
-            rewritten.payload = self.vp8.rewrite(&packet.payload);
+        if let Some(codec) = video {
+            if codec.is_vp8() {
+                rewritten.payload = self.vp8.rewrite(&packet.payload);
+            }
             tracing::trace!(
                 ssrc = self.ssrc,
                 layer = ?self.layer,
@@ -501,6 +531,7 @@ impl DownTrack {
         out: &mut RtpWriter<'_, '_>,
         out_seq: u16,
         layers: &[Layer],
+        codec: VideoCodec,
         now: Instant,
     ) -> bool {
         let Some((input, ts_offset)) = self.munger.input_for(out_seq) else {
@@ -522,7 +553,7 @@ impl DownTrack {
         rewritten.header.sequence_number = out_seq;
         rewritten.header.timestamp = rewritten.header.timestamp.wrapping_add(ts_offset);
         rewriter.rewrite(&mut rewritten);
-        if self.layer.is_some() {
+        if self.layer.is_some() && codec.is_vp8() {
             rewritten.payload = self.vp8.rewrite(&cached.payload);
         }
         self.write(out, rewritten, now)
@@ -577,6 +608,7 @@ impl DownTrack {
             sender_track_id,
             ssrc,
             rewriter: None,
+            refused_codec: None,
             munger: RtpMunger::new(track.clock_rate),
             epoch: track.epoch,
             primed: false,

@@ -674,6 +674,13 @@ impl Session {
             MediaEvent::Speakers { participants } => {
                 self.outbox.push(protocol::speakers(&participants))
             }
+            MediaEvent::TrackUnsupported {
+                publisher,
+                track_id,
+                mime_type,
+            } => self.outbox.push(protocol::track_unsupported(
+                &publisher, &track_id, &mime_type,
+            )),
             MediaEvent::ConnectionState(state) => match state {
                 ConnectionState::Connected => self.grace_deadline = None,
                 // Closed too: a client that closed its peer connection (DTLS

@@ -69,7 +69,7 @@ impl Router {
             );
             return;
         };
-        if track.is_video() && crate::vp8::is_keyframe_start(&packet.payload) {
+        if track.is_video() && track.codec.is_keyframe_start(&packet.payload) {
             tracing::debug!(
                 track = key,
                 layer,
@@ -292,8 +292,10 @@ impl Router {
         let PublishedTrack {
             down_tracks,
             layers,
+            codec,
             ..
         } = track;
+        let codec = *codec;
         let (Some(dt), Some(sub)) = (
             down_tracks.iter_mut().find(|d| d.subscriber == conn),
             peers.get_mut(&conn),
@@ -312,7 +314,7 @@ impl Router {
                     add(&stats.retransmissions_skipped, 1);
                     continue;
                 }
-                if dt.retransmit(&mut out, seq, layers, now) {
+                if dt.retransmit(&mut out, seq, layers, codec, now) {
                     add(&stats.retransmissions, 1);
                     if fast {
                         add(&stats.datagrams_out, 1);

@@ -2,6 +2,8 @@
 //! tracks and subscribing everyone else to them.
 
 use super::*;
+use crate::remote_codecs::SectionCodec;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use rtc::rtp_transceiver::RTCRtpTransceiverId;
 
 impl Router {
@@ -203,14 +205,13 @@ impl Router {
         let Some(sub) = self.peers.get_mut(&subscriber) else {
             return;
         };
-        let codec = engine::codecs()
-            .into_iter()
-            .find(|(c, _)| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
-            .map(|(c, _)| c.rtp_codec);
-        let Some(codec) = codec else {
+        let is_track_codec = |c: &RTCRtpCodecParameters| {
+            c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type)
+        };
+        if !engine::codecs().iter().any(|(c, _)| is_track_codec(c)) {
             tracing::warn!(mime = %track.mime_type, "published codec not in the shared table");
             return;
-        };
+        }
         let ssrc = rand::random::<u32>();
         let sender_track_id = if track.screen_share {
             format!("screen{key}")
@@ -227,7 +228,7 @@ impl Router {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec,
+                // No codec here: the section's codecs are set below.
                 ..Default::default()
             }],
         );
@@ -258,6 +259,27 @@ impl Router {
                 return;
             }
         };
+        // The section offers the track's codec first, then the others of its
+        // kind: a client that cannot decode the track's codec still accepts
+        // the section (with the codecs it can), so it keeps one m-section per
+        // track and a reused section can later carry a track of another
+        // codec. What it accepted decides whether it gets packets (see
+        // `refresh_rewriters`). Only codecs this connection knows can be
+        // offered: rtc 0.21.1 keeps, for the connection's life, the video
+        // codecs of the first video section the client answered (its publish
+        // section), so a client that answered it with VP8 only is offered an
+        // H.264 track's section with VP8 only, and refuses the track.
+        let mut preferred: Vec<RTCRtpCodecParameters> = engine::codecs_of(kind);
+        preferred.sort_by_key(|c| !is_track_codec(c));
+        if let Some(mut transceiver) = sub.pc.rtp_transceiver(sender_id.into()) {
+            let known: Vec<RTCRtpCodecParameters> = preferred
+                .into_iter()
+                .filter(|c| transceiver.set_codec_preferences(vec![c.clone()]).is_ok())
+                .collect();
+            if let Err(err) = transceiver.set_codec_preferences(known) {
+                tracing::warn!(%err, "codec preferences of a forwarded track");
+            }
+        }
         sub.subscribed.insert(sender_track_id.clone(), key);
         sub.negotiator.mark_changed();
         let dt = DownTrack::new(subscriber, sender_id, sender_track_id, ssrc, track);
@@ -266,13 +288,21 @@ impl Router {
     }
 
     /// After `conn`'s negotiation changed, recomputes payload types and header
-    /// extension ids of everything forwarded to it.
+    /// extension ids of everything forwarded to it. A track whose codec the
+    /// client did not accept for its section gets no rewriter (so not a
+    /// single packet), and the client is told once (`TrackUnsupported`).
     pub(super) fn refresh_rewriters(&mut self, conn: ConnKey, _now: Instant) {
         let Router { peers, tracks, .. } = self;
         let Some(sub) = peers.get_mut(&conn) else {
             return;
         };
+        let remote_sdp = sub
+            .pc
+            .current_remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
         let mut transport_cc_id = None;
+        let mut refused = Vec::new();
         for key in sub.subscribed.values() {
             let Some(track) = tracks.get_mut(key) else {
                 continue;
@@ -280,6 +310,10 @@ impl Router {
             let Some(dt) = track.down_tracks.iter_mut().find(|d| d.subscriber == conn) else {
                 continue;
             };
+            let mid = sub
+                .pc
+                .rtp_transceiver(dt.sender_id.into())
+                .and_then(|t| t.mid().clone());
             let Some(mut sender) = sub.pc.rtp_sender(dt.sender_id) else {
                 dt.rewriter = None;
                 continue;
@@ -292,11 +326,29 @@ impl Router {
                     .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
                     .map(|h| h.id as u8)
             });
+            let said = mid.map_or(SectionCodec::NotNegotiated, |mid| {
+                crate::remote_codecs::section_codec(&remote_sdp, &mid, &track.mime_type)
+            });
             let payload_type = params
                 .codecs
                 .iter()
                 .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&track.mime_type))
-                .map(|c| c.payload_type);
+                .map(|c| c.payload_type)
+                .filter(|_| said == SectionCodec::Accepted);
+            match said {
+                SectionCodec::Refused
+                    if dt.refused_codec.as_deref() != Some(track.mime_type.as_str()) =>
+                {
+                    dt.refused_codec = Some(track.mime_type.clone());
+                    refused.push((
+                        track.publisher,
+                        dt.sender_track_id.clone(),
+                        track.mime_type.clone(),
+                    ));
+                }
+                SectionCodec::Accepted => dt.refused_codec = None,
+                _ => {}
+            }
             dt.rewriter = payload_type.map(|payload_type| RtpRewriter {
                 ssrc: dt.ssrc,
                 payload_type,
@@ -310,12 +362,27 @@ impl Router {
             });
         }
         sub.transport_cc_id = transport_cc_id;
+        for (publisher, track_id, mime_type) in refused {
+            let Some(publisher) = peers.get(&publisher).map(|p| p.participant.clone()) else {
+                continue;
+            };
+            let Some(sub) = peers.get(&conn) else {
+                return;
+            };
+            tracing::info!(participant = %sub.participant, %publisher, %track_id, %mime_type, "subscriber did not accept the track's codec: nothing forwarded");
+            sub.sink
+                .deliver(crate::events::MediaEvent::TrackUnsupported {
+                    publisher,
+                    track_id,
+                    mime_type,
+                });
+        }
     }
 
     // ----- datagrams -----
 
     /// A track of `conn` started: forward it to everyone else in the room.
-    pub(super) fn publish(&mut self, conn: ConnKey, init: RTCTrackEventInit, _now: Instant) {
+    pub(super) fn publish(&mut self, conn: ConnKey, init: RTCTrackEventInit, now: Instant) {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
@@ -389,14 +456,23 @@ impl Router {
             peer.published.insert(init.track_id.clone(), key);
             peer.inbound.insert(init.ssrc, key);
             let track = self.tracks.get_mut(&key).expect("adoptable tracks exist");
-            track.adopt(
+            let codec_changed = track.adopt(
                 init.receiver_id,
                 (rid, init.ssrc),
                 mime_type,
                 clock_rate,
                 extensions,
             );
-            tracing::info!(participant = %peer.participant, %kind, ssrc = init.ssrc, "track resumed");
+            tracing::info!(participant = %peer.participant, %kind, ssrc = init.ssrc, codec_changed, "track resumed");
+            if codec_changed {
+                // Same sections, another payload type (or none, for a
+                // subscriber that did not accept the new codec).
+                let subscribers: Vec<ConnKey> =
+                    track.down_tracks.iter().map(|d| d.subscriber).collect();
+                for subscriber in subscribers {
+                    self.refresh_rewriters(subscriber, now);
+                }
+            }
             return;
         }
         let key = self.next_key;
