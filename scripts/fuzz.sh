@@ -8,7 +8,7 @@
 #
 # Usage: scripts/fuzz.sh [--long] [--merge] [--build-only|--no-build] [target ...]
 #   (default: all targets)
-#   FUZZ_SECONDS=N  seconds per target (default 20: CI's budget)
+#   FUZZ_SECONDS=N  seconds per target (default 10: CI's budget)
 #   --long          300 s per target (unless FUZZ_SECONDS is set), built
 #                   with the address sanitizer and full optimization (see
 #                   below)
@@ -39,7 +39,7 @@ for arg in "$@"; do
         *) TARGETS+=("$arg") ;;
     esac
 done
-if [ "$long" = 1 ]; then SECONDS_EACH=${FUZZ_SECONDS:-300}; else SECONDS_EACH=${FUZZ_SECONDS:-20}; fi
+if [ "$long" = 1 ]; then SECONDS_EACH=${FUZZ_SECONDS:-300}; else SECONDS_EACH=${FUZZ_SECONDS:-10}; fi
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(signaling_message data_frame datagram negotiation rtp_forwarding)
 
 # Sanitizer coverage needs unstable compiler flags; the one toolchain

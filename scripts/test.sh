@@ -43,7 +43,7 @@ SUITE_TIMEOUT=${NOOM_SUITE_TIMEOUT:-1200} # seconds per end-to-end suite
 PARTS=("$@")
 if [ ${#PARTS[@]} -eq 0 ]; then
     PARTS=(lint build cargo browser aiortc netem bench)
-    # Fuzzing takes minutes (build + 20 s per target): by default only in
+    # Fuzzing takes minutes (build + 10 s per target): by default only in
     # CI; run `./scripts/test.sh fuzz` to include it locally.
     [ "${CI:-}" = "true" ] && PARTS+=(fuzz)
 fi
@@ -434,7 +434,7 @@ fuzz_after_build() {
 }
 
 if want fuzz; then
-    run_suite "fuzz (libFuzzer, ${FUZZ_SECONDS:-20} s per target)" fuzz_after_build
+    run_suite "fuzz (libFuzzer, ${FUZZ_SECONDS:-10} s per target)" fuzz_after_build
 fi
 
 # ----------------------------------------------------------------- summary

@@ -157,6 +157,7 @@ test('three people call through the web client', { timeout: 420_000 }, async () 
     const f = await b.page.evaluate(() => window.frameTimes);
     const steady = longestGap(f, switchAt - STEADY_MS, switchAt);
     const across = longestGap(f, switchAt, settledAt);
+    console.log(`switchAt ${new Date(switchAt).toISOString()} gaps ${JSON.stringify(f.map((t, i) => i && t - f[i - 1] > 150 ? [new Date(f[i - 1]).toISOString().slice(14, 23), t - f[i - 1]] : null).filter(Boolean).slice(-15))}`);
     console.log(`camera switch: longest gap between alice's frames at bob ${across} ms across the switch, ${steady} ms in the ${STEADY_MS} ms before`);
     // No freeze beyond what the steady picture shows (at least the settled
     // bound) plus 100 ms, three frame intervals at 30 fps.

@@ -207,11 +207,23 @@ impl StreamAllocator {
             }
         }
         for (video, &target) in videos.iter().zip(&chosen) {
+            // Only a downgrade for want of bandwidth holds a track down: a
+            // tile hidden or shrunk, or an encoding the publisher stopped,
+            // must come back as soon as it is wanted (a hidden tile shown
+            // again waited out the whole hold before).
+            let still_offered = |t: Target| match t {
+                Target::Layer(l) => self.layers(video).any(|x| x == l),
+                Target::Paused => true,
+            };
+            let for_bandwidth = self
+                .tracks
+                .get(&video.track)
+                .is_some_and(|s| target < s.target && still_offered(s.target));
             let state = self.tracks.entry(video.track).or_insert(TrackState {
                 target,
                 last_downgrade: None,
             });
-            if target < state.target {
+            if for_bandwidth {
                 state.last_downgrade = Some(now);
             }
             state.target = target;

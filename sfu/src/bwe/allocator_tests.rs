@@ -182,3 +182,54 @@ fn a_higher_layer_measured_below_a_lower_one_costs_nothing_extra() {
     assert_eq!(targets(&a), vec![Target::Layer(2)]);
     assert_eq!(a.allocated_bps, 500_000 + AUDIO);
 }
+
+#[test]
+fn a_hidden_tile_shown_again_resumes_at_once() {
+    let mut alloc = StreamAllocator::default();
+    let t0 = Instant::now();
+    let shown = [camera(1, Some(2), Priority::Normal)];
+    let hidden = [camera(1, None, Priority::Normal)];
+    assert_eq!(
+        targets(&alloc.allocate(3_000_000, AUDIO, &shown, t0)),
+        vec![Target::Layer(2)]
+    );
+    let t1 = t0 + Duration::from_millis(100);
+    assert_eq!(
+        targets(&alloc.allocate(3_000_000, AUDIO, &hidden, t1)),
+        vec![Target::Paused]
+    );
+    // Shown again 100 ms later: no hold, it was not a bandwidth downgrade.
+    let t2 = t1 + Duration::from_millis(100);
+    assert_eq!(
+        targets(&alloc.allocate(3_000_000, AUDIO, &shown, t2)),
+        vec![Target::Layer(2)]
+    );
+}
+
+#[test]
+fn a_downgrade_for_bandwidth_still_holds() {
+    let mut alloc = StreamAllocator::default();
+    let t0 = Instant::now();
+    let videos = [camera(1, Some(2), Priority::Normal)];
+    assert_eq!(
+        targets(&alloc.allocate(3_000_000, AUDIO, &videos, t0)),
+        vec![Target::Layer(2)]
+    );
+    // The estimate collapses: down at once (beyond the cut).
+    let t1 = t0 + Duration::from_millis(100);
+    assert_eq!(
+        targets(&alloc.allocate(400_000, AUDIO, &videos, t1)),
+        vec![Target::Layer(0)]
+    );
+    // It recovers 1 s later: held down.
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(
+        targets(&alloc.allocate(3_000_000, AUDIO, &videos, t2)),
+        vec![Target::Layer(0)]
+    );
+    let t3 = t1 + UPGRADE_HOLD;
+    assert_eq!(
+        targets(&alloc.allocate(3_000_000, AUDIO, &videos, t3)),
+        vec![Target::Layer(2)]
+    );
+}

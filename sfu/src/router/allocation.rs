@@ -292,9 +292,16 @@ impl Router {
             probe = ?state.prober.goal(),
             "allocation"
         );
-        for (plan, &(_, target)) in plans.iter().zip(&allocation.targets) {
+        for ((plan, &(_, target)), demand) in plans.iter().zip(&allocation.targets).zip(&videos) {
+            // A cap only where bandwidth keeps the video below what its
+            // tile needs: the tile's own choice (a smaller tile) is the
+            // selector's, which keeps the current encoding until the lower
+            // one's keyframe; a cap stops it at once (a 480 ms freeze at
+            // every tile shrink when the cap did both).
             let (max_layer, paused) = match target {
-                Target::Layer(layer) => (Some(layer), false),
+                Target::Layer(layer) => {
+                    (Some(layer).filter(|&l| Some(l) < demand.max_layer), false)
+                }
                 Target::Paused => (None, true),
             };
             let changed = self
