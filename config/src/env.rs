@@ -15,6 +15,7 @@ impl Config {
     /// | `NOOM_HTTP_LISTEN`    | `http.listen`     | `IP:PORT`                       |
     /// | `NOOM_MEDIA_BIND_IPS` | `media.bind_ips`  | comma-separated; empty = all    |
     /// | `NOOM_MEDIA_PORT`     | `media.port`      | integer                         |
+    /// | `NOOM_MEDIA_BANDWIDTH_ALLOCATION` | `media.bandwidth_allocation` | `true` or `false` |
     /// | `NOOM_MEDIA_SHARDS`   | `media.shards`    | integer, 0 = one per core       |
     /// | `NOOM_PUBLIC_IP`      | `media.public_ip` | IP; empty = none                |
     /// | `NOOM_AUTH_SECRET`    | `auth.secret`     | string                          |
@@ -64,6 +65,11 @@ impl Config {
                 "NOOM_MEDIA_PORT" => {
                     next.media.port = parsed(&var, "media.port", &value)?;
                     "media.port"
+                }
+                "NOOM_MEDIA_BANDWIDTH_ALLOCATION" => {
+                    next.media.bandwidth_allocation =
+                        parsed(&var, "media.bandwidth_allocation", &value)?;
+                    "media.bandwidth_allocation"
                 }
                 "NOOM_MEDIA_SHARDS" => {
                     next.media.shards = parsed(&var, "media.shards", &value)?;

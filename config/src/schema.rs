@@ -112,6 +112,12 @@ pub struct MediaConfig {
     /// Ask publishers for three simulcast encodings of their camera (the
     /// server's offer carries rid/simulcast recv lines).
     pub simulcast: bool,
+    /// Share each subscriber's bandwidth estimate among its videos
+    /// (simulcast layer caps, pauses, padding probes). Off by default: with
+    /// it on, NACK answers and sender reports toward some subscribers go
+    /// wrong (issue #16, not yet fixed).
+    #[serde(default)]
+    pub bandwidth_allocation: bool,
 }
 
 /// `[ice]`: what clients are told about STUN/TURN.

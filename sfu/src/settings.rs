@@ -27,6 +27,8 @@ pub struct MediaSettings {
     pub max_file_bytes: u64,
     /// Offer publishers simulcast (rid q/h/f recv lines in the camera section).
     pub simulcast: bool,
+    /// Share each subscriber's estimate among its videos (`router::allocation`).
+    pub bandwidth_allocation: bool,
 }
 
 impl MediaSettings {
@@ -43,6 +45,7 @@ impl MediaSettings {
             keyframe_cache: true,
             max_file_bytes: 1 << 20,
             simulcast,
+            bandwidth_allocation: true,
         }
     }
 }

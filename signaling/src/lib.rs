@@ -77,6 +77,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
         keyframe_cache: config.keyframes.cache,
         max_file_bytes: config.limits.max_file_bytes,
         simulcast: config.media.simulcast,
+        bandwidth_allocation: config.media.bandwidth_allocation,
     }
 }
 

@@ -119,7 +119,7 @@ test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and 
     const port = await freePort();
     server = await startServer(
       'shaped-link',
-      { NOOM_HTTP_LISTEN: `0.0.0.0:${port}`, NOOM_MEDIA_BIND_IPS: ns.hostIp, NOOM_ADMIN_TOKEN: TOKEN },
+      { NOOM_HTTP_LISTEN: `0.0.0.0:${port}`, NOOM_MEDIA_BIND_IPS: ns.hostIp, NOOM_ADMIN_TOKEN: TOKEN, NOOM_MEDIA_BANDWIDTH_ALLOCATION: 'true' },
       { port, args: config.args },
     );
     const origin = `http://${ns.hostIp}:${port}`;

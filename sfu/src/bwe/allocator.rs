@@ -100,6 +100,13 @@ struct TrackState {
 
 #[derive(Debug, Default)]
 pub struct StreamAllocator {
+    /// The link has not shown congestion (delay growth or loss) yet, so
+    /// the estimate is a guess that grows only with what is sent: every
+    /// shown video gets at least its lowest layer. Otherwise a publisher
+    /// sending one 1 Mbit/s encoding would be paused for every new
+    /// subscriber (the initial estimate is 300 kbit/s), and with nothing
+    /// but audio flowing the estimate could never grow to let it in.
+    pub unproven_link: bool,
     tracks: BTreeMap<TrackId, TrackState>,
     /// Since when the layers granted before exceed the estimate.
     short_since: Option<Instant>,
@@ -151,13 +158,15 @@ impl StreamAllocator {
                 continue;
             };
             let cost = videos[i].layer_bps[lowest] as f64;
-            if self.allowed(
-                &videos[i],
-                Target::Layer(lowest),
-                used + cost,
-                &budgets,
-                now,
-            ) {
+            if self.unproven_link
+                || self.allowed(
+                    &videos[i],
+                    Target::Layer(lowest),
+                    used + cost,
+                    &budgets,
+                    now,
+                )
+            {
                 chosen[i] = Target::Layer(lowest);
                 used += cost;
             }

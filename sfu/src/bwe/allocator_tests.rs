@@ -233,3 +233,35 @@ fn a_downgrade_for_bandwidth_still_holds() {
         vec![Target::Layer(2)]
     );
 }
+
+#[test]
+fn an_unproven_link_gets_every_shown_video_at_its_lowest_layer() {
+    let mut alloc = StreamAllocator {
+        unproven_link: true,
+        ..Default::default()
+    };
+    // One encoding of 1 Mbit/s, the initial 300 kbit/s estimate.
+    let single = VideoDemand {
+        track: 1,
+        layer_bps: vec![1_000_000],
+        max_layer: Some(0),
+        priority: Priority::Normal,
+    };
+    let hidden = camera(2, None, Priority::Normal);
+    let a = alloc.allocate(
+        300_000,
+        AUDIO,
+        &[single.clone(), hidden.clone()],
+        Instant::now(),
+    );
+    assert_eq!(targets(&a), vec![Target::Layer(0), Target::Paused]);
+    // Once the link has shown congestion, the estimate is believed.
+    alloc.unproven_link = false;
+    let a = alloc.allocate(
+        300_000,
+        AUDIO,
+        &[single, hidden],
+        Instant::now() + Duration::from_secs(2),
+    );
+    assert_eq!(targets(&a), vec![Target::Paused, Target::Paused]);
+}

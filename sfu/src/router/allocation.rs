@@ -22,7 +22,7 @@
 
 use super::*;
 use crate::bwe::allocator::{Priority, StreamAllocator, Target, VideoDemand};
-use crate::bwe::Prober;
+use crate::bwe::{Prober, Usage};
 use crate::layer_selector::{LayerInfo, LayerSelector};
 use std::collections::VecDeque;
 
@@ -81,10 +81,16 @@ impl LayerRate {
     }
 }
 
+/// Loss share that counts as congestion for `congestion_seen`.
+const CONGESTION_LOSS: f64 = 0.02;
+
 #[derive(Default)]
 struct SubscriberAllocation {
     allocator: StreamAllocator,
     prober: Prober,
+    /// The subscriber's link has shown congestion (see
+    /// `StreamAllocator::unproven_link`).
+    congestion_seen: bool,
 }
 
 /// One video as allocated: its live encodings, lowest first (indices into
@@ -158,6 +164,9 @@ impl Router {
     /// Allocates every subscriber's estimate when due, then paces out the
     /// probes under way.
     pub(super) fn allocate_bandwidth(&mut self, now: Instant, send: Send<'_>) {
+        if !self.bandwidth_allocation {
+            return;
+        }
         let due = self.allocations.next_tick.is_none_or(|t| t <= now);
         if due {
             // Ticks only while someone is here (an empty shard sleeps).
@@ -261,6 +270,9 @@ impl Router {
         }
         let participant = sub.participant.clone();
         let state = self.allocations.subscribers.entry(conn).or_default();
+        state.congestion_seen |=
+            stats.usage == Usage::Overusing || stats.loss.is_some_and(|l| l > CONGESTION_LOSS);
+        state.allocator.unproven_link = !state.congestion_seen;
         let allocation = state
             .allocator
             .allocate(stats.estimate_bps, audio_bps, &videos, now);

@@ -77,6 +77,8 @@ pub struct Router {
     /// Offer passive ICE-TCP candidates on the same addresses and ports.
     ice_tcp: bool,
     pli_throttle: Duration,
+    /// `[media] bandwidth_allocation`: run `allocation` at all.
+    bandwidth_allocation: bool,
     keyframe_cache: bool,
     max_file_bytes: u64,
     /// Ask publishers for simulcast (`MediaSettings::simulcast`).
@@ -118,6 +120,7 @@ impl Router {
             announced,
             ice_tcp: settings.ice_tcp,
             pli_throttle: settings.pli_throttle,
+            bandwidth_allocation: settings.bandwidth_allocation,
             keyframe_cache: settings.keyframe_cache,
             max_file_bytes: settings.max_file_bytes,
             simulcast: settings.simulcast,

@@ -63,11 +63,15 @@ async fn keyframe_requests_reach_the_publisher_throttled() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let m2 = scrape(addr).await?;
         let (plis2, _) = a.publisher_feedback();
+        let burst_started = std::time::Instant::now();
         for _ in 0..20 {
             b.send_rtcp_on_track(&a_id, MediaKind::Video, pli(ssrc))
                 .await?;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Meant to take 200 ms; on a loaded machine it takes longer, and
+        // every throttle interval it spans may let one more through.
+        let burst_took = burst_started.elapsed();
         let m3 = wait_metrics(addr, "20 PLIs counted in", Duration::from_secs(10), |s| {
             s.counter("keyframe_requests_in") >= m2.counter("keyframe_requests_in") + 20
         })
@@ -84,10 +88,13 @@ async fn keyframe_requests_reach_the_publisher_throttled() -> Result<()> {
             inn >= 20,
             "20 PLIs sent, keyframe_requests_in rose by {inn}"
         );
+        // One at the start of each 500 ms interval the burst touches, and
+        // one held back to the end of the last.
+        let allowed = 2 + burst_took.as_millis() as u64 / 500;
         ensure!(
-            (1..=2).contains(&out),
-            "20 PLIs within 200 ms should produce 1 or 2 upstream requests \
-             (500 ms throttle), keyframe_requests_out rose by {out}"
+            (1..=allowed).contains(&out),
+            "20 PLIs within {burst_took:?} should produce 1 to {allowed} upstream \
+             requests (500 ms throttle), keyframe_requests_out rose by {out}"
         );
         a.wait_media(
             "the publisher receives the burst's upstream PLI(s)",
