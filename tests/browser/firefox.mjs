@@ -15,6 +15,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import puppeteer from 'puppeteer-core';
+import { launchPerson } from './lib.mjs';
 
 export const firefoxBin = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
 
@@ -105,4 +106,14 @@ export async function inFirefoxNetwork(fileUrl) {
   process.prependListener('SIGINT', forward);
   const { code, signal } = await new Promise((resolve) => child.on('exit', (c, s) => resolve({ code: c, signal: s })));
   return { exitCode: code ?? (signal ? 128 : 1) };
+}
+
+// Launches a Firefox and a Chromium person at once. Each that started is
+// added to `people` (so the caller's cleanup closes it) before the first
+// failure, if any, is thrown. Returns [firefox, chromium].
+export async function launchFirefoxAndChromium(firefoxLabel, chromiumLabel, people) {
+  const launched = await Promise.allSettled([launchFirefoxPerson(firefoxLabel), launchPerson(chromiumLabel)]);
+  for (const r of launched) if (r.status === 'fulfilled') people.push(r.value);
+  for (const r of launched) if (r.status === 'rejected') throw r.reason;
+  return launched.map((r) => r.value);
 }

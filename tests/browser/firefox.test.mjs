@@ -21,8 +21,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxPerson } from './firefox.mjs';
-import { artifactsDir, launchPerson, randomRoom, startServer, waitFor } from './lib.mjs';
+import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxAndChromium } from './firefox.mjs';
+import { artifactsDir, randomRoom, startServer, waitFor } from './lib.mjs';
 import { expectDecoding, joinViaForm, remoteTiles, tileBadges } from './web_call.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
@@ -86,10 +86,7 @@ test('Firefox ESR and Chromium see and hear each other, chat, exchange files, sw
   const people = [];
   let failed = true;
   try {
-    const launched = await Promise.allSettled([launchFirefoxPerson('firefox'), launchPerson('chromium')]);
-    for (const r of launched) if (r.status === 'fulfilled') people.push(r.value);
-    for (const r of launched) if (r.status === 'rejected') throw r.reason;
-    const [fx, cr] = people;
+    const [fx, cr] = await launchFirefoxAndChromium('firefox', 'chromium', people);
     t.diagnostic(`browsers up at ${since()}`);
     const describe = async () => {
       const states = await Promise.all(

@@ -14,8 +14,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
-import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxPerson } from './firefox.mjs';
-import { artifactsDir, launchPerson, randomRoom, startServer } from './lib.mjs';
+import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxAndChromium } from './firefox.mjs';
+import { artifactsDir, randomRoom, startServer } from './lib.mjs';
 import { expectDecoding, joinViaForm } from './web_call.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
@@ -44,10 +44,7 @@ test('Firefox ESR and Chromium call over ICE-TCP when UDP is blocked', {
   const people = [];
   let failed = true;
   try {
-    const launched = await Promise.allSettled([launchFirefoxPerson('firefox'), launchPerson('chromium')]);
-    for (const r of launched) if (r.status === 'fulfilled') people.push(r.value);
-    for (const r of launched) if (r.status === 'rejected') throw r.reason;
-    const [fx, cr] = people;
+    const [fx, cr] = await launchFirefoxAndChromium('firefox', 'chromium', people);
     const describe = async () => {
       const pairs = await Promise.all(people.map((p) => selectedPair(p.page).catch((e) => String(e))));
       return `selected pairs: ${JSON.stringify(pairs)}\n--- server WARN/ERROR digest ---\n${server.logSummary()}\n--- server log tail ---\n${server.logTail(20)}`;

@@ -16,54 +16,14 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxPerson } from './firefox.mjs';
-import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
+import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxAndChromium } from './firefox.mjs';
+import { pageState, randomRoom, startServer, waitFor } from './lib.mjs';
+import { framesAfter, maxGap, outbound, view } from './simulcast_view.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
 
 const TOKEN = 'firefox-simulcast-t0ken';
-
-// Firefox's outbound video encodings: [{rid, width, framesSent}], narrowest first.
-const outbound = (page) =>
-  page.evaluate(async () => {
-    const out = [];
-    (await window.noom.pc.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video') {
-        out.push({ rid: s.rid ?? null, width: s.frameWidth ?? 0, framesSent: s.framesSent ?? 0 });
-      }
-    });
-    return out.sort((a, b) => a.width - b.width);
-  });
-
-// What the Chromium subscriber knows of the publisher's video.
-const view = (page, pid) =>
-  page.evaluate(async (id) => {
-    const n = window.noom;
-    const stats = (await n.stats()).filter((s) => s.participant === id && s.kind === 'video');
-    const stream = n.remoteStreams[id];
-    const frames = n.frames[id] || [];
-    const last = frames[frames.length - 1];
-    return {
-      inbound: stats.length,
-      ssrcs: stats.map((s) => s.ssrc),
-      framesDecoded: stats.reduce((a, s) => a + s.framesDecoded, 0),
-      trackIds: stream ? stream.getVideoTracks().map((t) => t.id) : [],
-      videoOntracks: n.ontracks.filter((e) => e.kind === 'video' && e.streamId === id).length,
-      frames: frames.length,
-      lastAt: last ? last[0] : 0,
-    };
-  }, pid);
-
-// Presented frames of `pid` after `from` (epoch ms): [[at, width], ...].
-const framesAfter = (page, pid, from) =>
-  page.evaluate(([id, a]) => (window.noom.frames[id] || []).filter((f) => f[0] > a).map((f) => [f[0], f[2]]), [pid, from]);
-
-const maxGap = (frames) => {
-  let gap = 0;
-  for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i][0] - frames[i - 1][0]);
-  return Math.round(gap);
-};
 
 // The server's view (admin API): the publisher's video track's rids, and
 // what it forwards of it to the subscriber.
@@ -88,10 +48,7 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
   const server = await startServer('firefox-simulcast', { NOOM_ADMIN_TOKEN: TOKEN, NOOM_MEDIA_BIND_IPS: where.mediaIp });
   const people = [];
   try {
-    const launched = await Promise.allSettled([launchFirefoxPerson('fx-publisher'), launchPerson('cr-subscriber')]);
-    for (const r of launched) if (r.status === 'fulfilled') people.push(r.value);
-    for (const r of launched) if (r.status === 'rejected') throw r.reason;
-    const [fx, cr] = people;
+    const [fx, cr] = await launchFirefoxAndChromium('fx-publisher', 'cr-subscriber', people);
     const room = randomRoom('fxsimulcast');
     const base = `${server.url}/minimal.html?test=switch&room=${encodeURIComponent(room)}&ice=none`;
     await fx.page.goto(`${base}&name=firefox&camera=1280x720`);

@@ -20,53 +20,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
+import { framesAfter, maxGap, outbound, view } from './simulcast_view.mjs';
 
 const TOKEN = 'simulcast-admin-t0ken';
 const PUBLISHER_ARGS = ['--use-fake-device-for-media-stream=device-count=3'];
-
-// The publisher's outbound video encodings: [{rid, width, framesSent}].
-const outbound = (page) =>
-  page.evaluate(async () => {
-    const out = [];
-    (await window.noom.pc.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video') {
-        out.push({ rid: s.rid ?? null, width: s.frameWidth ?? 0, framesSent: s.framesSent ?? 0 });
-      }
-    });
-    return out.sort((a, b) => a.width - b.width);
-  });
-
-// What the subscriber knows of the publisher's video.
-const view = (page, pid) =>
-  page.evaluate(async (id) => {
-    const n = window.noom;
-    const stats = (await n.stats()).filter((s) => s.participant === id && s.kind === 'video');
-    const stream = n.remoteStreams[id];
-    const frames = n.frames[id] || [];
-    const last = frames[frames.length - 1];
-    return {
-      inbound: stats.length,
-      ssrcs: stats.map((s) => s.ssrc),
-      framesDecoded: stats.reduce((a, s) => a + s.framesDecoded, 0),
-      packetsReceived: stats.reduce((a, s) => a + s.packetsReceived, 0),
-      frameWidth: stats[0] ? stats[0].frameWidth : 0,
-      trackIds: stream ? stream.getVideoTracks().map((t) => t.id) : [],
-      videoOntracks: n.ontracks.filter((e) => e.kind === 'video' && e.streamId === id).length,
-      frames: frames.length,
-      lastWidth: last ? last[2] : 0,
-      lastAt: last ? last[0] : 0,
-    };
-  }, pid);
-
-// Presented frames of `pid` after `from` (epoch ms): [[at, width], ...].
-const framesAfter = (page, pid, from) =>
-  page.evaluate(([id, a]) => (window.noom.frames[id] || []).filter((f) => f[0] > a).map((f) => [f[0], f[2]]), [pid, from]);
-
-const maxGap = (frames) => {
-  let gap = 0;
-  for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i][0] - frames[i - 1][0]);
-  return Math.round(gap);
-};
 
 // The server's video forwarding to `subscriber` from `publisher` (admin API).
 async function forwarded(server, subscriber, publisher) {
