@@ -113,11 +113,14 @@ pub struct MediaConfig {
     /// server's offer carries rid/simulcast recv lines).
     pub simulcast: bool,
     /// Share each subscriber's bandwidth estimate among its videos
-    /// (simulcast layer caps, pauses, padding probes). Off by default: with
-    /// it on, NACK answers and sender reports toward some subscribers go
-    /// wrong (issue #16, not yet fixed).
-    #[serde(default)]
+    /// (simulcast layer caps, pauses, padding probes). On when a file
+    /// leaves it out, like the embedded default.
+    #[serde(default = "allocation_by_default")]
     pub bandwidth_allocation: bool,
+}
+
+fn allocation_by_default() -> bool {
+    true
 }
 
 /// `[ice]`: what clients are told about STUN/TURN.

@@ -128,19 +128,28 @@ impl RtpMunger {
 
     /// Takes the next outgoing sequence number for a packet of the server's
     /// own (a padding-only bandwidth probe), with the latest timestamp sent:
-    /// later packets move up by one. `None` before the first packet, or
-    /// while a new epoch waits for its first one.
+    /// later packets move up by one. `None` before the first packet.
+    ///
+    /// Also between two epochs (a paused video, or one waiting for the
+    /// keyframe of another encoding): a paused video is the one that most
+    /// needs a probe to come back, and padding is all its subscriber then
+    /// gets on that stream. The next epoch simply starts after the padding;
+    /// a sequence number left out for a cut-off frame is left out first, so
+    /// the padding does not close that gap.
     pub fn pad(&mut self) -> Option<(u16, u32)> {
-        if !self.started || self.resync {
+        if !self.started {
             return None;
         }
-        let out_seq = self.highest_out.wrapping_add(1);
+        let skip = std::mem::take(&mut self.pending_skip);
+        let out_seq = self.highest_out.wrapping_add(1 + u16::from(skip));
         self.highest_out = out_seq;
-        self.seq_offset = self.seq_offset.wrapping_add(1);
-        if self.padded.len() == MAX_DROPPED {
-            self.padded.remove(0);
+        if !self.resync {
+            self.seq_offset = self.seq_offset.wrapping_add(1);
+            if self.padded.len() == MAX_DROPPED {
+                self.padded.remove(0);
+            }
+            self.padded.push(self.highest_in);
         }
-        self.padded.push(self.highest_in);
         // Not a forwarded packet: a NACK for it finds nothing to resend.
         self.history[out_seq as usize % HISTORY] = None;
         Some((out_seq, self.last_out_ts))
@@ -340,6 +349,26 @@ mod tests {
         assert_eq!(m.map(102, 6000, t0), Some((102, 6000)));
         assert_eq!(m.map(104, 9000, t0), Some((106, 9000)));
         assert_eq!(m.input_for(106), Some((104, 0)));
+    }
+
+    #[test]
+    fn padding_while_paused_keeps_the_gap_of_a_cut_frame_and_the_next_epoch_follows_it() {
+        let t0 = Instant::now();
+        let mut m = RtpMunger::new(90000);
+        assert_eq!(m.map(100, 3000, t0), Some((100, 3000)));
+        assert_eq!(m.map(101, 3000, t0), Some((101, 3000)));
+        // Paused in the middle of a frame: 102 stays unused, so the
+        // subscriber sees the frame as lost rather than completed.
+        m.switch_source_mapped(None, true);
+        assert_eq!(m.pad(), Some((103, 3000)));
+        assert_eq!(m.pad(), Some((104, 3000)));
+        assert_eq!(m.input_for(104), None);
+        // The resume (a keyframe, any input number) continues after the
+        // padding, with no second gap.
+        let (seq, _) = m.map(500, 30_000, t0 + Duration::from_millis(40)).unwrap();
+        assert_eq!(seq, 105);
+        assert_eq!(m.map(501, 30_000, t0).map(|(s, _)| s), Some(106));
+        assert_eq!(m.input_for(106).map(|(input, _)| input), Some(501));
     }
 
     #[test]

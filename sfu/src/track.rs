@@ -479,12 +479,16 @@ impl DownTrack {
     }
 
     /// Sends a padding-only packet of `size` bytes of padding (a bandwidth
-    /// probe, see `bwe::Prober`) on this stream: only on the fast path,
-    /// while a video encoding is forwarded and between two frames (a
-    /// receiver assembling a frame must not find a foreign number inside
-    /// it). Takes the next sequence number; the subscriber's decoder skips
+    /// probe, see `bwe::Prober`) on this stream: only on the fast path, on
+    /// a video stream that has started, and between two frames (a receiver
+    /// assembling a frame must not find a foreign number inside it). Also
+    /// while the video is paused or waits for a keyframe: a video paused
+    /// for want of bandwidth can only come back if a probe proves the link
+    /// (a frame cut off by the pause keeps its gap, see `RtpMunger::pad`).
+    /// Takes the next sequence number; the subscriber's decoder skips
     /// padding. False when it cannot go now.
     pub fn send_padding(&mut self, out: &mut RtpWriter<'_, '_>, size: u8, now: Instant) -> bool {
+        let between_frames = self.last_marker || self.layer.is_none();
         let (
             RtpWriter::Fast {
                 writer,
@@ -492,9 +496,8 @@ impl DownTrack {
                 send,
             },
             Some(rewriter),
-            Some(_),
             true,
-        ) = (out, &self.rewriter, self.layer, self.last_marker)
+        ) = (out, &self.rewriter, between_frames)
         else {
             return false;
         };

@@ -100,13 +100,19 @@ struct TrackState {
 
 #[derive(Debug, Default)]
 pub struct StreamAllocator {
-    /// The link has not shown congestion (delay growth or loss) yet, so
-    /// the estimate is a guess that grows only with what is sent: every
-    /// shown video gets at least its lowest layer. Otherwise a publisher
-    /// sending one 1 Mbit/s encoding would be paused for every new
-    /// subscriber (the initial estimate is 300 kbit/s), and with nothing
-    /// but audio flowing the estimate could never grow to let it in.
-    pub unproven_link: bool,
+    /// Every shown video keeps at least its lowest layer: the link has not
+    /// shown that it cannot carry them, so the estimate alone does not
+    /// pause a video. Set while the link has shown no congestion at all
+    /// (the estimate is then a guess that grows only with what is sent: a
+    /// publisher sending one 1 Mbit/s encoding would be paused for every
+    /// new subscriber, the initial estimate being 300 kbit/s, and with
+    /// nothing but audio flowing it could never grow to let it in), and
+    /// while the link delivers what is sent without loss (an estimate cut
+    /// by delay noise, a loaded receiver that reads late, is no reason to
+    /// take a picture away; a downgrade between layers still follows it).
+    /// A video already paused is not resumed by it: it comes back the
+    /// usual way, once a probe has proven the estimate.
+    pub keep_lowest_layers: bool,
     tracks: BTreeMap<TrackId, TrackState>,
     /// Since when the layers granted before exceed the estimate.
     short_since: Option<Instant>,
@@ -158,7 +164,11 @@ impl StreamAllocator {
                 continue;
             };
             let cost = videos[i].layer_bps[lowest] as f64;
-            if self.unproven_link
+            let paused = self
+                .tracks
+                .get(&videos[i].track)
+                .is_some_and(|t| t.target == Target::Paused);
+            if (self.keep_lowest_layers && !paused)
                 || self.allowed(
                     &videos[i],
                     Target::Layer(lowest),

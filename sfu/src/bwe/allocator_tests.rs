@@ -235,9 +235,9 @@ fn a_downgrade_for_bandwidth_still_holds() {
 }
 
 #[test]
-fn an_unproven_link_gets_every_shown_video_at_its_lowest_layer() {
+fn a_link_kept_to_lowest_layers_pauses_no_shown_video_but_does_not_resume_a_paused_one() {
     let mut alloc = StreamAllocator {
-        unproven_link: true,
+        keep_lowest_layers: true,
         ..Default::default()
     };
     // One encoding of 1 Mbit/s, the initial 300 kbit/s estimate.
@@ -255,13 +255,30 @@ fn an_unproven_link_gets_every_shown_video_at_its_lowest_layer() {
         Instant::now(),
     );
     assert_eq!(targets(&a), vec![Target::Layer(0), Target::Paused]);
-    // Once the link has shown congestion, the estimate is believed.
-    alloc.unproven_link = false;
+    // Once the link has shown it cannot deliver, the estimate is believed.
+    alloc.keep_lowest_layers = false;
     let a = alloc.allocate(
         300_000,
         AUDIO,
-        &[single, hidden],
+        &[single.clone(), hidden.clone()],
         Instant::now() + Duration::from_secs(2),
     );
     assert_eq!(targets(&a), vec![Target::Paused, Target::Paused]);
+    // A paused video stays paused when the link delivers again: it comes
+    // back when the estimate has room for it.
+    alloc.keep_lowest_layers = true;
+    let a = alloc.allocate(
+        300_000,
+        AUDIO,
+        &[single.clone(), hidden.clone()],
+        Instant::now() + Duration::from_secs(3),
+    );
+    assert_eq!(targets(&a), vec![Target::Paused, Target::Paused]);
+    let a = alloc.allocate(
+        1_400_000,
+        AUDIO,
+        &[single, hidden],
+        Instant::now() + Duration::from_secs(3) + UPGRADE_HOLD,
+    );
+    assert_eq!(targets(&a), vec![Target::Layer(0), Target::Paused]);
 }

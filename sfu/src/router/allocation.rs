@@ -83,14 +83,33 @@ impl LayerRate {
 
 /// Loss share that counts as congestion for `congestion_seen`.
 const CONGESTION_LOSS: f64 = 0.02;
+/// Loss share, and share of what was sent that the link delivered, past
+/// which the link is failing to carry what it is given: only then may the
+/// estimate pause a video (see `StreamAllocator::keep_lowest_layers`).
+const FAILING_LOSS: f64 = 0.05;
+const FAILING_DELIVERY: f64 = 0.75;
 
 #[derive(Default)]
 struct SubscriberAllocation {
     allocator: StreamAllocator,
     prober: Prober,
-    /// The subscriber's link has shown congestion (see
-    /// `StreamAllocator::unproven_link`).
+    /// The subscriber's link has shown congestion (delay growth or loss).
     congestion_seen: bool,
+    /// What was sent toward the subscriber (media, retransmissions,
+    /// padding), to compare with what its feedback says arrived.
+    sent: LayerRate,
+}
+
+impl SubscriberAllocation {
+    /// Whether the link has shown that it cannot carry what it is given:
+    /// loss, or clearly less delivered than sent (a queue filling up).
+    fn link_failing(&self, stats: &crate::bwe::BweStats) -> bool {
+        let lossy = stats.loss.is_some_and(|l| l > FAILING_LOSS);
+        let short = stats
+            .acknowledged_bps
+            .is_some_and(|acked| (acked as f64) < FAILING_DELIVERY * self.sent.bps as f64);
+        lossy || short
+    }
 }
 
 /// One video as allocated: its live encodings, lowest first (indices into
@@ -220,7 +239,11 @@ impl Router {
         let Some(sub) = self.peers.get(&conn) else {
             return;
         };
-        let Some(stats) = sub.fast_writer.as_ref().map(|w| w.bwe.stats()) else {
+        let Some((stats, sent_bytes)) = sub
+            .fast_writer
+            .as_ref()
+            .map(|w| (w.bwe.stats(), w.bwe.sent_bytes()))
+        else {
             return;
         };
         let speaking: &[ParticipantId] = self
@@ -272,7 +295,8 @@ impl Router {
         let state = self.allocations.subscribers.entry(conn).or_default();
         state.congestion_seen |=
             stats.usage == Usage::Overusing || stats.loss.is_some_and(|l| l > CONGESTION_LOSS);
-        state.allocator.unproven_link = !state.congestion_seen;
+        state.sent.sample(sent_bytes, now);
+        state.allocator.keep_lowest_layers = !state.congestion_seen || !state.link_failing(&stats);
         let allocation = state
             .allocator
             .allocate(stats.estimate_bps, audio_bps, &videos, now);
@@ -358,11 +382,25 @@ impl Router {
             if budget == 0 {
                 continue;
             }
-            // Padding goes on a video this subscriber is being forwarded.
-            let subscribed: Vec<TrackKey> = peer.subscribed.values().copied().collect();
+            // Padding goes on a video this subscriber is being forwarded,
+            // else on one paused for want of bandwidth (its way back); never
+            // on a hidden one (the subscriber asked for none of it).
+            let mut subscribed: Vec<(bool, TrackKey)> = peer
+                .subscribed
+                .values()
+                .filter_map(|key| {
+                    let dt = tracks
+                        .get(key)?
+                        .down_tracks
+                        .iter()
+                        .find(|d| d.subscriber == conn)?;
+                    (!dt.selector.hidden).then_some((dt.layer.is_none(), *key))
+                })
+                .collect();
+            subscribed.sort_unstable();
             let mut out = peer.rtp_writer(&mut *send);
             let mut packets = 0;
-            'tracks: for key in &subscribed {
+            'tracks: for (_, key) in &subscribed {
                 let Some(dt) = tracks
                     .get_mut(key)
                     .filter(|t| t.is_video())
