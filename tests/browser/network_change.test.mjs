@@ -25,6 +25,18 @@ import { clientState, expectDecoding, joinViaForm, markDocument, stillSameDocume
 
 // How long the path stays broken in (a): the issue's "drop its packets for 5 s".
 const OUTAGE_MS = 5000;
+// How soon both decode each other again, from the path working again (a)
+// or the move (b): the issue's aim, under 3 s. Measured on a loaded 2-core
+// machine: (a) 0.6-2.1 s: the client restarted about 1 s into the outage
+// (web/media_recovery.js: 1 s of silence after packets were flowing); the
+// server stops checking the new connection's UDP pairs 1.4 s after it
+// began (ICE_MAX_BINDING_REQUESTS, sfu/src/engine.rs), so it connects over
+// ICE-TCP once the path works. (b) 1.5-2.1 s: the client restarts about
+// 1.1 s after the move, but Chromium gathers candidates on the new address
+// only once it has re-read its network list, about 2 s after the address
+// appeared (no event tells the page); ICE, DTLS and a keyframe then take
+// 0.1-0.3 s.
+const RECOVERY_MS = 3000;
 
 // Video frames decoded per remote name, from the web client's own stats.
 const framesByName = async (page) => {
@@ -48,8 +60,10 @@ async function framesResume(person, name, describe) {
   return Date.now();
 }
 
-// Resolves once `person`'s decoded frames from `name` stop growing for 1 s
-// (the path is really broken, not just slowed).
+// Resolves once `person`'s decoded frames from `name` stop growing for
+// 500 ms (the path is really broken, not just slowed: 15 frame intervals at
+// 30 fps). Not longer: the client restarts about 1 s after a break, so a
+// longer stall could be over before it is seen.
 async function framesStall(person, name, describe) {
   let last = -1;
   let since = Date.now();
@@ -60,9 +74,22 @@ async function framesStall(person, name, describe) {
       since = Date.now();
       return false;
     }
-    return Date.now() - since >= 1000;
-  }, { timeout: 20_000, interval: 100, what: `${person.label}'s frames from ${name} to stall`, describe });
+    return Date.now() - since >= 500;
+  }, { timeout: 20_000, interval: 50, what: `${person.label}'s frames from ${name} to stall`, describe });
 }
+
+// The local end of the page's selected candidate pair: {address, protocol}.
+const selectedLocal = (page) => page.evaluate(async () => {
+  const report = await window.noomApp.pc.getStats();
+  let local = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) {
+      const c = report.get(report.get(s.selectedCandidatePairId).localCandidateId);
+      local = { address: c.address, protocol: c.protocol };
+    }
+  });
+  return local;
+});
 
 // What the page's MediaRecovery did since `since`, with times relative to `zero`.
 async function recoverySteps(person, since, zero) {
@@ -145,8 +172,7 @@ test('after the media path breaks for 5 s, media resumes both ways without a new
     const idsBefore = await Promise.all(setup.people.map(async (p) => (await clientState(p.page)).you));
     const brokenAt = Date.now();
     ns.blockPath(setup.mediaIp);
-    await framesStall(bob, 'alice', describe);
-    await framesStall(alice, 'bob', describe);
+    await Promise.all([framesStall(bob, 'alice', describe), framesStall(alice, 'bob', describe)]);
     // The outage itself is the scenario: the path stays broken for 5 s.
     await sleep(Math.max(0, brokenAt + OUTAGE_MS - Date.now()));
     const dropped = ns.droppedUdpPackets();
@@ -161,10 +187,13 @@ test('after the media path breaks for 5 s, media resumes both ways without a new
       bobDecodesAliceMs: bobBack - restoredAt,
       dropped: dropped,
       aliceSteps: await recoverySteps(alice, brokenAt, restoredAt),
+      aliceLocal: await selectedLocal(alice.page),
     };
     t.diagnostic(`path restored -> decoding again: ${JSON.stringify(recovery)}`);
     writeFileSync(path.join(artifactsDir, `${label}-timing.json`), JSON.stringify(recovery));
     assert.ok(dropped > 0, 'the outage dropped some of her packets');
+    const slowest = Math.max(recovery.aliceDecodesBobMs, recovery.bobDecodesAliceMs);
+    assert.ok(slowest <= RECOVERY_MS, `both decode again within ${RECOVERY_MS} ms of the path working again: ${JSON.stringify(recovery)}`);
     await assertSameCall(setup, idsBefore);
     await expectDecoding(alice, ['bob'], describe);
     await expectDecoding(bob, ['alice'], describe);
@@ -184,8 +213,7 @@ test('after moving to a new address, media resumes both ways without a new join'
     const newIp = ns.addBrowserLink();
     ns.blockPath(setup.mediaIp, { from: ns.browserIp });
     const movedAt = Date.now();
-    await framesStall(bob, 'alice', describe);
-    await framesStall(alice, 'bob', describe);
+    await Promise.all([framesStall(bob, 'alice', describe), framesStall(alice, 'bob', describe)]);
     const [aliceBack, bobBack] = await Promise.all([
       framesResume(alice, 'bob', describe),
       framesResume(bob, 'alice', describe),
@@ -195,19 +223,14 @@ test('after moving to a new address, media resumes both ways without a new join'
       bobDecodesAliceMs: bobBack - movedAt,
       dropped: ns.droppedUdpPackets(),
       aliceSteps: await recoverySteps(alice, movedAt, movedAt),
+      aliceLocal: await selectedLocal(alice.page),
     };
     t.diagnostic(`moved -> decoding again: ${JSON.stringify(recovery)}`);
     writeFileSync(path.join(artifactsDir, `${label}-timing.json`), JSON.stringify(recovery));
     assert.ok(recovery.aliceSteps.some((step) => step.startsWith('restart ')), `alice restarted her media connection: ${recovery.aliceSteps}`);
-    const local = await alice.page.evaluate(async () => {
-      const report = await window.noomApp.pc.getStats();
-      let address = null;
-      report.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) address = report.get(report.get(s.selectedCandidatePairId).localCandidateId).address;
-      });
-      return address;
-    });
-    assert.equal(local, newIp, 'her media now leaves from her new address');
+    const slowest = Math.max(recovery.aliceDecodesBobMs, recovery.bobDecodesAliceMs);
+    assert.ok(slowest <= RECOVERY_MS, `both decode again within ${RECOVERY_MS} ms of the move: ${JSON.stringify(recovery)}`);
+    assert.equal(recovery.aliceLocal?.address, newIp, 'her media now leaves from her new address');
     await assertSameCall(setup, idsBefore);
     await expectDecoding(alice, ['bob'], describe);
     await expectDecoding(bob, ['alice'], describe);
