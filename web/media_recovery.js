@@ -32,7 +32,8 @@ export const STALE_PATH_MS = 3000;
 // room, muted or not), and another publisher's audio alone is 50 packets/s;
 // on a healthy call the longest silence measured was 154 ms (two Chromium
 // on a loaded 2-core machine, polled every 50 ms), so 1 s of nothing means
-// the path broke. The only healthy case that trips it is a client that
+// the path broke, provided the browser kept sending meanwhile (see
+// checkPath). The only healthy case left that trips it is a client that
 // publishes nothing whose last remote publisher leaves; its restart costs
 // nobody anything.
 export const STALE_FLOWING_PATH_MS = 1000;
@@ -110,10 +111,13 @@ export class MediaRecovery {
       return; // closed meanwhile
     }
     if (this.pc !== pc || !pair?.lastPacketReceivedTimestamp) return;
-    const { silent, rate } = this.path.add(pair);
-    const flowing = rate >= FLOWING_PACKETS_PER_S;
+    const { silent, rate, sentSince } = this.path.add(pair);
+    // Only a silence we kept sending into: a page whose own sending paused
+    // (its renderer busy with a renegotiation on a loaded machine) also
+    // hears nothing back for a while when it is alone in a room.
+    const flowing = rate >= FLOWING_PACKETS_PER_S && sentSince >= STALE_FLOWING_PATH_MS;
     if (silent >= (flowing ? STALE_FLOWING_PATH_MS : STALE_PATH_MS)) {
-      const why = `nothing received for ${Math.round(silent)} ms${flowing ? ` after ${Math.round(rate)} packets/s` : ''}`;
+      const why = `nothing received for ${Math.round(silent)} ms${flowing ? ` after ${Math.round(rate)} packets/s, while sending` : ''}`;
       this.schedule(0, why, { evenIfConnected: true });
     }
   }
@@ -148,8 +152,9 @@ class PathHistory {
   }
 
   // Takes one candidate-pair stats entry; returns how long nothing has
-  // arrived (ms) and the packets per second in the FLOWING_WINDOW_MS before
-  // the last one arrived (0 without enough history).
+  // arrived (ms), the packets per second in the FLOWING_WINDOW_MS before
+  // the last one arrived (0 without enough history), and how long after
+  // that the browser still sent something (ms).
   add(pair) {
     if (pair.id !== this.pairId) {
       this.pairId = pair.id;
@@ -164,7 +169,7 @@ class PathHistory {
     const span = from ? lastAt - from.at : 0;
     // Half a window at least, or one burst after a quiet start would count.
     const rate = span >= FLOWING_WINDOW_MS / 2 ? ((pair.packetsReceived ?? 0) - from.packets) / (span / 1000) : 0;
-    return { silent: at - lastAt, rate };
+    return { silent: at - lastAt, rate, sentSince: (pair.lastPacketSentTimestamp ?? 0) - lastAt };
   }
 }
 

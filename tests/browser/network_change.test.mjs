@@ -31,11 +31,13 @@ const OUTAGE_MS = 5000;
 // (web/media_recovery.js: 1 s of silence after packets were flowing); the
 // server stops checking the new connection's UDP pairs 1.4 s after it
 // began (ICE_MAX_BINDING_REQUESTS, sfu/src/engine.rs), so it connects over
-// ICE-TCP once the path works. (b) 1.5-2.1 s: the client restarts about
-// 1.1 s after the move, but Chromium gathers candidates on the new address
-// only once it has re-read its network list, about 2 s after the address
-// appeared (no event tells the page); ICE, DTLS and a keyframe then take
-// 0.1-0.3 s.
+// ICE-TCP once the path works. (b) 1.5-2.8 s (3.3 s once in 15 runs with
+// a load average of 15, 6.2 s at 27): the client restarts about 1.1 s
+// after the move, but Chromium gathers candidates on the new address only
+// once it has re-read its network list, about 2 s after the address
+// appeared (no event tells the page); ICE and DTLS then take about 0.1 s,
+// and the subscriber decodes the publisher's first keyframe 0.2-1.1 s
+// after that.
 const RECOVERY_MS = 3000;
 
 // Video frames decoded per remote name, from the web client's own stats.
