@@ -1,5 +1,5 @@
 // Brings the media connection back after a network change, without a new
-// join: when nothing arrives on the connection's path for a while (1 s if
+// join: when nothing arrives on the connection's path for a while (1.5 s if
 // packets were flowing), when it stays `disconnected` for a moment, or when
 // it is `failed`, the client asks the server for a fresh connection
 // (`restart_media`, see docs/protocol.md) and keeps asking, with backoff,
@@ -10,8 +10,8 @@
 // so the old connection never comes back. Why so soon: Chromium learns of a
 // new address only about 2 s after it appeared (it re-reads its network
 // list then; no event tells the page), and a connection made before that
-// picks the address up as soon as it does, so a restart 1 s into the
-// silence costs a moved client nothing more. A path lost for only a second
+// picks the address up as soon as it does, so a restart 1.5 s into the
+// silence costs a moved client little. A path lost for only a second
 // or two would have come back on the old connection through ICE consent;
 // the restart costs it a new connection (about 0.3 s once the path works,
 // and a keyframe).
@@ -31,12 +31,16 @@ export const STALE_PATH_MS = 3000;
 // server's transport-cc feedback every 100 ms (13 packets/s when alone in a
 // room, muted or not), and another publisher's audio alone is 50 packets/s;
 // on a healthy call the longest silence measured was 154 ms (two Chromium
-// on a loaded 2-core machine, polled every 50 ms), so 1 s of nothing means
-// the path broke, provided the browser kept sending meanwhile (see
-// checkPath). The only healthy case left that trips it is a client that
-// publishes nothing whose last remote publisher leaves; its restart costs
-// nobody anything.
-export const STALE_FLOWING_PATH_MS = 1000;
+// on a loaded 2-core machine, polled every 50 ms), but a debug build of the
+// server on that machine (load average 24) once went 1.16 s without
+// sending while its media thread did another peer's DTLS handshake, and a
+// restart then makes one more handshake. So 1.5 s of nothing, while the
+// browser kept sending (see checkPath), means the path broke; a moved
+// client loses nothing by the wait, as Chromium learns of its new address
+// only about 2 s after it appeared anyway. The only healthy case left that
+// trips it is a client that publishes nothing whose last remote publisher
+// leaves; its restart costs nobody anything.
+export const STALE_FLOWING_PATH_MS = 1500;
 export const FLOWING_PACKETS_PER_S = 8;
 export const FLOWING_WINDOW_MS = 2000;
 // How often the selected pair is looked at (one getStats, about 2 ms in a

@@ -27,17 +27,17 @@ import { clientState, expectDecoding, joinViaForm, markDocument, stillSameDocume
 const OUTAGE_MS = 5000;
 // How soon both decode each other again, from the path working again (a)
 // or the move (b): the issue's aim, under 3 s. Measured on a loaded 2-core
-// machine: (a) 0.6-2.1 s: the client restarted about 1 s into the outage
-// (web/media_recovery.js: 1 s of silence after packets were flowing); the
-// server stops checking the new connection's UDP pairs 1.4 s after it
-// began (ICE_MAX_BINDING_REQUESTS, sfu/src/engine.rs), so it connects over
-// ICE-TCP once the path works. (b) 1.5-2.8 s (3.3 s once in 15 runs with
-// a load average of 15, 6.2 s at 27): the client restarts about 1.1 s
-// after the move, but Chromium gathers candidates on the new address only
-// once it has re-read its network list, about 2 s after the address
-// appeared (no event tells the page); ICE and DTLS then take about 0.1 s,
-// and the subscriber decodes the publisher's first keyframe 0.2-1.1 s
-// after that.
+// machine (web/media_recovery.js restarts after 1.5 s of silence after
+// packets were flowing): (a) 0.4-1.5 s: the restart made during the outage
+// connects over ICE-TCP once the path works (the server stops checking the
+// new connection's UDP pairs 1.4 s after it began: ICE_MAX_BINDING_REQUESTS,
+// sfu/src/engine.rs). (b) 2.0-2.6 s: Chromium gathers candidates on the new
+// address only once it has re-read its network list, about 2 s after the
+// address appeared (no event tells the page); the restart, 1.6-1.8 s after
+// the move, picks it up then; ICE and DTLS take about 0.1 s, and the
+// subscriber decodes the publisher's first keyframe 0.1-0.5 s after that.
+// (With a 1 s threshold, (b) took 1.5-2.8 s, and 3.3 s and 6.2 s in two of
+// 15 runs at a load average of 15-27.)
 const RECOVERY_MS = 3000;
 
 // Video frames decoded per remote name, from the web client's own stats.
@@ -64,7 +64,7 @@ async function framesResume(person, name, describe) {
 
 // Resolves once `person`'s decoded frames from `name` stop growing for
 // 500 ms (the path is really broken, not just slowed: 15 frame intervals at
-// 30 fps). Not longer: the client restarts about 1 s after a break, so a
+// 30 fps). Not longer: the client restarts 1.5 s after a break, so a
 // longer stall could be over before it is seen.
 async function framesStall(person, name, describe) {
   let last = -1;
