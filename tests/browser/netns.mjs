@@ -137,6 +137,11 @@ export async function browserNamespace(label) {
       run('ip', ['link', 'add', hostEnd2, 'type', 'veth', 'peer', 'name', browserEnd2, 'netns', String(holder.pid)]);
       run('ip', ['addr', 'add', `10.78.${n}.1/24`, 'dev', hostEnd2]);
       run('ip', ['link', 'set', hostEnd2, 'up']);
+      // IPv4 only, as a laptop whose Wi-Fi hands it a new address: no IPv6
+      // link-local address 1-2 s later (after duplicate address detection),
+      // which would restart Chromium's 2 s wait before it re-reads its
+      // network list (see network_change.test.mjs) at random.
+      inNs('ip', ['link', 'set', 'dev', browserEnd2, 'addrgenmode', 'none']);
       inNs('ip', ['addr', 'add', `10.78.${n}.2/24`, 'dev', browserEnd2]);
       inNs('ip', ['link', 'set', browserEnd2, 'up']);
       inNs('ip', ['route', 'replace', 'default', 'via', `10.78.${n}.1`]);

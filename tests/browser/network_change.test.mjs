@@ -25,6 +25,20 @@ import { clientState, expectDecoding, joinViaForm, markDocument, stillSameDocume
 
 // How long the path stays broken in (a): the issue's "drop its packets for 5 s".
 const OUTAGE_MS = 5000;
+// How soon both decode each other again, from the path working again (a)
+// or the move (b): the issue's aim, under 3 s. Measured on a loaded 2-core
+// machine (web/media_recovery.js restarts after 1.5 s of silence after
+// packets were flowing): (a) 0.4-1.5 s: the restart made during the outage
+// connects over ICE-TCP once the path works (the server stops checking the
+// new connection's UDP pairs 1.4 s after it began: ICE_MAX_BINDING_REQUESTS,
+// sfu/src/engine.rs). (b) 2.0-2.6 s: Chromium gathers candidates on the new
+// address only once it has re-read its network list, about 2 s after the
+// address appeared (no event tells the page); the restart, 1.6-1.8 s after
+// the move, picks it up then; ICE and DTLS take about 0.1 s, and the
+// subscriber decodes the publisher's first keyframe 0.1-0.5 s after that.
+// (With a 1 s threshold, (b) took 1.5-2.8 s, and 3.3 s and 6.2 s in two of
+// 15 runs at a load average of 15-27.)
+const RECOVERY_MS = 3000;
 
 // Video frames decoded per remote name, from the web client's own stats.
 const framesByName = async (page) => {
@@ -48,8 +62,10 @@ async function framesResume(person, name, describe) {
   return Date.now();
 }
 
-// Resolves once `person`'s decoded frames from `name` stop growing for 1 s
-// (the path is really broken, not just slowed).
+// Resolves once `person`'s decoded frames from `name` stop growing for
+// 500 ms (the path is really broken, not just slowed: 15 frame intervals at
+// 30 fps). Not longer: the client restarts 1.5 s after a break, so a
+// longer stall could be over before it is seen.
 async function framesStall(person, name, describe) {
   let last = -1;
   let since = Date.now();
@@ -60,9 +76,22 @@ async function framesStall(person, name, describe) {
       since = Date.now();
       return false;
     }
-    return Date.now() - since >= 1000;
-  }, { timeout: 20_000, interval: 100, what: `${person.label}'s frames from ${name} to stall`, describe });
+    return Date.now() - since >= 500;
+  }, { timeout: 20_000, interval: 50, what: `${person.label}'s frames from ${name} to stall`, describe });
 }
+
+// The local end of the page's selected candidate pair: {address, protocol}.
+const selectedLocal = (page) => page.evaluate(async () => {
+  const report = await window.noomApp.pc.getStats();
+  let local = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) {
+      const c = report.get(report.get(s.selectedCandidatePairId).localCandidateId);
+      local = { address: c.address, protocol: c.protocol };
+    }
+  });
+  return local;
+});
 
 // What the page's MediaRecovery did since `since`, with times relative to `zero`.
 async function recoverySteps(person, since, zero) {
@@ -145,8 +174,7 @@ test('after the media path breaks for 5 s, media resumes both ways without a new
     const idsBefore = await Promise.all(setup.people.map(async (p) => (await clientState(p.page)).you));
     const brokenAt = Date.now();
     ns.blockPath(setup.mediaIp);
-    await framesStall(bob, 'alice', describe);
-    await framesStall(alice, 'bob', describe);
+    await Promise.all([framesStall(bob, 'alice', describe), framesStall(alice, 'bob', describe)]);
     // The outage itself is the scenario: the path stays broken for 5 s.
     await sleep(Math.max(0, brokenAt + OUTAGE_MS - Date.now()));
     const dropped = ns.droppedUdpPackets();
@@ -161,10 +189,13 @@ test('after the media path breaks for 5 s, media resumes both ways without a new
       bobDecodesAliceMs: bobBack - restoredAt,
       dropped: dropped,
       aliceSteps: await recoverySteps(alice, brokenAt, restoredAt),
+      aliceLocal: await selectedLocal(alice.page),
     };
     t.diagnostic(`path restored -> decoding again: ${JSON.stringify(recovery)}`);
     writeFileSync(path.join(artifactsDir, `${label}-timing.json`), JSON.stringify(recovery));
     assert.ok(dropped > 0, 'the outage dropped some of her packets');
+    const slowest = Math.max(recovery.aliceDecodesBobMs, recovery.bobDecodesAliceMs);
+    assert.ok(slowest <= RECOVERY_MS, `both decode again within ${RECOVERY_MS} ms of the path working again: ${JSON.stringify(recovery)}`);
     await assertSameCall(setup, idsBefore);
     await expectDecoding(alice, ['bob'], describe);
     await expectDecoding(bob, ['alice'], describe);
@@ -184,8 +215,7 @@ test('after moving to a new address, media resumes both ways without a new join'
     const newIp = ns.addBrowserLink();
     ns.blockPath(setup.mediaIp, { from: ns.browserIp });
     const movedAt = Date.now();
-    await framesStall(bob, 'alice', describe);
-    await framesStall(alice, 'bob', describe);
+    await Promise.all([framesStall(bob, 'alice', describe), framesStall(alice, 'bob', describe)]);
     const [aliceBack, bobBack] = await Promise.all([
       framesResume(alice, 'bob', describe),
       framesResume(bob, 'alice', describe),
@@ -195,19 +225,14 @@ test('after moving to a new address, media resumes both ways without a new join'
       bobDecodesAliceMs: bobBack - movedAt,
       dropped: ns.droppedUdpPackets(),
       aliceSteps: await recoverySteps(alice, movedAt, movedAt),
+      aliceLocal: await selectedLocal(alice.page),
     };
     t.diagnostic(`moved -> decoding again: ${JSON.stringify(recovery)}`);
     writeFileSync(path.join(artifactsDir, `${label}-timing.json`), JSON.stringify(recovery));
     assert.ok(recovery.aliceSteps.some((step) => step.startsWith('restart ')), `alice restarted her media connection: ${recovery.aliceSteps}`);
-    const local = await alice.page.evaluate(async () => {
-      const report = await window.noomApp.pc.getStats();
-      let address = null;
-      report.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) address = report.get(report.get(s.selectedCandidatePairId).localCandidateId).address;
-      });
-      return address;
-    });
-    assert.equal(local, newIp, 'her media now leaves from her new address');
+    const slowest = Math.max(recovery.aliceDecodesBobMs, recovery.bobDecodesAliceMs);
+    assert.ok(slowest <= RECOVERY_MS, `both decode again within ${RECOVERY_MS} ms of the move: ${JSON.stringify(recovery)}`);
+    assert.equal(recovery.aliceLocal?.address, newIp, 'her media now leaves from her new address');
     await assertSameCall(setup, idsBefore);
     await expectDecoding(alice, ['bob'], describe);
     await expectDecoding(bob, ['alice'], describe);
