@@ -23,10 +23,14 @@ import { framesAfter, view } from './simulcast_view.mjs';
 
 // The wait before an unwanted encoding is turned off (sfu/src/encoding_demand.rs).
 const OFF_AFTER_MS = 3000;
-// From the layout that enlarges the tile to the first 1280-wide frame: the
-// message, setParameters, the encoder's start and first keyframe, the
-// server's switch at that keyframe (measured 3 runs: see the report).
-const RESUME_BOUND_MS = 1500;
+// From the layout that enlarges the tile to the first 1280-wide frame
+// presented: the message (under 25 ms), setParameters and the encoder's
+// start (f's first frame 100-450 ms after the layout), the server's switch
+// at that first keyframe, decoding. Measured 139-377 ms on an idle machine
+// (with and without bandwidth allocation), 0.7-2 s only with the 2 cores
+// at a load of 24; the same bound as a hidden tile shown again
+// (simulcast.test.mjs).
+const RESUME_BOUND_MS = 1000;
 
 // The publisher's upstream: transport bytes, and per video rid its
 // outbound-rtp (active, bytesSent, framesSent, keyFramesEncoded, pliCount).
@@ -97,7 +101,10 @@ test('encodings nobody watches stop at the publisher and come back when a tile g
     const before0 = await upstream(pub.page);
     await qFramesPast(30);
     const before1 = await upstream(pub.page);
-    assert.deepEqual(await messages(), [], 'nothing to say while the top encoding is watched');
+    // (Had the publisher been alone for the wait, h and f were stopped and
+    // started again when the subscriber came: all active by now.)
+    const early = await messages();
+    if (early.length > 0) assert.deepEqual(early[early.length - 1].active, { q: true, h: true, f: true }, 'everything active while the top encoding is watched');
 
     // Tile 320x180: h and f stop after the wait.
     phase('tile 320x180');

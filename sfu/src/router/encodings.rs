@@ -58,11 +58,13 @@ impl Router {
                 continue;
             }
             let infos: Vec<_> = track.layers.iter().map(|l| l.info(now)).collect();
-            // Subscribers that can receive it (negotiated, codec accepted).
+            // Every subscriber but those that refused its codec; one still
+            // negotiating counts (it is about to watch: turning the top
+            // encoding off during a join would only start it again).
             let tiles = track
                 .down_tracks
                 .iter()
-                .filter(|d| d.rewriter.is_some())
+                .filter(|d| d.rewriter.is_some() || d.refused_codec.is_none())
                 .map(|d| d.selector);
             let wanted = wanted_encodings(&infos, tiles);
             let wanted: Vec<(&str, bool)> = rids.iter().copied().zip(wanted).collect();
