@@ -10,7 +10,8 @@ import { MediaRecovery } from './media_recovery.js';
 import { createGrid } from './grid.js';
 import { startLayoutReports } from './layout_report.js';
 import { createScreenShare } from './screen_share.js';
-import { CAMERA, sizeSimulcastLayers } from './simulcast.js';
+import { CAMERA, setEncodingsActive, sizeSimulcastLayers } from './simulcast.js';
+import { recvonlySections } from './sections.js';
 import { listDevices as listDeviceOptions, openDevice } from './devices.js';
 
 const $ = (id) => document.getElementById(id);
@@ -191,6 +192,9 @@ function onMessage(msg) {
       break;
     case 'answer':
       screenShare.onReply(msg);
+      break;
+    case 'encodings':
+      enqueue('starting or stopping encodings', () => setEncodingsActive(app.pc, msg));
       break;
     case 'ok': {
       if (screenShare.onReply(msg) || layoutReports.owns(msg.req)) break;
@@ -418,17 +422,6 @@ function closePeer() {
   app.dc = null;
   for (const t of app.transfers.values()) failTransfer(t, 'the connection closed');
   app.transfers.clear();
-}
-
-// The m-sections the server offers recvonly: where we publish.
-function recvonlySections(sdp) {
-  const out = [];
-  for (const section of sdp.split(/\r?\n(?=m=)/).slice(1)) {
-    const m = section.match(/^m=(\S+) (\d+)/);
-    const mid = section.match(/^a=mid:(\S+)/m);
-    if (m && mid && m[2] !== '0' && /^a=recvonly\s*$/m.test(section)) out.push({ kind: m[1], mid: mid[1] });
-  }
-  return out;
 }
 
 async function onOffer(sdp) {

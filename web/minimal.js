@@ -39,7 +39,8 @@
 // They are behind a flag because watching every frame and keeping a
 // timeline costs work a debugging session does not need.
 
-import { sizeSimulcastLayers } from './simulcast.js';
+import { setEncodingsActive, sizeSimulcastLayers } from './simulcast.js';
+import { recvonlySections } from './sections.js';
 
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'test';
@@ -84,6 +85,7 @@ const noom = {
   // `track_unsupported` messages: tracks whose codec this client did not
   // accept (see recv=), so the server forwards none of their packets.
   unsupported: [],
+  encodings: [], // the server's `encodings` messages (+ `at`, epoch ms): which of our simulcast encodings are watched
   left: null, // the server's `left` message ({reason, message}), if it removed us
   log: [], // recent signaling traffic, newest last
   chats: [],
@@ -272,19 +274,6 @@ function removeParticipant(id) {
 }
 
 // ---------------------------------------------------------------- media
-
-// The m-sections the server offers `recvonly`: [{kind, mid}] in SDP order.
-// Those are where this client publishes its microphone and camera.
-function recvonlySections(sdp) {
-  const out = [];
-  for (const section of sdp.split(/\r?\n(?=m=)/).slice(1)) {
-    const m = section.match(/^m=(\S+) (\d+)/);
-    const mid = section.match(/^a=mid:(\S+)/m);
-    if (!m || !mid || m[2] === '0') continue;
-    if (/^a=recvonly\s*$/m.test(section)) out.push({ kind: m[1], mid: mid[1] });
-  }
-  return out;
-}
 
 async function attachLocalTracks(offerSdp) {
   for (const { kind, mid } of recvonlySections(offerSdp)) {
@@ -673,6 +662,10 @@ function onMessage(msg) {
       break;
     case 'track_unsupported':
       noom.unsupported.push(msg);
+      break;
+    case 'encodings':
+      noom.encodings.push({ ...msg, at: clock() });
+      enqueue('encodings', () => setEncodingsActive(noom.pc, msg));
       break;
     case 'error': {
       const text = `server error ${msg.code}${msg.req !== undefined ? ` (req ${msg.req})` : ''}: ${msg.message}`;

@@ -44,3 +44,26 @@ export async function sizeSimulcastLayers(sender) {
     console.warn('simulcast encodings not sized', err);
   }
 }
+
+// The server's `encodings` message (docs/protocol.md, Adaptive media): which
+// encodings of one of our tracks anybody watches, by rid. The others stop
+// (`active: false`: the browser neither encodes nor sends them, the saving
+// in upload and CPU) until the server asks for them again. The sender is
+// found by its m-section (`mid`), else by its track's id; unknown rids and
+// tracks are ignored. Run it in the queue that serialises negotiation, as
+// two interleaved setParameters calls fail.
+export async function setEncodingsActive(pc, msg) {
+  if (!pc || !msg.active || typeof msg.active !== 'object') return;
+  const transceiver = pc.getTransceivers().find((t) => msg.mid != null && t.mid === msg.mid);
+  const sender = transceiver?.sender ?? pc.getSenders().find((s) => s.track && s.track.id === msg.track);
+  if (!sender) return;
+  const params = sender.getParameters();
+  let changed = false;
+  for (const encoding of params.encodings || []) {
+    const active = msg.active[encoding.rid];
+    if (typeof active !== 'boolean' || encoding.active === active) continue;
+    encoding.active = active;
+    changed = true;
+  }
+  if (changed) await sender.setParameters(params);
+}

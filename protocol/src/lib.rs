@@ -447,6 +447,21 @@ pub fn track_unsupported(publisher: &str, track: &str, mime_type: &str) -> Strin
     .to_string()
 }
 
+/// Which simulcast encodings (by rid) of this client's track `track` anyone
+/// watches: the client may set `active: false` on the others and must
+/// start them again when told (docs/protocol.md, Adaptive media).
+pub fn encodings(track: &str, mid: Option<&str>, active: &[(String, bool)]) -> String {
+    let active: Map<String, Value> = active
+        .iter()
+        .map(|(rid, on)| (rid.clone(), Value::Bool(*on)))
+        .collect();
+    let mut value = json!({"type": "encodings", "track": track, "active": active});
+    if let Some(mid) = mid {
+        value["mid"] = json!(mid);
+    }
+    value.to_string()
+}
+
 pub fn candidate(c: &noom_sfu::IceCandidate) -> String {
     json!({"type": "candidate", "candidate": {
         "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index,
@@ -461,6 +476,18 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text).request.unwrap_err().code
+    }
+
+    #[test]
+    fn encodings_names_each_rid() {
+        let text = encodings("cam", Some("1"), &[("q".into(), true), ("f".into(), false)]);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            json!({"type": "encodings", "track": "cam", "mid": "1",
+                "active": {"q": true, "f": false}})
+        );
+        assert!(!encodings("cam", None, &[]).contains("mid"));
     }
 
     #[test]

@@ -54,6 +54,17 @@ pub enum MediaEvent {
         /// The track's MIME type, e.g. `video/H264`.
         mime_type: String,
     },
+    /// Which simulcast encodings of one of the participant's own tracks
+    /// anybody watches (see `encoding_demand`): the client may stop the
+    /// others (`active: false`) and start them again when told.
+    EncodingsWanted {
+        /// The track id of the participant's `a=msid` for it.
+        track_id: String,
+        /// The m-section that carries it, when negotiated.
+        mid: Option<String>,
+        /// Every encoding of the track: (rid, keep it active).
+        active: Vec<(String, bool)>,
+    },
 }
 
 /// Receives [`MediaEvent`]s for one participant. Called on the shard thread:

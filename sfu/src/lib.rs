@@ -25,6 +25,7 @@ mod data_frame;
 mod demux;
 mod dtls_setup;
 mod early_dtls;
+mod encoding_demand;
 mod engine;
 mod events;
 mod fast_writer;

@@ -681,6 +681,13 @@ impl Session {
             } => self.outbox.push(protocol::track_unsupported(
                 &publisher, &track_id, &mime_type,
             )),
+            MediaEvent::EncodingsWanted {
+                track_id,
+                mid,
+                active,
+            } => self
+                .outbox
+                .push(protocol::encodings(&track_id, mid.as_deref(), &active)),
             MediaEvent::ConnectionState(state) => match state {
                 ConnectionState::Connected => self.grace_deadline = None,
                 // Closed too: a client that closed its peer connection (DTLS

@@ -10,6 +10,7 @@ mod allocation;
 mod data;
 #[cfg(test)]
 mod dtls_loss_tests;
+mod encodings;
 mod fast_path;
 mod layout;
 #[cfg(test)]
@@ -85,6 +86,8 @@ pub struct Router {
     simulcast: bool,
     /// Bandwidth allocation and probes per subscriber (see `allocation`).
     allocations: allocation::Allocations,
+    /// What each simulcast publisher was told to encode (see `encodings`).
+    encoding_demands: encodings::EncodingDemands,
     /// When the fast path's sender reports are next due (`None` while no
     /// connection uses it).
     next_sender_reports: Option<Instant>,
@@ -125,6 +128,7 @@ impl Router {
             max_file_bytes: settings.max_file_bytes,
             simulcast: settings.simulcast,
             allocations: Default::default(),
+            encoding_demands: Default::default(),
             next_sender_reports: None,
             datagram_arrival: None,
             stats,
@@ -167,6 +171,10 @@ impl Router {
     }
 
     pub fn handle_command(&mut self, command: Command, now: Instant, send: Send<'_>) {
+        let tiles_may_change = !matches!(
+            command,
+            Command::Snapshot { .. } | Command::Candidate { .. }
+        );
         match command {
             Command::Join {
                 room,
@@ -225,6 +233,11 @@ impl Router {
                     self.remove_peer(conn, now, send);
                 }
             }
+        }
+        // A tile or a subscription may have changed: a grown tile's
+        // encoding is turned on now, not at the next tick.
+        if tiles_may_change {
+            self.update_encoding_demand(now);
         }
         self.flush(now, send);
     }
@@ -389,6 +402,7 @@ impl Router {
             .chain(speakers)
             .chain(self.next_sender_reports)
             .chain(self.allocations.next_deadline())
+            .chain(self.encoding_demands.next_deadline())
             .min()
     }
 
@@ -423,6 +437,9 @@ impl Router {
         }
         self.report_speakers(now);
         self.allocate_bandwidth(now, &mut *send);
+        if self.encoding_demands.due(now) {
+            self.update_encoding_demand(now);
+        }
         self.flush(now, send);
     }
 
