@@ -1,10 +1,16 @@
 //! The per-packet path in pieces (issue #4, point 1): datagram demux, the
 //! per-subscriber rewrite, SRTP protect, fan-out of one packet to N
-//! subscribers, and the caches a packet passes through.
+//! subscribers, the caches a packet passes through, and the forwarding of
+//! one video to ten subscribers with one encoding and with simulcast
+//! (issue #16, point 9; see `simulcast_forwarding`).
 //! `cargo bench -p noom-benches --bench per_packet`.
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
+};
+use noom_client::simulcast_publish::{vp8_payload, SimulcastLayer, Vp8Picture, LAYERS};
+use noom_sfu::forward_bench::ForwardBench;
 use noom_sfu::{classify, stun_local_ufrag, KeyframeCache, PacketCache, RtpMunger, RtpRewriter};
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -220,6 +226,174 @@ fn caches(c: &mut Criterion) {
     });
 }
 
+/// One encoding of the synthetic camera: packets per delta frame and per
+/// keyframe, payload bytes, and its numbering.
+struct Encoding {
+    layer: SimulcastLayer,
+    ssrc: u32,
+    delta_packets: u32,
+    key_packets: u32,
+    payload: usize,
+    seq: u16,
+    ts: u32,
+    picture_id: u16,
+}
+
+/// Two seconds of a 30 fps camera, as the publisher sends them: the
+/// encodings of one frame one after the other, a keyframe on all of them
+/// first (every 2 s, as the load generator's publishers).
+struct Camera {
+    encodings: Vec<Encoding>,
+}
+
+const FRAMES_PER_BATCH: u32 = 60;
+
+impl Camera {
+    /// `which`: indices into `LAYERS`. Frame sizes of the load generator's
+    /// rates: q one 585-byte packet a frame, h two, f six of 1,160 bytes.
+    fn new(which: &[usize]) -> Self {
+        let shape = [(1, 585), (2, 1_040), (6, 1_160)];
+        Camera {
+            encodings: which
+                .iter()
+                .map(|&i| Encoding {
+                    layer: LAYERS[i],
+                    ssrc: 0xA000 + i as u32,
+                    delta_packets: shape[i].0,
+                    key_packets: shape[i].0 * 3,
+                    payload: shape[i].1,
+                    seq: 1_000 * i as u16,
+                    ts: 7_000 * i as u32,
+                    picture_id: 100 * i as u16,
+                })
+                .collect(),
+        }
+    }
+
+    fn batch(&mut self) -> Vec<rtp::Packet> {
+        let mut out = Vec::new();
+        for frame in 0..FRAMES_PER_BATCH {
+            let key = frame == 0;
+            for e in &mut self.encodings {
+                e.ts = e.ts.wrapping_add(3_000);
+                e.picture_id = (e.picture_id + 1) & 0x7fff;
+                let count = if key { e.key_packets } else { e.delta_packets };
+                for i in 0..count {
+                    let pic = Vp8Picture {
+                        picture_id: e.picture_id,
+                        tl0_pic_idx: e.picture_id as u8,
+                        first_of_frame: i == 0,
+                        key,
+                    };
+                    out.push(rtp::Packet {
+                        header: rtp::Header {
+                            version: 2,
+                            payload_type: 96,
+                            sequence_number: e.seq,
+                            timestamp: e.ts,
+                            ssrc: e.ssrc,
+                            marker: i + 1 == count,
+                            ..Default::default()
+                        },
+                        payload: Bytes::from(vp8_payload(e.payload, pic, &e.layer, e.ssrc, e.seq)),
+                    });
+                    e.seq = e.seq.wrapping_add(1);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A forwarding case: its name, the encodings published (indices into
+/// `LAYERS`), and the height subscriber `i` asks for in iteration `n`.
+type Case = (
+    &'static str,
+    &'static [usize],
+    fn(usize, u32) -> Option<u32>,
+);
+
+/// One video to ten subscribers through the router's forwarding steps
+/// (`noom_sfu::forward_bench`: caches, layer selection, munging, VP8
+/// descriptor rewrite, marshal, SRTP protect), two seconds of the camera
+/// per iteration; the throughput counts datagrams sent, so time per
+/// element is the cost per forwarded packet.
+///
+/// - single: one encoding (the 1280x720 one), everyone gets it;
+/// - simulcast, all on f: the server receives q, h and f and forwards f;
+/// - simulcast, q/h/f: subscriber i shows the video at the size of
+///   encoding i mod 3;
+/// - simulcast, switching: every subscriber changes between h and f at
+///   every keyframe (the descriptor rewrite and timestamp mapping of a
+///   switch, once per subscriber per iteration).
+fn simulcast_forwarding(c: &mut Criterion) {
+    const SUBSCRIBERS: usize = 10;
+    let mut group = c.benchmark_group("forward 1 video to 10 (per datagram)");
+    let cases: [Case; 4] = [
+        ("single encoding", &[2], |_, _| None),
+        ("simulcast, all on f", &[0, 1, 2], |_, _| None),
+        ("simulcast, q/h/f", &[0, 1, 2], |i, _| {
+            Some(u32::from(LAYERS[i % 3].height))
+        }),
+        (
+            "simulcast, h<->f switch every keyframe",
+            &[0, 1, 2],
+            |_, n| Some(if n % 2 == 0 { 360 } else { 720 }),
+        ),
+    ];
+    for (name, which, wanted) in cases {
+        let rids: Vec<(&str, u32)> = which
+            .iter()
+            .map(|&i| {
+                (
+                    if which.len() == 1 { "" } else { LAYERS[i].rid },
+                    0xA000 + i as u32,
+                )
+            })
+            .collect();
+        let mut bench = ForwardBench::new(&rids, SUBSCRIBERS);
+        let mut camera = Camera::new(which);
+        let mut n = 0u32;
+        let run = |bench: &mut ForwardBench, batch: &[rtp::Packet], n: u32| {
+            for i in 0..SUBSCRIBERS {
+                bench.set_wanted_height(i, wanted(i, n));
+            }
+            let now = Instant::now();
+            batch.iter().map(|p| bench.forward(p, now)).sum::<u64>()
+        };
+        // Two batches to learn the sizes and settle, then the datagrams of
+        // two (the switching case alternates between h and f) to size the
+        // throughput of one.
+        for _ in 0..2 {
+            n += 1;
+            run(&mut bench, &camera.batch(), n);
+        }
+        let mut datagrams = 0;
+        for _ in 0..2 {
+            n += 1;
+            datagrams += run(&mut bench, &camera.batch(), n);
+        }
+        let datagrams = datagrams / 2;
+        group.throughput(Throughput::Elements(datagrams));
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || camera.batch(),
+                |batch| {
+                    n += 1;
+                    black_box(run(&mut bench, &batch, n))
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        println!(
+            "{name}: {datagrams} datagrams from {} publisher packets per iteration, {} layer switches in all",
+            camera.batch().len(),
+            bench.layer_switches()
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     demux,
@@ -227,6 +401,7 @@ criterion_group!(
     srtp,
     fan_out,
     fan_out_protected,
-    caches
+    caches,
+    simulcast_forwarding
 );
 criterion_main!(benches);

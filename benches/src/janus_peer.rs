@@ -137,6 +137,7 @@ impl Peer {
             udp: Some(Arc::new(StampingUdp {
                 recv: observer.recv_stamps(),
             })),
+            simulcast: false,
         };
         let pc = build_peer_connection(
             &setup,

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod cluster_bench;
 pub mod janus;
 pub mod janus_peer;
+pub mod layer_counts;
 pub mod limit;
 pub mod media;
 pub mod noom;

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use noom_client::{MediaKind, MediaObserver};
+
+use crate::layer_counts::LayerCounts;
 use rtc::rtp::Packet;
 
 pub use noom_client::rtp_synth::{
@@ -192,6 +194,8 @@ pub struct LoadObserver {
     /// after it is recorded once.
     join_at: Mutex<Option<Instant>>,
     first_seen: AtomicBool,
+    /// Simulcast: which encoding of each publisher arrived (window only).
+    pub layers: LayerCounts,
 }
 
 impl LoadObserver {
@@ -203,6 +207,7 @@ impl LoadObserver {
             packets_received: AtomicU64::new(0),
             join_at: Mutex::new(None),
             first_seen: AtomicBool::new(false),
+            layers: LayerCounts::default(),
         })
     }
 
@@ -243,6 +248,9 @@ impl MediaObserver for LoadObserver {
         let sent = read_stamp(&pkt.payload).and_then(|(s, q)| SendStamps::global().get(s, q));
         self.metrics
             .on_received(kind == MediaKind::Video, sent, arrived);
+        if kind == MediaKind::Video && self.metrics.is_measuring() {
+            self.layers.on_video(&pkt.payload);
+        }
         if !self.first_seen.swap(true, Ordering::Relaxed) {
             if let Some(at) = *self.join_at.lock().unwrap() {
                 self.metrics.on_first_packet(at.elapsed());

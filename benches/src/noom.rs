@@ -166,7 +166,8 @@ pub struct NoomParticipant {
 }
 
 impl NoomParticipant {
-    /// Connects, creates the peer connection, joins `room`; returns once
+    /// Connects, creates the peer connection, joins `room` (publishing
+    /// three simulcast encodings with `simulcast`); returns once
     /// `joined` arrived (media negotiation goes on in the background).
     pub async fn join(
         http: SocketAddr,
@@ -174,6 +175,7 @@ impl NoomParticipant {
         name: &str,
         publish: bool,
         profile: MediaProfile,
+        simulcast: bool,
         metrics: Arc<Metrics>,
     ) -> Result<NoomParticipant> {
         let mut client = Client::connect(http, name).await?;
@@ -182,6 +184,7 @@ impl NoomParticipant {
             profile: Some(profile),
             receive_only: !publish,
             counters_only: true,
+            simulcast,
             ..MediaOptions::default()
         };
         let hooks = MediaHooks {
@@ -197,6 +200,7 @@ impl NoomParticipant {
         Ok(NoomParticipant { client, observer })
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// [`NoomParticipant::join`], then waits for the peer connection; on a
     /// timeout the participant leaves and the error says why.
     pub async fn join_connected(
@@ -205,9 +209,10 @@ impl NoomParticipant {
         name: &str,
         publish: bool,
         profile: MediaProfile,
+        simulcast: bool,
         metrics: Arc<Metrics>,
     ) -> Result<NoomParticipant> {
-        let p = Self::join(http, room, name, publish, profile, metrics).await?;
+        let p = Self::join(http, room, name, publish, profile, simulcast, metrics).await?;
         match p.client.wait_connected(CONNECT_TIMEOUT).await {
             Ok(()) => Ok(p),
             Err(e) => {

@@ -19,10 +19,12 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::janus::{create_room, JanusPublisher, JanusSubscriber};
+use crate::layer_counts::LayerTotals;
 use crate::limit::{LimitClient, LimitServer};
 use crate::media::{quantile, MediaProfile, Metrics};
 use crate::noom::{NoomParticipant, NoomServer};
 use crate::procfs;
+use noom_client::simulcast_publish::LAYERS;
 
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -64,6 +66,9 @@ pub struct Scenario {
     pub duration: Duration,
     pub warmup: Duration,
     pub profile: MediaProfile,
+    /// Noom only: publishers send three simulcast encodings and each
+    /// receiver asks (`layout`) for one of them, q, h, f in turn.
+    pub simulcast: bool,
 }
 
 impl Scenario {
@@ -78,6 +83,22 @@ impl Scenario {
 
     /// Forwarded packets per second the scenario asks of the server.
     pub fn offered_pps(&self) -> f64 {
+        if self.simulcast {
+            // Receiver k of a room gets encoding k mod 3 of each publisher
+            // (publishers count as receivers 0..P-1 of each other).
+            let audio = if self.profile.audio { 50.0 } else { 0.0 };
+            let video = |k: usize| LAYERS[k % LAYERS.len()].packets_per_second(&self.profile);
+            let mut per_room = 0.0;
+            for p in 0..self.publishers {
+                for k in (0..self.publishers).filter(|&k| k != p) {
+                    per_room += video(k) + audio;
+                }
+                for s in 0..self.subscribers {
+                    per_room += video(s) + audio;
+                }
+            }
+            return self.rooms as f64 * per_room;
+        }
         self.rooms as f64
             * self.publishers as f64
             * self.fanout() as f64
@@ -120,6 +141,43 @@ impl Handle {
             Handle::Limit(c) => c.close(),
         }
     }
+}
+
+/// Simulcast: receiver k of each room (subscribers by index; publishers,
+/// who receive each other, by theirs) asks for encoding k mod 3 of every
+/// publisher with a `layout` of that encoding's size, so all three are
+/// forwarded. Roles come from the labels `r<room>p<k>` / `r<room>s<k>`.
+async fn ask_for_layers(handles: &mut [Handle]) -> Result<()> {
+    fn role(label: &str) -> Option<(&str, bool, usize)> {
+        let at = label.rfind(['p', 's'])?;
+        let k = label[at + 1..].parse().ok()?;
+        Some((&label[..at], &label[at..at + 1] == "p", k))
+    }
+    let mut publishers: Vec<(String, String)> = Vec::new(); // (room, id)
+    for h in handles.iter() {
+        if let Handle::Noom(p) = h {
+            if let (Some((room, true, _)), Some(id)) = (role(&p.client.label), &p.client.id) {
+                publishers.push((room.to_owned(), id.clone()));
+            }
+        }
+    }
+    for h in handles.iter_mut() {
+        let Handle::Noom(p) = h else { continue };
+        let Some((room, _, k)) = role(&p.client.label) else {
+            continue;
+        };
+        let layer = LAYERS[k % LAYERS.len()];
+        let videos: Vec<Value> = publishers
+            .iter()
+            .filter(|(r, id)| r == room && Some(id) != p.client.id.as_ref())
+            .map(|(_, id)| json!({"participant": id, "width": layer.width, "height": layer.height}))
+            .collect();
+        if !videos.is_empty() {
+            let msg = json!({"type": "layout", "videos": videos});
+            p.client.request_ok(msg).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A join whose peer connection does not come up is retried (twice).
@@ -206,6 +264,7 @@ async fn drive(
                                 &name,
                                 true,
                                 profile,
+                                sc.simulcast,
                                 Arc::clone(metrics),
                             )
                         })
@@ -232,6 +291,7 @@ async fn drive(
                                 name,
                                 false,
                                 profile,
+                                sc.simulcast,
                                 Arc::clone(metrics),
                             )
                         })
@@ -240,6 +300,9 @@ async fn drive(
                         receivers.push(handles.len());
                         handles.push(Handle::Noom(part?));
                     }
+                }
+                if sc.simulcast {
+                    ask_for_layers(&mut handles).await?;
                 }
             }
             Target::Janus { api, bind_ip, .. } => {
@@ -422,7 +485,17 @@ async fn measure(
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let lat = metrics.latencies_us();
     let joins = metrics.join_to_first_ms();
-    let loss = if expected > 0 {
+    let mut layers = LayerTotals::default();
+    for h in handles {
+        if let Handle::Noom(p) = h {
+            p.observer.layers.add_to(&mut layers);
+        }
+    }
+    // Simulcast: each receiver gets one encoding, so its video loss comes
+    // from the sequence numbers it saw (audio not counted).
+    let loss = if sc.simulcast {
+        layers.loss()
+    } else if expected > 0 {
         (1.0 - received as f64 / expected as f64).max(0.0)
     } else {
         0.0
@@ -450,6 +523,10 @@ async fn measure(
         "server_cpu_share": cpu / wall,
         "server_cpu_s_schedstat": precise1.saturating_sub(precise0).as_secs_f64(),
         "packets_per_cpu_s": if cpu > 0.0 { received as f64 / cpu } else { 0.0 },
+        "cpu_us_per_packet": if received > 0 { cpu * 1e6 / received as f64 } else { 0.0 },
+        "simulcast": sc.simulcast,
+        "layer_packets": LayerTotals::by_rid(layers.packets),
+        "layer_streams": LayerTotals::by_rid(layers.streams),
         "latency_samples": lat.len(),
         "latency_unstamped": metrics.unstamped.load(Ordering::SeqCst),
         "latency_p50_us": quantile(&lat, 0.5),

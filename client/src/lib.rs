@@ -29,6 +29,7 @@ pub mod rtcp_feedback;
 pub mod rtp_synth;
 pub mod sdp;
 pub mod signaling;
+pub mod simulcast_publish;
 pub mod socket_tap;
 
 use std::time::Duration;

@@ -21,11 +21,14 @@ use webrtc::peer_connection::{
 };
 
 use crate::media_state::{MediaHooks, MediaOptions, MediaShared};
-use crate::peer_setup::{add_local_tracks, build_peer_connection, LocalTrack, PeerSetup};
+use crate::peer_setup::{
+    add_local_tracks, add_tracks, build_peer_connection, LocalTrack, PeerSetup,
+};
 use crate::receive::{read_data_channel, read_remote_track};
 use crate::rtcp_feedback::count_local_rtcp;
 use crate::rtp_synth::{publish_audio, publish_video, random_u32, MediaProfile, SendGate};
 use crate::sdp::{parse_sections, rewrite_candidates, strip_candidates};
+use crate::simulcast_publish::{publish_simulcast_video, LAYERS};
 use crate::socket_tap::{SocketTap, UdpWrap};
 
 struct Handler {
@@ -134,6 +137,7 @@ impl MediaPeer {
             bind_ip: opts.bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             rtcp_to_app: opts.rtcp_to_app,
             udp,
+            simulcast: opts.simulcast,
         };
         let pc = build_peer_connection(
             &setup,
@@ -145,8 +149,14 @@ impl MediaPeer {
 
         let (audio_ssrc, video_ssrc) = opts.ssrcs.unwrap_or_else(|| (random_u32(), random_u32()));
         let local_stream_id = format!("local-{label}");
+        // Simulcast: the first encoding (q) has `video_ssrc`.
+        let simulcast_ssrcs = [video_ssrc, random_u32(), random_u32()];
         let local = if opts.receive_only {
             None
+        } else if opts.simulcast {
+            let codings: Vec<(&str, u32)> =
+                LAYERS.iter().map(|l| l.rid).zip(simulcast_ssrcs).collect();
+            Some(add_tracks(&pc, label, &local_stream_id, audio_ssrc, &codings).await?)
         } else {
             Some(add_local_tracks(&pc, label, &local_stream_id, (audio_ssrc, video_ssrc)).await?)
         };
@@ -162,12 +172,22 @@ impl MediaPeer {
                     audio_ssrc,
                 )));
             }
-            tasks.push(tokio::spawn(publish_video(
-                gate,
-                Arc::clone(&video.track),
-                video_ssrc,
-                profile,
-            )));
+            if opts.simulcast {
+                tasks.push(tokio::spawn(publish_simulcast_video(
+                    gate,
+                    Arc::clone(&video.track),
+                    Arc::clone(&video.transceiver),
+                    simulcast_ssrcs,
+                    profile,
+                )));
+            } else {
+                tasks.push(tokio::spawn(publish_video(
+                    gate,
+                    Arc::clone(&video.track),
+                    video_ssrc,
+                    profile,
+                )));
+            }
             if opts.rtcp_to_app {
                 for t in [video, audio] {
                     let wake = Arc::clone(&shared);
@@ -280,7 +300,8 @@ async fn add_remote_candidate(pc: &Arc<dyn PeerConnection>, shared: &MediaShared
     }
 }
 
-/// The offer without its simulcast request: this client sends one encoding,
+/// The offer without its simulcast request: this client sends one encoding
+/// (unless [`MediaOptions::simulcast`]),
 /// and rtc 0.21.1 as answerer mirrors the offered rids into its answer
 /// whatever it sends (then the server waits for rid-tagged layers that never
 /// come). A client without simulcast support answers as if never asked.
@@ -300,8 +321,13 @@ async fn apply_offer(
     local: Option<&[LocalTrack; 2]>,
 ) -> Result<()> {
     let rewrite = shared.opts.candidate_rewrite;
-    let offer = RTCSessionDescription::offer(without_simulcast(&rewrite_candidates(sdp, rewrite)))
-        .context("parse offer")?;
+    let offer = rewrite_candidates(sdp, rewrite);
+    let offer = if shared.opts.simulcast {
+        offer
+    } else {
+        without_simulcast(&offer)
+    };
+    let offer = RTCSessionDescription::offer(offer).context("parse offer")?;
     pc.set_remote_description(offer)
         .await
         .context("set_remote_description(offer)")?;

@@ -50,6 +50,10 @@ pub struct MediaOptions {
     /// The address to gather candidates on; `None` is 127.0.0.1 (the tests
     /// and the load generator run server and clients on one machine).
     pub bind_ip: Option<IpAddr>,
+    /// Publish the video as three simulcast encodings when the server's
+    /// offer asks for them (see [`crate::simulcast_publish`]); otherwise
+    /// the offer's simulcast request is ignored and one encoding is sent.
+    pub simulcast: bool,
 }
 
 /// Per-packet callbacks for code that measures what flows (the load

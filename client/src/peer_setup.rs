@@ -39,6 +39,10 @@ pub struct PeerSetup {
     pub rtcp_to_app: bool,
     /// Wrap the UDP socket (diagnostics, kernel stamps).
     pub udp: Option<Arc<dyn UdpWrap>>,
+    /// Negotiate the mid and rid header extensions on video, which a
+    /// simulcast publisher's first packets carry (see
+    /// [`crate::simulcast_publish`]).
+    pub simulcast: bool,
 }
 
 /// A peer connection with Noom's codecs, events going to `handler`.
@@ -61,6 +65,11 @@ pub async fn build_peer_connection(
         },
         RtpCodecKind::Video,
     )?;
+    if setup.simulcast {
+        rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
+            &mut media_engine,
+        )?;
+    }
     let base = if setup.rtcp_to_app {
         Registry::new().with(
             rtc::interceptor::Slot::from(RTCP_TAP_SLOT),
@@ -157,20 +166,36 @@ pub async fn add_local_tracks(
     stream_id: &str,
     (audio_ssrc, video_ssrc): (u32, u32),
 ) -> Result<[LocalTrack; 2]> {
-    let track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec, name: &str| {
+    add_tracks(pc, label, stream_id, audio_ssrc, &[("", video_ssrc)]).await
+}
+
+/// [`add_local_tracks`] with the video as one coding per `(rid, ssrc)`
+/// (simulcast: rtc then answers the server's rid lines with them).
+pub async fn add_tracks(
+    pc: &Arc<dyn PeerConnection>,
+    label: &str,
+    stream_id: &str,
+    audio_ssrc: u32,
+    video_codings: &[(&str, u32)],
+) -> Result<[LocalTrack; 2]> {
+    let track = |kind: RtpCodecKind, codings: &[(&str, u32)], codec: RTCRtpCodec, name: &str| {
         Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             stream_id.to_owned(),
             format!("{label}-{name}"),
             format!("{label}-{name}"),
             kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
+            codings
+                .iter()
+                .map(|&(rid, ssrc)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: rid.into(),
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.clone(),
                     ..Default::default()
-                },
-                codec,
-                ..Default::default()
-            }],
+                })
+                .collect(),
         )))
     };
     let init = || RTCRtpTransceiverInit {
@@ -178,8 +203,14 @@ pub async fn add_local_tracks(
         streams: vec![],
         send_encodings: vec![],
     };
-    let audio = track(RtpCodecKind::Audio, audio_ssrc, opus_codec(), "audio");
-    let video = track(RtpCodecKind::Video, video_ssrc, vp8_codec(), "video");
+    let audio = track(
+        RtpCodecKind::Audio,
+        &[("", audio_ssrc)],
+        opus_codec(),
+        "audio",
+    );
+    let video = track(RtpCodecKind::Video, video_codings, vp8_codec(), "video");
+    let video_ssrc = video_codings.first().map_or(0, |&(_, ssrc)| ssrc);
     let audio_tr = pc
         .add_transceiver_from_track(audio.clone(), Some(init()))
         .await

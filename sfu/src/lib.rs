@@ -30,6 +30,8 @@ mod engine;
 mod events;
 mod fast_writer;
 #[doc(hidden)]
+pub mod forward_bench;
+#[doc(hidden)]
 pub mod fuzzing;
 mod h264;
 mod keyframe_cache;

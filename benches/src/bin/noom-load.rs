@@ -88,6 +88,12 @@ struct RunArgs {
     keyframe_interval: f64,
     #[arg(long)]
     no_audio: bool,
+    /// Noom only: every publisher sends three simulcast encodings (rids q,
+    /// h, f: 320x180 at 150 kbit/s, 640x360 at 500 kbit/s, 1280x720 at
+    /// 1.7 Mbit/s; --bitrate is then unused) and receiver k of a room asks
+    /// for encoding k mod 3 of each publisher (a `layout` of its size).
+    #[arg(long)]
+    simulcast: bool,
     /// Noom: the server binary (started per run).
     #[arg(long, env = "NOOM_BIN", default_value = "target/release/noom")]
     noom_bin: PathBuf,
@@ -219,10 +225,15 @@ fn main() -> ExitCode {
 
 fn scenario_of(a: &RunArgs) -> Scenario {
     let name = a.name.clone().unwrap_or_else(|| {
-        if a.rooms == 1 && a.publishers == 1 {
+        let shape = if a.rooms == 1 && a.publishers == 1 {
             format!("fanout-{}", a.subscribers)
         } else {
             format!("rooms{}x{}p{}s", a.rooms, a.publishers, a.subscribers)
+        };
+        if a.simulcast {
+            format!("{shape}-simulcast")
+        } else {
+            shape
         }
     });
     Scenario {
@@ -240,10 +251,14 @@ fn scenario_of(a: &RunArgs) -> Scenario {
             audio: !a.no_audio,
             fixed_frames: None,
         },
+        simulcast: a.simulcast,
     }
 }
 
 fn target_of(a: &RunArgs) -> Result<Target> {
+    if a.simulcast && !matches!(a.target, TargetKind::Noom) {
+        bail!("--simulcast is for --target noom only (Janus and the limit get one encoding)");
+    }
     Ok(match a.target {
         TargetKind::Noom => Target::Noom {
             bin: a.noom_bin.clone(),
@@ -265,8 +280,22 @@ fn target_of(a: &RunArgs) -> Result<Target> {
 
 fn summary(v: &Value) -> String {
     let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let layers = if v["simulcast"] == true {
+        format!(
+            "; simulcast: streams q/h/f {}/{}/{}, packets {}/{}/{}, {:.2} µs CPU per packet",
+            v["layer_streams"]["q"],
+            v["layer_streams"]["h"],
+            v["layer_streams"]["f"],
+            v["layer_packets"]["q"],
+            v["layer_packets"]["h"],
+            v["layer_packets"]["f"],
+            g("cpu_us_per_packet"),
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{:<5} {:<14} shards={} retries={} recv {:>7.0} pkt/s (offered {:>7.0}) loss {:>5.2}% server {:.3} cores -> {:>7.0} pkt/CPU-s; latency p50 {:.0} µs p99 {:.0} µs; join->first p50 {:.0} ms; RSS/participant {:.0} KiB; load {:.2}",
+        "{:<5} {:<14} shards={} retries={} recv {:>7.0} pkt/s (offered {:>7.0}) loss {:>5.2}% server {:.3} cores -> {:>7.0} pkt/CPU-s; latency p50 {:.0} µs p99 {:.0} µs; join->first p50 {:.0} ms; RSS/participant {:.0} KiB; load {:.2}{layers}",
         v["target"].as_str().unwrap_or(""),
         v["scenario"].as_str().unwrap_or(""),
         v["shards"],
@@ -392,6 +421,7 @@ async fn quick(noom_bin: Option<PathBuf>) -> Result<()> {
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(2_500),
         profile: MediaProfile::default(),
+        simulcast: false,
     };
     let mut failed = Vec::new();
     for target in [Target::Noom { bin, shards: 1 }, Target::Limit] {

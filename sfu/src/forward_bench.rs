@@ -1,0 +1,123 @@
+//! The forwarding of one published video track, driven packet by packet,
+//! for the criterion benchmarks (`benches/benches/per_packet.rs`; not part
+//! of the API). Per publisher packet it takes the router's steps (see
+//! `Router::forward_rtp`): find the encoding by SSRC, observe the packet
+//! (packet and keyframe caches, picture size), build the layer selector's
+//! view of the encodings, then `DownTrack::forward` for every subscriber on
+//! the fast path: pick the encoding, switch at a keyframe, map sequence
+//! number and timestamp, rewrite the VP8 descriptor, marshal and SRTP
+//! protect. The datagrams go nowhere. Not measured here: publisher
+//! feedback (NACK and transport-wide congestion generators), statistics
+//! and the system calls.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+
+use crate::fast_writer::FastWriter;
+use crate::rtp_rewriter::RtpRewriter;
+use crate::srtp_session::SrtpSession;
+use crate::track::{DownTrack, PublishedTrack, RtpWriter};
+
+/// One VP8 track, its subscribers and their fast-path writers.
+pub struct ForwardBench {
+    track: PublishedTrack,
+    writers: Vec<FastWriter>,
+}
+
+fn srtp_context(profile: ProtectionProfile) -> Context {
+    let provider = rtc::crypto::default_provider().expect("crypto provider");
+    let key = vec![7u8; profile.key_len()];
+    let salt = vec![9u8; profile.salt_len()];
+    Context::new(&key, &salt, profile, None, None, provider.crypto()).expect("srtp context")
+}
+
+impl ForwardBench {
+    /// A VP8 track with one encoding per `(rid, ssrc)` (one with an empty
+    /// rid: no simulcast) forwarded to `subscribers` subscribers whose
+    /// answers are negotiated (AES-128-GCM, as webrtc-rs negotiates).
+    pub fn new(encodings: &[(&str, u32)], subscribers: usize) -> Self {
+        let (first, more) = encodings.split_first().expect("an encoding");
+        let mut track = PublishedTrack::new(
+            1,
+            Default::default(),
+            RtpCodecKind::Video,
+            false,
+            "video/VP8".to_owned(),
+            90_000,
+            Vec::new(),
+            (first.0.to_owned(), first.1),
+            Duration::from_millis(500),
+        );
+        for (rid, ssrc) in more {
+            track.add_layer((*rid).to_owned(), *ssrc);
+        }
+        let mut writers = Vec::new();
+        for i in 0..subscribers {
+            let ssrc = 0x1000 + i as u32;
+            let mut down = DownTrack::new(
+                2 + i as u64,
+                Default::default(),
+                format!("t{i}"),
+                ssrc,
+                &track,
+            );
+            down.rewriter = Some(RtpRewriter {
+                ssrc,
+                payload_type: 96,
+                extension_ids: Vec::new(),
+            });
+            track.down_tracks.push(down);
+            let profile = ProtectionProfile::AeadAes128Gcm;
+            let (writer, _) = FastWriter::new(SrtpSession {
+                profile,
+                local: srtp_context(profile),
+                remote: srtp_context(profile),
+            });
+            writers.push(writer);
+        }
+        ForwardBench { track, writers }
+    }
+
+    /// Subscriber `i` shows the video `height` pixels high (`None`: the
+    /// best encoding flowing), as its `layout` message says.
+    pub fn set_wanted_height(&mut self, i: usize, height: Option<u32>) {
+        self.track.down_tracks[i].selector.wanted_height = height;
+    }
+
+    /// One publisher packet through the forwarding path; the datagrams it
+    /// made (one per subscriber that gets its encoding).
+    pub fn forward(&mut self, packet: &rtp::Packet, now: Instant) -> u64 {
+        let Some(layer) = self.track.layer_of(packet.header.ssrc) else {
+            return 0;
+        };
+        self.track.observe(layer, packet, true, now);
+        let route = (0, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
+        let mut bytes = 0usize;
+        let mut send = |_: usize, _: SocketAddr, datagram: &[u8]| bytes += datagram.len();
+        let (view, down_tracks) = self.track.split(layer, now);
+        let mut sent = 0;
+        for (down, writer) in down_tracks.iter_mut().zip(&mut self.writers) {
+            let mut out = RtpWriter::Fast {
+                writer,
+                route,
+                send: &mut send,
+            };
+            sent += down.forward(&mut out, packet, &view, now).sent;
+        }
+        sent
+    }
+
+    /// Encoding switches made so far, all subscribers together.
+    pub fn layer_switches(&self) -> u64 {
+        self.track
+            .down_tracks
+            .iter()
+            .map(|d| d.layer_switches)
+            .sum()
+    }
+}
