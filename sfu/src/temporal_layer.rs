@@ -87,6 +87,10 @@ impl TemporalFilter {
         self.target = target.min(ALL_LAYERS);
     }
 
+    pub fn target(&self) -> u8 {
+        self.target
+    }
+
     /// The highest temporal layer forwarded now.
     pub fn current(&self) -> u8 {
         self.current
