@@ -300,7 +300,7 @@ impl Router {
                 continue;
             };
             let lowest = track.layers[order[0]].ssrc;
-            let steps = if proven {
+            let steps = if proven && temporal_steps::ENABLED {
                 let rates = [0, 1].map(|tid| temporal_rate(key, lowest, tid));
                 temporal_steps::add_steps(&mut demand, rates)
             } else {
