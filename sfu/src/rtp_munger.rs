@@ -8,6 +8,7 @@
 //! changes only at those events; 16-bit sequence numbers and 32-bit
 //! timestamps wrap as RTP does.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// How many recent outgoing sequence numbers remember their input number,
@@ -37,7 +38,9 @@ pub struct RtpMunger {
     highest_out: u16,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
-    dropped: Vec<u16>,
+    /// Input numbers dropped (temporal layers drop most of a stream's
+    /// packets: a queue, so forgetting the oldest costs nothing).
+    dropped: VecDeque<u16>,
     /// Input numbers after which a padding packet took an outgoing number
     /// (see `pad`): late packets from before it keep their old mapping.
     padded: Vec<u16>,
@@ -63,7 +66,7 @@ impl RtpMunger {
             highest_out: 0,
             last_out_ts: 0,
             last_out_at: None,
-            dropped: Vec::new(),
+            dropped: VecDeque::with_capacity(MAX_DROPPED),
             padded: Vec::new(),
             history: vec![None; HISTORY],
             pending_ts: None,
@@ -170,9 +173,9 @@ impl RtpMunger {
             self.highest_in = seq;
             self.seq_offset = self.seq_offset.wrapping_sub(1);
             if self.dropped.len() == MAX_DROPPED {
-                self.dropped.remove(0);
+                self.dropped.pop_front();
             }
-            self.dropped.push(seq);
+            self.dropped.push_back(seq);
         }
     }
 

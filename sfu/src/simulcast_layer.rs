@@ -39,6 +39,10 @@ pub struct Layer {
     pub packets: u64,
     /// Payload bytes received (the allocator measures each layer's rate).
     pub bytes: u64,
+    /// Payload bytes and packets received per VP8 temporal layer (TID
+    /// 0..=3), for the allocator's steps below a whole encoding; zero for
+    /// a stream without temporal layers.
+    pub temporal: [(u64, u64); 4],
     /// Notices the encoding resuming after an outage that lost packets.
     pub resume: crate::media_resume::ResumeDetector,
 }
@@ -58,6 +62,7 @@ impl Layer {
             last_packet: None,
             packets: 0,
             bytes: 0,
+            temporal: [(0, 0); 4],
             resume: Default::default(),
         }
     }
@@ -71,11 +76,16 @@ impl Layer {
         }
         self.packets += 1;
         self.cache.insert(packet);
+        let vp8 = Vp8Descriptor::parse(&packet.payload).filter(|_| self.codec.is_vp8());
+        if let Some(tid) = vp8.and_then(|d| d.temporal_id) {
+            let (bytes, packets) = &mut self.temporal[usize::from(tid)];
+            *bytes += packet.payload.len() as u64;
+            *packets += 1;
+        }
         if self.codec.is_keyframe_start(&packet.payload) {
             self.keyframes.keyframe_arrived();
             // Picture size from VP8's keyframe header; an H.264 layer's size
             // stays unknown (the layer selector then goes by rid rank).
-            let vp8 = Vp8Descriptor::parse(&packet.payload).filter(|_| self.codec.is_vp8());
             if let Some(size) = vp8.and_then(|d| d.keyframe_size(&packet.payload)) {
                 self.size = Some(size);
             }

@@ -77,4 +77,8 @@ pub struct ForwardedSnapshot {
     /// flowing) this subscriber may get now; `None` when uncapped (audio,
     /// or no estimate).
     pub max_layer: Option<usize>,
+    /// The allocator's temporal cap on a VP8 video: the highest temporal
+    /// layer (TID) this subscriber may get (0 = the base layer only, a
+    /// quarter of Chromium's frame rate); `None` when all layers go.
+    pub max_temporal_layer: Option<u8>,
 }

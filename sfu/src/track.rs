@@ -8,6 +8,7 @@ use crate::rtp_munger::{seq_newer, RtpMunger};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::sender_report::SenderReportClock;
 use crate::simulcast_layer::{map_timestamp, Layer};
+use crate::stream_rewrite::rewrite_packet;
 use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Munger;
 use rtc::peer_connection::RTCPeerConnection;
@@ -442,21 +443,21 @@ impl DownTrack {
         video: Option<VideoCodec>,
         now: Instant,
     ) -> bool {
-        let (Some(rewriter), Some((seq, ts))) = (
-            &self.rewriter,
-            self.munger
-                .map(packet.header.sequence_number, packet.header.timestamp, now),
-        ) else {
+        let Some(rewriter) = &self.rewriter else {
             return false;
         };
-        let mut rewritten = packet.clone();
+        let vp8 = video.is_some_and(|c| c.is_vp8()).then_some(&mut self.vp8);
+        let Some((seq, ts, payload)) = rewrite_packet(&mut self.munger, vp8, packet, now) else {
+            return false;
+        };
+        let mut rewritten = rtp::Packet {
+            header: packet.header.clone(),
+            payload,
+        };
         rewritten.header.sequence_number = seq;
         rewritten.header.timestamp = ts;
         rewriter.rewrite(&mut rewritten);
-        if let Some(codec) = video {
-            if codec.is_vp8() {
-                rewritten.payload = self.vp8.rewrite(&packet.payload);
-            }
+        if video.is_some() {
             tracing::trace!(
                 ssrc = self.ssrc,
                 layer = ?self.layer,

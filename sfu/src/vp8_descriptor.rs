@@ -10,6 +10,7 @@
 //! picture id when the input has one (a 7-bit input is widened), so the
 //! shift never has to wrap at 127.
 
+use crate::temporal_layer::TemporalFilter;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// What the descriptor says about one packet.
@@ -125,9 +126,12 @@ impl Vp8Descriptor {
 }
 
 /// One subscriber's picture-id, TL0PICIDX and KEYIDX space (the VP8 half
-/// of what `RtpMunger` does for sequence numbers and timestamps).
+/// of what `RtpMunger` does for sequence numbers and timestamps), and the
+/// temporal layers it gets (pictures dropped there leave no gap in its
+/// picture ids).
 #[derive(Debug, Default, Clone)]
 pub struct Vp8Munger {
+    pub temporal: TemporalFilter,
     started: bool,
     /// The next packet comes from another encoding: continue after the last
     /// output instead of mapping by the old offsets.
@@ -147,6 +151,13 @@ impl Vp8Munger {
         if self.started {
             self.resync = true;
         }
+        self.temporal.switch_source();
+    }
+
+    /// Whether this packet goes to the subscriber at all (its temporal
+    /// layer); a packet without a descriptor does.
+    pub fn admit(&mut self, payload: &[u8]) -> bool {
+        Vp8Descriptor::parse(payload).is_none_or(|d| self.temporal.admit(&d))
     }
 
     /// The payload as this subscriber must see it.
@@ -154,10 +165,18 @@ impl Vp8Munger {
         let Some(d) = Vp8Descriptor::parse(payload) else {
             return payload.clone();
         };
+        // Pictures dropped before this one (temporal layers above the
+        // subscriber's): its id moves down by that many.
+        let skipped = d.picture_id.map_or(0, |p| self.temporal.skipped_before(p));
         if self.resync {
             // The new encoding's first picture follows the last one sent.
             if let Some(pid) = d.picture_id {
-                self.pid_offset = self.last_pid.wrapping_add(1).wrapping_sub(pid) & 0x7fff;
+                self.pid_offset = self
+                    .last_pid
+                    .wrapping_add(1)
+                    .wrapping_add(skipped)
+                    .wrapping_sub(pid)
+                    & 0x7fff;
             }
             if let Some(tl0) = d.tl0_pic_idx {
                 self.tl0_offset = self.last_tl0.wrapping_add(1).wrapping_sub(tl0);
@@ -169,9 +188,8 @@ impl Vp8Munger {
         }
         // The first packet sets the newest values whatever they are.
         let first = !std::mem::replace(&mut self.started, true);
-        let pid = d
-            .picture_id
-            .map(|p| p.wrapping_add(self.pid_offset) & 0x7fff);
+        let shift = self.pid_offset.wrapping_sub(skipped) & 0x7fff;
+        let pid = d.picture_id.map(|p| p.wrapping_add(shift) & 0x7fff);
         let tl0 = d.tl0_pic_idx.map(|t| t.wrapping_add(self.tl0_offset));
         let key = d.key_idx.map(|k| k.wrapping_add(self.key_offset) & 0x1f);
         // Newest values, for the next switch (a picture id that went back is
@@ -191,7 +209,7 @@ impl Vp8Munger {
         }
         let widen =
             d.picture_id.is_some_and(|p| p < 0x80) && payload.get(2).is_some_and(|b| b & 0x80 == 0);
-        if self.pid_offset == 0 && self.tl0_offset == 0 && self.key_offset == 0 && !widen {
+        if shift == 0 && self.tl0_offset == 0 && self.key_offset == 0 && !widen {
             return payload.clone();
         }
         d.rewrite(payload, pid, tl0, key)

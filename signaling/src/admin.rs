@@ -149,7 +149,7 @@ pub async fn node_overview_json(state: &AppState) -> Value {
                     "forwarded": peer.forwarded.iter().map(|f| json!({
                         "publisher": f.publisher, "kind": f.kind, "ssrc": f.ssrc, "packets": f.packets,
                         "layer": f.layer, "paused": f.paused, "layer_switches": f.layer_switches,
-                        "max_layer": f.max_layer,
+                        "max_layer": f.max_layer, "max_temporal_layer": f.max_temporal_layer,
                     })).collect::<Vec<_>>(),
                 }),
             );

@@ -20,10 +20,12 @@
 //! A subscriber without the fast path or without transport-wide feedback
 //! has no estimate: its videos are left as `layout` sets them.
 
+use super::temporal_steps;
 use super::*;
 use crate::bwe::allocator::{Priority, StreamAllocator, Target, VideoDemand};
 use crate::bwe::{Prober, Usage};
 use crate::layer_selector::{LayerInfo, LayerSelector};
+use crate::temporal_layer::ALL_LAYERS;
 use std::collections::VecDeque;
 
 /// How often allocations are made: a cut shows in the estimate within a
@@ -46,6 +48,9 @@ pub(super) struct Allocations {
     next_tick: Option<Instant>,
     /// Rate of each encoding (track, SSRC).
     rates: HashMap<(TrackKey, u32), LayerRate>,
+    /// Rate of each encoding's temporal layers up to a TID (track, SSRC,
+    /// TID), for the steps below a whole encoding (`temporal_steps`).
+    temporal_rates: HashMap<(TrackKey, u32, u8), LayerRate>,
     subscribers: HashMap<ConnKey, SubscriberAllocation>,
 }
 
@@ -118,6 +123,10 @@ struct Plan {
     key: TrackKey,
     order: Vec<usize>,
     forwarded: Option<usize>,
+    /// Temporal steps before `order`'s encodings in the allocator's list.
+    steps: usize,
+    /// The temporal layers forwarded now (up to this TID).
+    temporal: u8,
 }
 
 /// What the allocator is told of one video: its flowing encodings lowest
@@ -222,6 +231,9 @@ impl Router {
         allocations
             .rates
             .retain(|(key, ssrc), _| tracks.get(key).is_some_and(|t| t.layer_of(*ssrc).is_some()));
+        allocations.temporal_rates.retain(|(key, ssrc, _), _| {
+            tracks.get(key).is_some_and(|t| t.layer_of(*ssrc).is_some())
+        });
         for (&key, track) in tracks.iter() {
             for layer in &track.layers {
                 let wire = layer.bytes + layer.packets * PACKET_OVERHEAD;
@@ -230,6 +242,19 @@ impl Router {
                     .entry((key, layer.ssrc))
                     .or_default()
                     .sample(wire, now);
+                if layer.temporal[0].0 == 0 {
+                    continue; // No temporal layers.
+                }
+                let mut up_to = 0;
+                for tid in 0..temporal_steps::STEPS {
+                    let (bytes, packets) = layer.temporal[tid];
+                    up_to += bytes + packets * PACKET_OVERHEAD;
+                    allocations
+                        .temporal_rates
+                        .entry((key, layer.ssrc, tid as u8))
+                        .or_default()
+                        .sample(up_to, now);
+                }
             }
         }
     }
@@ -256,6 +281,19 @@ impl Router {
                 .get(&(key, ssrc))
                 .map_or(0, |r| r.bps)
         };
+        let temporal_rate = |key: TrackKey, ssrc: u32, tid: u8| {
+            self.allocations
+                .temporal_rates
+                .get(&(key, ssrc, tid))
+                .map_or(0, |r| r.bps)
+        };
+        // Temporal steps only on a link that has shown congestion (see
+        // `temporal_steps`).
+        let proven = self
+            .allocations
+            .subscribers
+            .get(&conn)
+            .is_some_and(|s| s.congestion_seen);
         let mut audio_bps = 0;
         let mut videos = Vec::new();
         let mut plans = Vec::new();
@@ -280,15 +318,24 @@ impl Router {
             } else {
                 Priority::Normal
             };
-            let Some((demand, order)) = video_demand(key, &infos, &bps, &dt.selector, priority)
+            let Some((mut demand, order)) = video_demand(key, &infos, &bps, &dt.selector, priority)
             else {
                 continue;
+            };
+            let lowest = track.layers[order[0]].ssrc;
+            let steps = if proven && temporal_steps::ENABLED {
+                let rates = [0, 1].map(|tid| temporal_rate(key, lowest, tid));
+                temporal_steps::add_steps(&mut demand, rates)
+            } else {
+                0
             };
             videos.push(demand);
             plans.push(Plan {
                 key,
                 order,
                 forwarded: dt.layer,
+                steps,
+                temporal: dt.vp8.temporal.current(),
             });
         }
         let participant = sub.participant.clone();
@@ -307,7 +354,8 @@ impl Router {
         for (plan, &(_, target)) in plans.iter().zip(&allocation.targets) {
             let forwarded = plan
                 .forwarded
-                .and_then(|l| plan.order.iter().position(|&o| o == l));
+                .and_then(|l| plan.order.iter().position(|&o| o == l))
+                .map(|rank| temporal_steps::position(rank, plan.temporal, plan.steps));
             if let Target::Layer(wanted) = target {
                 switching |= forwarded.is_some_and(|f| f < wanted);
             }
@@ -340,22 +388,48 @@ impl Router {
                 }
                 Target::Paused => (None, true),
             };
+            // Steps below the lowest encoding: its temporal layers.
+            let (max_layer, temporal) = match max_layer {
+                Some(l) => {
+                    let (rank, temporal) = temporal_steps::split(l, plan.steps);
+                    (Some(rank), temporal)
+                }
+                None => (None, ALL_LAYERS),
+            };
             let changed = self
                 .tracks
                 .get(&plan.key)
                 .and_then(|t| t.down_tracks.iter().find(|d| d.subscriber == conn))
-                .is_some_and(|d| d.selector.max_layer != max_layer || d.selector.paused != paused);
+                .is_some_and(|d| {
+                    d.selector.max_layer != max_layer
+                        || d.selector.paused != paused
+                        || d.vp8.temporal.target() != temporal
+                });
             if changed {
                 tracing::debug!(
                     subscriber = %participant,
                     track = plan.key,
                     ?target,
+                    temporal,
                     estimate = stats.estimate_bps,
                     audio_bps,
                     "allocation changed"
                 );
                 self.limit_video(conn, plan.key, max_layer, paused);
+                self.limit_temporal(conn, plan.key, temporal);
             }
+        }
+    }
+
+    /// Caps the temporal layers `subscriber` gets of video `key`.
+    fn limit_temporal(&mut self, subscriber: ConnKey, key: TrackKey, temporal: u8) {
+        let down_track = self.tracks.get_mut(&key).and_then(|t| {
+            t.down_tracks
+                .iter_mut()
+                .find(|d| d.subscriber == subscriber)
+        });
+        if let Some(dt) = down_track {
+            dt.vp8.temporal.set_target(temporal);
         }
     }
 

@@ -20,6 +20,7 @@ mod membership;
 mod screen_share;
 mod snapshot;
 mod speakers;
+mod temporal_steps;
 
 use crate::command::{Command, NegotiationError};
 use crate::demux::{classify, stun_local_ufrag, DatagramKind};

@@ -136,6 +136,8 @@ impl Router {
                         paused: dt.selector.hidden || dt.selector.paused,
                         layer_switches: dt.layer_switches,
                         max_layer: dt.selector.max_layer,
+                        max_temporal_layer: Some(dt.vp8.temporal.target())
+                            .filter(|&t| t < crate::temporal_layer::ALL_LAYERS),
                     });
                 }
             }
