@@ -12,9 +12,9 @@
 //! temporal layers (measured per TID as they arrive, see
 //! `Layer::temporal`).
 //!
-//! Only once the subscriber's link has shown congestion: an unproven link
-//! gives every shown video its whole lowest encoding (see
-//! `StreamAllocator::unproven_link`), not its base temporal layer.
+//! Only once the subscriber's link has shown congestion: before that every
+//! shown video keeps its whole lowest encoding (see
+//! `StreamAllocator::keep_lowest_layers`), not its base temporal layer.
 
 use crate::bwe::allocator::VideoDemand;
 use crate::temporal_layer::ALL_LAYERS;
