@@ -62,7 +62,12 @@ const isTop = (width, u) => width > u.rids.h.width && u.rids.h.width > 0;
 const kbps = (a, b) => Math.round(((b.bytes - a.bytes) * 8) / (b.at - a.at));
 
 test('encodings nobody watches stop at the publisher and come back when a tile grows', { timeout: 120_000 }, async (t) => {
-  const server = await startServer('encodings');
+  // Which encodings the publisher sends is the subject here, not what each
+  // subscriber's bandwidth estimate allows: with the allocator on, a third
+  // Chromium on a loaded 2-core machine saw its estimate dip and was moved
+  // off the top layer (CI, 22:37), which this test would have blamed on the
+  // encodings. The allocator's own behaviour is shaped_link.test.mjs's.
+  const server = await startServer('encodings', { NOOM_MEDIA_BANDWIDTH_ALLOCATION: 'false' });
   const people = [];
   const t0 = Date.now();
   const phase = (what) => t.diagnostic(`${(Date.now() - t0) / 1000} s: ${what}`);

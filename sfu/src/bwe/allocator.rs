@@ -71,6 +71,11 @@ pub struct VideoDemand {
     /// `None` when the video is not shown (paused).
     pub max_layer: Option<usize>,
     pub priority: Priority,
+    /// The layer `StreamAllocator::keep_lowest_layers` keeps: the lowest
+    /// whole encoding, above the steps that forward only part of it (its
+    /// base temporal layers, see the router's `temporal_steps`); 0 when
+    /// the list has no such steps.
+    pub floor: usize,
 }
 
 /// What one track should receive.
@@ -110,8 +115,9 @@ pub struct StreamAllocator {
     /// while the link delivers what is sent without loss (an estimate cut
     /// by delay noise, a loaded receiver that reads late, is no reason to
     /// take a picture away; a downgrade between layers still follows it).
-    /// A video already paused is not resumed by it: it comes back the
-    /// usual way, once a probe has proven the estimate.
+    /// A video already paused, or held below its `floor`, is not lifted by
+    /// it: it comes back the usual way, once a probe has proven the
+    /// estimate.
     pub keep_lowest_layers: bool,
     tracks: BTreeMap<TrackId, TrackState>,
     /// Since when the layers granted before exceed the estimate.
@@ -160,15 +166,26 @@ impl StreamAllocator {
         let mut used = 0.0;
         // Everyone's lowest layer, by priority.
         for &i in &order {
-            let Some(lowest) = self.layers(&videos[i]).next() else {
+            // What the link keeps: the lowest whole encoding, or less if
+            // the video already has less (a kept link holds a video where
+            // it is; only an upgrade with room for it lifts it, or the
+            // floor would overrun the link each time it looks sound again).
+            let previous = self.tracks.get(&videos[i].track).map(|t| t.target);
+            let kept = self.keep_lowest_layers && previous != Some(Target::Paused);
+            let floor = match previous {
+                _ if !kept => 0,
+                Some(Target::Layer(current)) => videos[i].floor.min(current),
+                _ => videos[i].floor,
+            };
+            let Some(lowest) = self
+                .layers(&videos[i])
+                .find(|&l| l >= floor)
+                .or_else(|| self.layers(&videos[i]).next())
+            else {
                 continue;
             };
             let cost = videos[i].layer_bps[lowest] as f64;
-            let paused = self
-                .tracks
-                .get(&videos[i].track)
-                .is_some_and(|t| t.target == Target::Paused);
-            if (self.keep_lowest_layers && !paused)
+            if kept
                 || self.allowed(
                     &videos[i],
                     Target::Layer(lowest),

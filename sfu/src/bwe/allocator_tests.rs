@@ -7,6 +7,7 @@ fn camera(track: TrackId, max_layer: Option<usize>, priority: Priority) -> Video
         layer_bps: vec![150_000, 500_000, 1_500_000],
         max_layer,
         priority,
+        floor: 0,
     }
 }
 
@@ -177,6 +178,7 @@ fn a_higher_layer_measured_below_a_lower_one_costs_nothing_extra() {
         layer_bps: vec![150_000, 500_000, 300_000],
         max_layer: Some(2),
         priority: Priority::Normal,
+        floor: 0,
     };
     let a = alloc.allocate(700_000, AUDIO, &[video], Instant::now());
     assert_eq!(targets(&a), vec![Target::Layer(2)]);
@@ -246,6 +248,7 @@ fn a_link_kept_to_lowest_layers_pauses_no_shown_video_but_does_not_resume_a_paus
         layer_bps: vec![1_000_000],
         max_layer: Some(0),
         priority: Priority::Normal,
+        floor: 0,
     };
     let hidden = camera(2, None, Priority::Normal);
     let a = alloc.allocate(

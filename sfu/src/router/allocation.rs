@@ -169,6 +169,7 @@ fn video_demand(
         layer_bps,
         max_layer,
         priority,
+        floor: 0,
     };
     Some((demand, order))
 }
@@ -287,13 +288,6 @@ impl Router {
                 .get(&(key, ssrc, tid))
                 .map_or(0, |r| r.bps)
         };
-        // Temporal steps only on a link that has shown congestion (see
-        // `temporal_steps`).
-        let proven = self
-            .allocations
-            .subscribers
-            .get(&conn)
-            .is_some_and(|s| s.congestion_seen);
         let mut audio_bps = 0;
         let mut videos = Vec::new();
         let mut plans = Vec::new();
@@ -323,7 +317,7 @@ impl Router {
                 continue;
             };
             let lowest = track.layers[order[0]].ssrc;
-            let steps = if proven && temporal_steps::ENABLED {
+            let steps = if track.codec.is_vp8() && temporal_steps::ENABLED {
                 let rates = [0, 1].map(|tid| temporal_rate(key, lowest, tid));
                 temporal_steps::add_steps(&mut demand, rates)
             } else {

@@ -12,9 +12,14 @@
 //! temporal layers (measured per TID as they arrive, see
 //! `Layer::temporal`).
 //!
-//! Only once the subscriber's link has shown congestion: before that every
-//! shown video keeps its whole lowest encoding (see
-//! `StreamAllocator::keep_lowest_layers`), not its base temporal layer.
+//! Every VP8 video has the steps, whatever is known of its rates, so a
+//! layer number means the same from one allocation to the next (the
+//! allocator's hysteresis remembers them): steps whose temporal rates are
+//! not measured (yet, or ever: an encoder without temporal layers) cost as
+//! much as the whole encoding, so they are never chosen over it. While the
+//! link keeps every video's lowest layer (`StreamAllocator::
+//! keep_lowest_layers`), the video's `floor` makes that the whole lowest
+//! encoding, not its base temporal layer.
 
 use crate::bwe::allocator::VideoDemand;
 use crate::temporal_layer::ALL_LAYERS;
@@ -22,31 +27,31 @@ use crate::temporal_layer::ALL_LAYERS;
 /// Steps below a whole encoding: its TL0, its TL0 + TL1.
 pub(super) const STEPS: usize = 2;
 
-/// Off for now: with the steps switched on, tests/browser/shaped_link
-/// showed the allocator flapping between the lowest encoding's TL0 + TL1
-/// and the middle encoding right after the cut (each flap a spatial
-/// switch waiting for a keyframe: 1.2 s freezes). The steps shift every
-/// layer number by `STEPS` from the tick the link first shows congestion,
-/// so the allocator's remembered targets (its hysteresis) change meaning
-/// under it; the step count must stay fixed per video before this is on.
-pub(super) const ENABLED: bool = false;
+/// Whether VP8 videos get the steps. They were off while the steps came
+/// and went with the link's state (the allocator's remembered layer
+/// numbers then shifted under it: shaped_link flapped between the lowest
+/// encoding's TL0 + TL1 and the middle encoding, 1.2 s freezes).
+pub(super) const ENABLED: bool = true;
 
 /// Prepends the temporal steps of the lowest encoding to `demand`, given
 /// that encoding's measured rates of TL0 and of TL0 + TL1 (bit/s, 0 when
-/// it has no temporal layers). Returns how many steps were added.
+/// not measured). Returns how many steps were added: always `STEPS` for a
+/// video with a lowest encoding, so layer numbers stay put.
 pub(super) fn add_steps(demand: &mut VideoDemand, lowest: [u64; STEPS]) -> usize {
     let Some(&full) = demand.layer_bps.first() else {
         return 0;
     };
-    if lowest[0] == 0 || full == 0 {
-        return 0;
-    }
+    let lowest = match lowest[0] {
+        0 => [full; STEPS],
+        _ => lowest,
+    };
     // Never above the whole encoding, never below the step before (the
     // windows are the same, but packets straddle their edges).
     let tl0 = lowest[0].min(full);
     let tl1 = lowest[1].clamp(tl0, full);
     demand.layer_bps.splice(0..0, [tl0, tl1]);
     demand.max_layer = demand.max_layer.map(|m| m + STEPS);
+    demand.floor = STEPS;
     STEPS
 }
 
@@ -83,6 +88,7 @@ mod tests {
             max_layer: Some(layer_bps.len() - 1),
             layer_bps,
             priority: Priority::Normal,
+            floor: 0,
         }
     }
 
@@ -99,10 +105,12 @@ mod tests {
         let mut d = demand(vec![150_000]);
         add_steps(&mut d, [170_000, 90_000]);
         assert_eq!(d.layer_bps, vec![150_000, 150_000, 150_000]);
-        // No temporal layers: nothing added.
+        // No temporal layers (or not measured yet): steps as dear as the
+        // whole encoding, so the numbers stay put and are never chosen.
         let mut d = demand(vec![150_000, 500_000]);
-        assert_eq!(add_steps(&mut d, [0, 0]), 0);
-        assert_eq!(d.layer_bps, vec![150_000, 500_000]);
+        assert_eq!(add_steps(&mut d, [0, 0]), 2);
+        assert_eq!(d.layer_bps, vec![150_000, 150_000, 150_000, 500_000]);
+        assert_eq!(d.floor, 2);
         assert_eq!(
             (split(1, 0), position(1, ALL_LAYERS, 0)),
             ((1, ALL_LAYERS), 1)
@@ -128,6 +136,17 @@ mod tests {
         let a = fresh.allocate(300_000, 30_000, &[d.clone()], now);
         assert_eq!(a.targets[0].1, Target::Layer(2));
         assert_eq!(split(2, steps), (0, ALL_LAYERS));
+        // A link that keeps every video's lowest layer keeps the whole
+        // lowest encoding, not a step of it.
+        let mut kept = StreamAllocator::default();
+        kept.keep_lowest_layers = true;
+        let a = kept.allocate(100_000, 30_000, &[d.clone()], now);
+        assert_eq!(a.targets[0].1, Target::Layer(steps));
+        // But a video the link already holds on a step stays there when
+        // the link looks sound again: the floor would overrun it.
+        allocator.keep_lowest_layers = true;
+        let a = allocator.allocate(100_000, 30_000, &[d.clone()], now);
+        assert_eq!(a.targets[0].1, Target::Layer(0));
         // Less than the base layer: paused.
         let mut poor = StreamAllocator::default();
         let a = poor.allocate(60_000, 30_000, &[d], now);
