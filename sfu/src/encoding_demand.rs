@@ -171,6 +171,7 @@ mod tests {
         hidden: true,
         paused: false,
         max_layer: None,
+        cap_urgent: false,
     };
 
     #[test]

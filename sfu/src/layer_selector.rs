@@ -43,6 +43,11 @@ pub struct LayerSelector {
     pub paused: bool,
     /// Highest encoding allowed (0 = lowest), for the bandwidth allocator.
     pub max_layer: Option<usize>,
+    /// The link is failing to deliver what it is sent (loss, a filling
+    /// queue): an encoding above the cap stops at once. Otherwise it stays
+    /// until the lower encoding's keyframe, as a tile shrink does, so a
+    /// downgrade on a mere estimate dip is seamless.
+    pub cap_urgent: bool,
 }
 
 impl LayerSelector {
@@ -78,12 +83,12 @@ impl LayerSelector {
 
 impl LayerSelector {
     /// The allocator's cap excludes encoding `current` (an index into
-    /// `layers`): the subscriber's link cannot carry it, so it must stop
-    /// at once rather than at the next keyframe of the lower encoding, or
-    /// the packets it keeps sending meanwhile bury that keyframe in the
-    /// queue they build.
+    /// `layers`) on a failing link (`cap_urgent`): the link cannot carry
+    /// it, so it must stop at once rather than at the next keyframe of the
+    /// lower encoding, or the packets it keeps sending meanwhile bury that
+    /// keyframe in the queue they build.
     pub fn cap_excludes(&self, layers: &[LayerInfo], current: usize) -> bool {
-        let Some(max) = self.max_layer else {
+        let Some(max) = self.max_layer.filter(|_| self.cap_urgent) else {
             return false;
         };
         let rank = layers
@@ -167,11 +172,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(hidden.target(&all), None);
-        let capped = LayerSelector {
+        let mut capped = LayerSelector {
             max_layer: Some(1),
             ..Default::default()
         };
         assert_eq!(capped.target(&all), Some(1));
+        // On a link that still delivers, the top encoding stays until the
+        // lower one's keyframe; on a failing one it stops at once.
+        assert!(!capped.cap_excludes(&all, 2));
+        capped.cap_urgent = true;
         let capped_small = LayerSelector {
             max_layer: Some(0),
             wanted_height: Some(720),

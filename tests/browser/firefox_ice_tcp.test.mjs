@@ -22,11 +22,16 @@ const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
 
 // The selected candidate pair of a page's media connection: both ends'
-// protocol and type (Firefox and Chromium name the stats alike).
+// protocol and type. Chromium names it in its transport stats
+// (selectedCandidatePairId); Firefox has no transport stats but marks the
+// pair `selected`. A pair's `state` is no guide: Chromium flips the selected
+// pair to "in-progress" while each keepalive ping is in flight.
 const selectedPair = (page) =>
   page.evaluate(async () => {
-    const stats = [...(await window.noomApp.pc.getStats()).values()];
-    const pair = stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+    const report = await window.noomApp.pc.getStats();
+    const stats = [...report.values()];
+    const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+    const pair = transport ? report.get(transport.selectedCandidatePairId) : stats.find((s) => s.type === 'candidate-pair' && s.selected);
     if (!pair) return null;
     const local = stats.find((s) => s.id === pair.localCandidateId);
     const remote = stats.find((s) => s.id === pair.remoteCandidateId);

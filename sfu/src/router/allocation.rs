@@ -115,6 +115,16 @@ impl SubscriberAllocation {
             .is_some_and(|acked| (acked as f64) < FAILING_DELIVERY * self.sent.bps as f64);
         lossy || short
     }
+
+    /// Whether a cap must stop the encodings above it at once
+    /// (`LayerSelector::cap_urgent`): the link fails, or the estimate is
+    /// well below what is being sent, so every packet more queues up in
+    /// front of the lower encoding's keyframe. A smaller dip keeps the
+    /// current encoding until that keyframe: no freeze.
+    fn cap_urgent(&self, stats: &crate::bwe::BweStats) -> bool {
+        let overrun = (stats.estimate_bps as f64) < FAILING_DELIVERY * self.sent.bps as f64;
+        (self.congestion_seen && self.link_failing(stats)) || overrun
+    }
 }
 
 /// One video as allocated: its live encodings, lowest first (indices into
@@ -338,6 +348,7 @@ impl Router {
             stats.usage == Usage::Overusing || stats.loss.is_some_and(|l| l > CONGESTION_LOSS);
         state.sent.sample(sent_bytes, now);
         state.allocator.keep_lowest_layers = !state.congestion_seen || !state.link_failing(&stats);
+        let urgent = state.cap_urgent(&stats);
         let allocation = state
             .allocator
             .allocate(stats.estimate_bps, audio_bps, &videos, now);
@@ -374,8 +385,8 @@ impl Router {
             // A cap only where bandwidth keeps the video below what its
             // tile needs: the tile's own choice (a smaller tile) is the
             // selector's, which keeps the current encoding until the lower
-            // one's keyframe; a cap stops it at once (a 480 ms freeze at
-            // every tile shrink when the cap did both).
+            // one's keyframe; a cap on a failing link stops it at once (a
+            // 480 ms freeze at every tile shrink when the cap did both).
             let (max_layer, paused) = match target {
                 Target::Layer(layer) => {
                     (Some(layer).filter(|&l| Some(l) < demand.max_layer), false)
@@ -397,6 +408,7 @@ impl Router {
                 .is_some_and(|d| {
                     d.selector.max_layer != max_layer
                         || d.selector.paused != paused
+                        || d.selector.cap_urgent != urgent
                         || d.vp8.temporal.target() != temporal
                 });
             if changed {
@@ -405,11 +417,12 @@ impl Router {
                     track = plan.key,
                     ?target,
                     temporal,
+                    urgent,
                     estimate = stats.estimate_bps,
                     audio_bps,
                     "allocation changed"
                 );
-                self.limit_video(conn, plan.key, max_layer, paused);
+                self.limit_video(conn, plan.key, max_layer, paused, urgent);
                 self.limit_temporal(conn, plan.key, temporal);
             }
         }

@@ -52,6 +52,7 @@ impl Router {
         key: TrackKey,
         max_layer: Option<usize>,
         paused: bool,
+        urgent: bool,
     ) {
         let Some(track) = self.tracks.get_mut(&key).filter(|t| t.is_video()) else {
             return;
@@ -63,6 +64,7 @@ impl Router {
         {
             dt.selector.max_layer = max_layer;
             dt.selector.paused = paused;
+            dt.selector.cap_urgent = urgent;
         }
     }
 }
