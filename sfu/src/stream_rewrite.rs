@@ -5,7 +5,7 @@
 //! packet sequences through it (`temporal_layer_tests`).
 
 use crate::rtp_munger::RtpMunger;
-use crate::vp8_descriptor::Vp8Munger;
+use crate::vp8_descriptor::{Vp8Descriptor, Vp8Munger};
 use bytes::Bytes;
 use rtc::rtp;
 use std::time::Instant;
@@ -24,12 +24,17 @@ pub fn rewrite_packet(
         let (seq, ts) = munger.map(header.sequence_number, header.timestamp, now)?;
         return Some((seq, ts, packet.payload.clone()));
     };
-    if !vp8.admit(&packet.payload) {
+    let descriptor = Vp8Descriptor::parse(&packet.payload);
+    if !vp8.admit(descriptor.as_ref()) {
         // Above the subscriber's temporal layer: its number is left out
         // (no gap), and a retransmission of it is refused too.
         munger.drop_packet(header.sequence_number, header.timestamp, now);
         return None;
     }
     let (seq, ts) = munger.map(header.sequence_number, header.timestamp, now)?;
-    Some((seq, ts, vp8.rewrite(&packet.payload)))
+    Some((
+        seq,
+        ts,
+        vp8.rewrite_parsed(&packet.payload, descriptor.as_ref()),
+    ))
 }

@@ -154,15 +154,21 @@ impl Vp8Munger {
         self.temporal.switch_source();
     }
 
-    /// Whether this packet goes to the subscriber at all (its temporal
-    /// layer); a packet without a descriptor does.
-    pub fn admit(&mut self, payload: &[u8]) -> bool {
-        Vp8Descriptor::parse(payload).is_none_or(|d| self.temporal.admit(&d))
+    /// Whether the packet with descriptor `d` goes to the subscriber at
+    /// all (its temporal layer); a packet without a descriptor does.
+    pub fn admit(&mut self, d: Option<&Vp8Descriptor>) -> bool {
+        d.is_none_or(|d| self.temporal.admit(d))
     }
 
     /// The payload as this subscriber must see it.
     pub fn rewrite(&mut self, payload: &Bytes) -> Bytes {
-        let Some(d) = Vp8Descriptor::parse(payload) else {
+        self.rewrite_parsed(payload, Vp8Descriptor::parse(payload).as_ref())
+    }
+
+    /// `rewrite` with the payload's descriptor already parsed (`d`), so the
+    /// packet path reads it once for `admit` and the rewrite.
+    pub fn rewrite_parsed(&mut self, payload: &Bytes, d: Option<&Vp8Descriptor>) -> Bytes {
+        let Some(d) = d else {
             return payload.clone();
         };
         // Pictures dropped before this one (temporal layers above the
