@@ -4,7 +4,8 @@
 // server offers, we answer), one RTCPeerConnection for everything, and the
 // server's `noom` data channel for files. Plain ES module, no framework.
 
-import { FrameKind, clientFrame, parseServerFrame, fileOfferBody, parseFileOffer, transferId } from './frames.js';
+import { FrameKind, parseServerFrame } from './frames.js';
+import { HIGH_WATER, createFileTransfer } from './file_transfer.js';
 import { MAX_RECONNECT_ATTEMPTS, reconnectDelay } from './reconnect.js';
 import { MediaRecovery } from './media_recovery.js';
 import { createGrid } from './grid.js';
@@ -17,8 +18,6 @@ import { listDevices as listDeviceOptions, openDevice } from './devices.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const NO_ICE = params.get('ice') === 'none'; // offline test runs: no STUN servers
-const CHUNK = 16 * 1024;
-const HIGH_WATER = 1 << 20;
 
 const app = {
   ws: null,
@@ -43,8 +42,6 @@ const app = {
   // ourselves) | 'stopped' (kicked, or gave up: no more attempts).
   connection: 'connecting',
   queue: Promise.resolve(),
-  transfers: new Map(), // `${from}/${id}` -> incoming transfer
-  nextTransfer: 1,
   errors: [],
   iceServers: [], // from `joined`, kept for the peer connections of a media restart
   recoveries: [], // what MediaRecovery did: {at, what, why}
@@ -59,6 +56,10 @@ const grid = createGrid($('tiles'), { you: () => app.you });
 const layoutReports = startLayoutReports($('tiles'), { send, nextReq: () => app.nextReq++ });
 const screenShare = createScreenShare({
   app, send, enqueue, status, tilesEl: $('tiles'),
+  nameOf: (id) => (app.participants.get(id) || {}).name || id,
+});
+const files = createFileTransfer({
+  app, status, listEl: $('transfers'), targetEl: $('chat-to'), inputEl: $('file-input'), zoneEl: $('file-zone'),
   nameOf: (id) => (app.participants.get(id) || {}).name || id,
 });
 app.grid = grid;
@@ -420,8 +421,7 @@ function closePeer() {
   if (app.pc) app.pc.close();
   app.pc = null;
   app.dc = null;
-  for (const t of app.transfers.values()) failTransfer(t, 'the connection closed');
-  app.transfers.clear();
+  files.failAll('the connection closed');
 }
 
 async function onOffer(sdp) {
@@ -663,124 +663,17 @@ $('chat-form').addEventListener('submit', (e) => {
   $('chat-text').value = '';
 });
 
-// ------------------------------------------------------------------ files (data channel)
-
-function transferItem(label) {
-  const li = document.createElement('li');
-  const text = document.createElement('div');
-  text.textContent = label;
-  const bar = document.createElement('progress');
-  bar.max = 1;
-  bar.value = 0;
-  li.append(text, bar);
-  $('transfers').prepend(li);
-  return { li, text, bar };
-}
-
-function waitForRoom(dc) {
-  if (dc.bufferedAmount < HIGH_WATER) return Promise.resolve();
-  return new Promise((resolve) => {
-    dc.addEventListener('bufferedamountlow', resolve, { once: true });
-  });
-}
-
-async function sendFile(file) {
-  const dc = app.dc;
-  if (!dc || dc.readyState !== 'open') {
-    status('File transfer is not available yet (data channel not open).', { error: true });
-    return;
-  }
-  const to = $('chat-to').value || null;
-  const id = app.nextTransfer++;
-  const ui = transferItem(`Sending ${file.name} (${formatSize(file.size)})${to ? ` to ${(app.participants.get(to) || {}).name}` : ''}`);
-  ui.li.dataset.transfer = `out/${id}`;
-  dc.send(clientFrame(FrameKind.FILE_OFFER, to, fileOfferBody(id, file.size, file.name, file.type || 'application/octet-stream')));
-  let sent = 0;
-  try {
-    while (sent < file.size) {
-      await waitForRoom(dc);
-      if (dc.readyState !== 'open') throw new Error('the connection closed');
-      const chunk = new Uint8Array(await file.slice(sent, sent + CHUNK).arrayBuffer());
-      const body = new Uint8Array(4 + chunk.length);
-      new DataView(body.buffer).setUint32(0, id);
-      body.set(chunk, 4);
-      dc.send(clientFrame(FrameKind.FILE_CHUNK, to, body));
-      sent += chunk.length;
-      ui.bar.value = sent / Math.max(1, file.size);
-    }
-    const end = new Uint8Array(4);
-    new DataView(end.buffer).setUint32(0, id);
-    dc.send(clientFrame(FrameKind.FILE_END, to, end));
-    ui.bar.value = 1;
-    ui.text.textContent = `Sent ${file.name} (${formatSize(file.size)})`;
-    ui.li.dataset.state = 'sent';
-  } catch (err) {
-    ui.text.textContent = `Sending ${file.name} failed: ${err.message}`;
-    ui.li.dataset.state = 'failed';
-  }
-}
-
-function formatSize(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-}
-
-function failTransfer(t, reason) {
-  t.ui.text.textContent = `${t.name} from ${t.fromName}: failed (${reason})`;
-  t.ui.li.dataset.state = 'failed';
-  t.chunks = [];
-}
+// ------------------------------------------------------------------ data channel frames
 
 function onDataFrame(data) {
   const frame = parseServerFrame(new Uint8Array(data));
   if (!frame) return;
   const fromName = (app.participants.get(frame.from) || {}).name || frame.from;
+  if (files.onFrame(frame, fromName)) return;
   switch (frame.kind) {
     case FrameKind.CHAT:
       addChat({ from: frame.from, name: fromName, text: new TextDecoder().decode(frame.body), direct: frame.direct });
       break;
-    case FrameKind.FILE_OFFER: {
-      const offer = parseFileOffer(frame.body);
-      if (!offer) return;
-      const ui = transferItem(`${offer.name} (${formatSize(offer.size)}) from ${fromName}`);
-      const key = `${frame.from}/${offer.transfer}`;
-      ui.li.dataset.transfer = key;
-      app.transfers.set(key, { ...offer, fromName, ui, chunks: [], received: 0 });
-      break;
-    }
-    case FrameKind.FILE_CHUNK: {
-      const t = app.transfers.get(`${frame.from}/${transferId(frame.body)}`);
-      if (!t) return;
-      t.chunks.push(frame.body.slice(4));
-      t.received += frame.body.length - 4;
-      t.ui.bar.value = t.received / Math.max(1, t.size);
-      break;
-    }
-    case FrameKind.FILE_END: {
-      const key = `${frame.from}/${transferId(frame.body)}`;
-      const t = app.transfers.get(key);
-      if (!t) return;
-      app.transfers.delete(key);
-      const blob = new Blob(t.chunks, { type: t.type });
-      const a = document.createElement('a');
-      a.href = URL.createObjectURL(blob);
-      a.download = t.name;
-      a.textContent = `Download ${t.name}`;
-      t.ui.text.textContent = `${t.name} from ${t.fromName} (${formatSize(t.size)}): `;
-      t.ui.text.append(a);
-      t.ui.bar.value = 1;
-      t.ui.li.dataset.state = 'done';
-      break;
-    }
-    case FrameKind.FILE_ABORT: {
-      const key = `${frame.from}/${transferId(frame.body)}`;
-      const t = app.transfers.get(key);
-      if (!t) return;
-      app.transfers.delete(key);
-      failTransfer(t, new TextDecoder().decode(frame.body.slice(4)) || 'aborted');
-      break;
-    }
     case FrameKind.ERROR: {
       const code = frame.body[4] !== undefined ? new TextDecoder().decode(frame.body.slice(5, 5 + frame.body[4])) : 'error';
       const message = new TextDecoder().decode(frame.body.slice(5 + (frame.body[4] || 0)));
@@ -791,28 +684,6 @@ function onDataFrame(data) {
       break;
   }
 }
-
-$('file-input').addEventListener('change', (e) => {
-  for (const file of e.target.files) sendFile(file);
-  e.target.value = '';
-});
-const zone = $('file-zone');
-zone.addEventListener('keydown', (e) => {
-  if (e.key === 'Enter' || e.key === ' ') {
-    e.preventDefault();
-    $('file-input').click();
-  }
-});
-zone.addEventListener('dragover', (e) => {
-  e.preventDefault();
-  zone.classList.add('drag');
-});
-zone.addEventListener('dragleave', () => zone.classList.remove('drag'));
-zone.addEventListener('drop', (e) => {
-  e.preventDefault();
-  zone.classList.remove('drag');
-  for (const file of e.dataTransfer.files) sendFile(file);
-});
 
 // ------------------------------------------------------------------ test hooks
 

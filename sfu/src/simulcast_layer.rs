@@ -20,6 +20,14 @@ use std::time::{Duration, Instant};
 /// publisher short of bandwidth stops its top encodings).
 const LIVE_FOR: Duration = Duration::from_millis(1000);
 
+/// An encoding silent this much longer than the freshest encoding of its
+/// track is taken as stopped sooner: the others still arrive, so the
+/// publisher dropped this one (its own bandwidth estimate or CPU), and a
+/// subscriber forwarded it sees a freeze until the switch down starts. All
+/// encodings carry the same captured frames, so 15 missed frames at 30 fps
+/// (7 at 15 fps) is no frame dropper's hiccup.
+const STOPPED_AMONG_FLOWING: Duration = Duration::from_millis(500);
+
 pub struct Layer {
     /// The track's codec: how keyframes are told (see `video_codec`).
     pub codec: VideoCodec,
@@ -95,19 +103,37 @@ impl Layer {
         }
     }
 
-    /// What the layer selector needs to know.
-    pub fn info(&self, now: Instant) -> LayerInfo {
+    /// What the layer selector needs to know, `freshest` being the latest
+    /// media packet of any encoding of the track (see `layer_infos`).
+    fn info(&self, now: Instant, freshest: Option<Instant>) -> LayerInfo {
         LayerInfo {
             height: self.size.map(|(_, h)| h),
-            rid_rank: RIDS
-                .iter()
-                .position(|r| *r == self.rid)
-                .unwrap_or(RIDS.len()),
-            live: self
-                .last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LIVE_FOR),
+            rid_rank: self.rid_rank(),
+            live: self.last_packet.is_some_and(|t| {
+                now.saturating_duration_since(t) < LIVE_FOR
+                    && freshest
+                        .is_none_or(|f| f.saturating_duration_since(t) < STOPPED_AMONG_FLOWING)
+            }),
         }
     }
+
+    /// Its rank among the rids the server asks for (unknown rids last).
+    fn rid_rank(&self) -> usize {
+        RIDS.iter()
+            .position(|r| *r == self.rid)
+            .unwrap_or(RIDS.len())
+    }
+
+    /// Its place in the order of encodings (`LayerInfo::quality`).
+    pub fn quality(&self) -> (u16, usize) {
+        (self.size.map_or(0, |(_, h)| h), self.rid_rank())
+    }
+}
+
+/// What the layer selector needs to know of each encoding of a track.
+pub fn layer_infos(layers: &[Layer], now: Instant) -> Vec<LayerInfo> {
+    let freshest = layers.iter().filter_map(|l| l.last_packet).max();
+    layers.iter().map(|l| l.info(now, freshest)).collect()
 }
 
 /// `ts` of encoding `from`, expressed in encoding `to`'s RTP time, by both
@@ -157,7 +183,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Layer::new("h".into(), 5, VideoCodec::Vp8, Duration::from_millis(500));
         assert_eq!(
-            l.info(t0),
+            l.info(t0, None),
             LayerInfo {
                 height: None,
                 rid_rank: 1,
@@ -176,13 +202,70 @@ mod tests {
         };
         l.observe_video(&packet, true, t0);
         assert_eq!(l.size, Some((640, 360)));
-        assert!(l.info(t0 + Duration::from_millis(999)).live);
-        assert!(!l.info(t0 + LIVE_FOR).live);
+        assert!(l.info(t0 + Duration::from_millis(999), None).live);
+        assert!(!l.info(t0 + LIVE_FOR, None).live);
         assert_eq!(
             Layer::new("0".into(), 1, VideoCodec::Vp8, LIVE_FOR)
-                .info(t0)
+                .info(t0, None)
                 .rid_rank,
             3
         );
+    }
+
+    fn media(ssrc: u32) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::Header {
+                ssrc,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[0x10, 0x00, 0x00, 0x00, 0x01]),
+        }
+    }
+
+    #[test]
+    fn an_encoding_the_publisher_dropped_stops_counting_before_the_others_do() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut layers: Vec<Layer> = ["q", "h", "f"]
+            .iter()
+            .zip(1..)
+            .map(|(rid, ssrc)| Layer::new((*rid).into(), ssrc, VideoCodec::Vp8, ms(500)))
+            .collect();
+        // All three flow at 30 fps; then f stops while q and h go on.
+        let mut t = t0;
+        while t < t0 + ms(1000) {
+            for (i, l) in layers.iter_mut().enumerate() {
+                l.observe_video(&media(i as u32 + 1), false, t);
+            }
+            t += ms(33);
+        }
+        let f_stopped = t - ms(33);
+        let live = |layers: &[Layer], now| {
+            layer_infos(layers, now)
+                .iter()
+                .map(|i| i.live)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(live(&layers, t), [true, true, true]);
+        while t < f_stopped + ms(700) {
+            for (i, l) in layers.iter_mut().take(2).enumerate() {
+                l.observe_video(&media(i as u32 + 1), false, t);
+            }
+            assert_eq!(
+                live(&layers, t)[2],
+                t.duration_since(f_stopped) < STOPPED_AMONG_FLOWING,
+                "f at {:?} after it stopped",
+                t.duration_since(f_stopped)
+            );
+            t += ms(33);
+        }
+        // When the whole track pauses, its encodings stay live for LIVE_FOR
+        // after their last packets, so a resume finds them where they were.
+        let paused = t - ms(33);
+        assert_eq!(live(&layers, paused + ms(900)), [true, true, false]);
+        assert_eq!(live(&layers, paused + LIVE_FOR), [false, false, false]);
+        // f comes back: live at once.
+        layers[2].observe_video(&media(3), false, t + ms(1200));
+        assert_eq!(live(&layers, t + ms(1200)), [false, false, true]);
     }
 }

@@ -189,7 +189,7 @@ impl PublishedTrack {
     /// Splits the track into the read-only view down tracks need and the
     /// down tracks themselves, so both can be borrowed at once.
     pub fn split(&mut self, layer: usize, now: Instant) -> (TrackView<'_>, &mut Vec<DownTrack>) {
-        let infos = self.layers.iter().map(|l| l.info(now)).collect();
+        let infos = crate::simulcast_layer::layer_infos(&self.layers, now);
         (
             TrackView {
                 is_video: self.kind == RtpCodecKind::Video,

@@ -260,6 +260,34 @@ test('simulcast: three encodings in, one tile-sized continuous track out, hidden
     assert.deepEqual(afterSwitch.trackIds, start.trackIds, 'camera switch: the same remote track');
     assert.equal(afterSwitch.videoOntracks, 1, 'camera switch: no new track');
     assert.deepEqual(afterSwitch.ssrcs, start.ssrcs, 'camera switch: the same SSRC');
+
+    // The publisher stops the very encoding the subscriber gets (as
+    // Chromium does when its own estimate falls): the server notices the
+    // silence among flowing encodings and moves to the next one down, with
+    // no freeze over 1 s (measured: the gap is the silence threshold,
+    // 500 ms, plus the keyframe's round trip).
+    await switchTo('up to 1280x720 again', 1280, 720);
+    const stopped = await pub.page.evaluate(async () => {
+      const sender = window.noom.videoSender;
+      const p = sender.getParameters();
+      p.encodings.find((e) => e.rid === 'f').active = false;
+      await sender.setParameters(p);
+      return performance.timeOrigin + performance.now();
+    });
+    const fallback = await waitFor(async () => (await framesAfter(sub.page, pubId, stopped)).find((f) => f[1] === 640) || false, {
+      timeout: 10_000,
+      interval: 100,
+      what: 'a 640-wide frame after the publisher stopped its top encoding',
+      describe,
+    });
+    await waitFor(async () => (await v()).lastAt > fallback[0] + 1000, { timeout: 15_000, what: 'frames after the fallback', describe });
+    const aroundStop = (await framesAfter(sub.page, pubId, stopped - 1000)).filter((f) => f[0] <= fallback[0] + 1000);
+    const stopGap = maxGap(aroundStop);
+    t.diagnostic(`publisher stopped f -> first 640-wide frame ${Math.round(fallback[0] - stopped)} ms; longest gap ${stopGap} ms`);
+    assert.ok(stopGap < 1000, `the subscriber froze ${stopGap} ms when the publisher stopped the forwarded encoding (< 1 s)`);
+    const afterStop = await v();
+    assert.deepEqual(afterStop.trackIds, start.trackIds, 'top encoding stopped: the same remote track');
+    assert.equal(afterStop.videoOntracks, 1, 'top encoding stopped: no new track');
   } finally {
     for (const p of people) await p.close().catch(() => {});
     await server.stop();

@@ -117,13 +117,15 @@ impl SubscriberAllocation {
     }
 
     /// Whether a cap must stop the encodings above it at once
-    /// (`LayerSelector::cap_urgent`): the link fails, or the estimate is
-    /// well below what is being sent, so every packet more queues up in
-    /// front of the lower encoding's keyframe. A smaller dip keeps the
+    /// (`LayerSelector::cap_urgent`): a queue is building (delay growing),
+    /// the link fails, or the estimate is well below what is being sent;
+    /// every packet more then queues up in front of the lower encoding's
+    /// keyframe. A cap on a link that shows none of it (the estimate was
+    /// never probed up to a publisher's growing top encoding) keeps the
     /// current encoding until that keyframe: no freeze.
     fn cap_urgent(&self, stats: &crate::bwe::BweStats) -> bool {
         let overrun = (stats.estimate_bps as f64) < FAILING_DELIVERY * self.sent.bps as f64;
-        (self.congestion_seen && self.link_failing(stats)) || overrun
+        stats.usage == Usage::Overusing || self.link_failing(stats) || overrun
     }
 }
 
@@ -312,7 +314,7 @@ impl Router {
                 audio_bps += track.layers.iter().map(|l| rate(key, l.ssrc)).sum::<u64>();
                 continue;
             }
-            let infos: Vec<_> = track.layers.iter().map(|l| l.info(now)).collect();
+            let infos = crate::simulcast_layer::layer_infos(&track.layers, now);
             let bps: Vec<u64> = track.layers.iter().map(|l| rate(key, l.ssrc)).collect();
             let publisher = self.peers.get(&track.publisher).map(|p| &p.participant);
             let priority = if track.screen_share {

@@ -57,7 +57,7 @@ impl Router {
             {
                 continue;
             }
-            let infos: Vec<_> = track.layers.iter().map(|l| l.info(now)).collect();
+            let infos = crate::simulcast_layer::layer_infos(&track.layers, now);
             // Every subscriber but those that refused its codec; one still
             // negotiating counts (it is about to watch: turning the top
             // encoding off during a join would only start it again).

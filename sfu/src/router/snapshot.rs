@@ -45,11 +45,9 @@ impl Router {
                 let Some(current) = dt.layer.and_then(|l| track.layers.get(l)) else {
                     continue; // Waiting for a keyframe.
                 };
-                let ours = current.info(now).quality();
-                let rank = track
-                    .layers
+                let ours = current.quality();
+                let rank = crate::simulcast_layer::layer_infos(&track.layers, now)
                     .iter()
-                    .map(|l| l.info(now))
                     .filter(|info| info.live && info.quality() < ours)
                     .count();
                 by_rank[rank.min(2)] += 1;
