@@ -14,6 +14,7 @@ use crate::simulcast_offer::RIDS;
 use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Descriptor;
 use rtc::rtp;
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 /// An encoding without packets for this long is taken as stopped (a
@@ -130,8 +131,15 @@ impl Layer {
     }
 }
 
+/// Encodings one track may have (the contract's "up to three").
+pub const MAX_ENCODINGS: usize = 3;
+
+/// What the layer selector knows of a track's encodings: inline, as it is
+/// built for every incoming video packet.
+pub type LayerInfos = SmallVec<[LayerInfo; MAX_ENCODINGS]>;
+
 /// What the layer selector needs to know of each encoding of a track.
-pub fn layer_infos(layers: &[Layer], now: Instant) -> Vec<LayerInfo> {
+pub fn layer_infos(layers: &[Layer], now: Instant) -> LayerInfos {
     let freshest = layers.iter().filter_map(|l| l.last_packet).max();
     layers.iter().map(|l| l.info(now, freshest)).collect()
 }

@@ -2,12 +2,12 @@
 //! the publisher side receives, each `DownTrack` sends to one subscriber).
 
 use crate::fast_writer::{FastWriter, SendDatagram};
-use crate::layer_selector::{LayerInfo, LayerSelector};
+use crate::layer_selector::LayerSelector;
 use crate::packet_cache::CACHE_SIZE;
 use crate::rtp_munger::{seq_newer, RtpMunger};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::sender_report::SenderReportClock;
-use crate::simulcast_layer::{map_timestamp, Layer};
+use crate::simulcast_layer::{map_timestamp, Layer, LayerInfos, MAX_ENCODINGS};
 use crate::stream_rewrite::rewrite_packet;
 use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Munger;
@@ -94,9 +94,11 @@ impl PublishedTrack {
         }
     }
 
-    /// Another simulcast encoding of this track started; false if known.
+    /// Another simulcast encoding of this track started; false if known,
+    /// or if the track has its `MAX_ENCODINGS` already (the contract allows
+    /// three; more would only cost every packet's layer choice).
     pub fn add_layer(&mut self, rid: String, ssrc: u32) -> bool {
-        if self.layers.iter().any(|l| l.ssrc == ssrc) {
+        if self.layers.len() >= MAX_ENCODINGS || self.layers.iter().any(|l| l.ssrc == ssrc) {
             return false;
         }
         self.layers
@@ -214,7 +216,7 @@ pub struct TrackView<'a> {
     pub layer: usize,
     pub layers: &'a [Layer],
     /// What the layer selector knows of each encoding.
-    pub infos: Vec<LayerInfo>,
+    pub infos: LayerInfos,
     pub clock_rate: u32,
 }
 
@@ -626,5 +628,32 @@ impl DownTrack {
             bytes_sent: 0,
             sender_reports: SenderReportClock::new(track.clock_rate),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_track_takes_at_most_three_encodings_each_ssrc_once() {
+        let mut track = PublishedTrack::new(
+            1,
+            Default::default(),
+            RtpCodecKind::Video,
+            false,
+            "video/VP8".to_owned(),
+            90_000,
+            Vec::new(),
+            ("q".to_owned(), 1),
+            Duration::from_millis(500),
+        );
+        assert!(!track.add_layer("q".to_owned(), 1), "a known SSRC");
+        assert!(track.add_layer("h".to_owned(), 2));
+        assert!(track.add_layer("f".to_owned(), 3));
+        // A client offering more rids than the contract's three.
+        assert!(!track.add_layer("x".to_owned(), 4));
+        assert_eq!(track.layers.len(), MAX_ENCODINGS);
+        assert_eq!(track.layer_of(4), None);
     }
 }

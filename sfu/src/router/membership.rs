@@ -393,6 +393,9 @@ impl Router {
                 return;
             };
             if !track.add_layer(rid.clone(), init.ssrc) {
+                if track.layer_of(init.ssrc).is_none() {
+                    tracing::info!(participant = %peer.participant, %rid, ssrc = init.ssrc, "simulcast encoding ignored: the track has its three already");
+                }
                 return;
             }
             peer.inbound.insert(init.ssrc, key);
