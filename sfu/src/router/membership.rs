@@ -407,14 +407,17 @@ impl Router {
             tracing::info!(participant = %peer.participant, %rid, ssrc = init.ssrc, "simulcast encoding published");
             return;
         }
+        let section = RTCRtpTransceiverId::from(init.receiver_id);
+        let is_video = peer
+            .pc
+            .rtp_receiver(init.receiver_id)
+            .is_some_and(|r| r.track().kind() == RtpCodecKind::Video);
+        let screen_share =
+            is_video && super::screen_share::is_screen_share(peer, &self.tracks, section, &rid);
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
             return;
         };
         let kind = receiver.track().kind();
-        let screen_share = kind == RtpCodecKind::Video
-            && !peer
-                .publish_sections
-                .contains(&RTCRtpTransceiverId::from(init.receiver_id));
         let codec = receiver.track().codec(init.ssrc).cloned().or_else(|| {
             receiver
                 .get_parameters()
