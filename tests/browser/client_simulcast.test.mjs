@@ -165,9 +165,14 @@ test('a camera the client offers itself as three encodings: one tile-sized conti
       );
       await waitFor(async () => (await v()).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
       const around = await framesAfter(sub.page, pubId, sent.at - 1000);
-      const gap = maxGap(around.filter((f) => f[0] <= first[0] + 1000));
+      const window = around.filter((f) => f[0] <= first[0] + 1000);
+      const gap = maxGap(window);
+      // Where the longest gap ends, from the first frame of the new width.
+      const gapEnd = window.find((f, i) => i > 0 && Math.round(f[0] - window[i - 1][0]) === gap);
       const after = await v();
-      t.diagnostic(`${what}: layout -> first ${w}-wide frame ${Math.round(first[0] - sent.at)} ms; longest frame gap ${gap} ms`);
+      t.diagnostic(
+        `${what}: layout -> first ${w}-wide frame ${Math.round(first[0] - sent.at)} ms; longest frame gap ${gap} ms, ending ${Math.round(gapEnd[0] - first[0])} ms from it (${gapEnd[1]} wide)`,
+      );
       assert.deepEqual(after.trackIds, before.trackIds, `${what}: the same remote track`);
       assert.deepEqual(after.ssrcs, before.ssrcs, `${what}: the same SSRC`);
       assert.equal(after.videoOntracks, 1, `${what}: no new track`);
