@@ -8,6 +8,9 @@
 // that `joined` names, as a client behind a strict firewall would; the TURN
 // tests use it),
 // publish=none (receive only: no camera or microphone),
+// publish=offer (the microphone in the server's offer as usual, the camera
+// through an offer of our own as simulcast encodings, one per rid of
+// rids=a,b,c, default q,h,f: camera_offer.js; not with restartMedia),
 // camera=WxH (ask getUserMedia for that size, e.g. 1280x720: three simulcast
 // encodings need at least 960x540),
 // codec=h264|vp8 (send the camera in that codec: setParameters with
@@ -41,6 +44,7 @@
 
 import { setEncodingsActive, sizeSimulcastLayers } from './simulcast.js';
 import { recvonlySections } from './sections.js';
+import { createCameraOffer } from './camera_offer.js';
 
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'test';
@@ -48,6 +52,8 @@ const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 
 const noIce = params.get('ice') === 'none';
 const relayOnly = params.get('relay') === '1';
 const publish = params.get('publish') !== 'none';
+const cameraByOffer = params.get('publish') === 'offer';
+const offerRids = (params.get('rids') || 'q,h,f').split(',');
 const cameraSize = (params.get('camera') || '').match(/^(\d+)x(\d+)$/);
 const hooks = params.get('test') === 'switch';
 const publishCodec = (params.get('codec') || '').toLowerCase();
@@ -124,6 +130,7 @@ let nextReq = 1;
 let joinReq = null;
 let iceServersInUse = []; // kept for a media restart's new peer connection
 const attachedKinds = new Set(); // kinds whose local track is attached to a transceiver
+const cameraOffer = cameraByOffer ? createCameraOffer({ send, nextReq: () => nextReq++ }) : null;
 let queue = Promise.resolve(); // serialises everything that touches the peer connection
 
 function logEvent(dir, msg) {
@@ -278,7 +285,7 @@ function removeParticipant(id) {
 async function attachLocalTracks(offerSdp) {
   for (const { kind, mid } of recvonlySections(offerSdp)) {
     if (attachedKinds.has(kind)) continue;
-    const track = kind === 'video' ? noom.videoTrack : kind === 'audio' ? noom.audioTrack : null;
+    const track = kind === 'video' ? (cameraOffer ? null : noom.videoTrack) : kind === 'audio' ? noom.audioTrack : null;
     if (!track) continue;
     const transceiver = noom.pc.getTransceivers().find((t) => t.mid === mid);
     if (!transceiver) {
@@ -321,7 +328,16 @@ async function handleOffer(sdp) {
     if (t.sender.track?.kind === 'video') await sizeSimulcastLayers(t.sender);
     if (t.sender.track?.kind === 'video' && publishCodec) await sendWithCodec(t.sender, publishCodec);
   }
+  // publish=offer: our own offer follows every server offer until one of
+  // ours is answered (the server refuses ours while its own is outstanding).
+  if (cameraOffer && noom.videoTrack && !cameraOffer.answered) enqueue('camera offer', offerCamera);
   render();
+}
+
+async function offerCamera() {
+  if (!noom.pc || cameraOffer.answered || noom.pc.signalingState !== 'stable') return;
+  await cameraOffer.offer(noom.pc, noom.videoTrack, offerRids);
+  if (hooks) noom.videoSender = cameraOffer.sender;
 }
 
 // The browser's video codecs of one name that it can receive (vp8, h264:
@@ -620,6 +636,7 @@ function onMessage(msg) {
     const r = noom.restarts.find((e) => e.req === msg.req);
     if (r) r.ok = msg.type === 'ok' ? clock() : msg;
   }
+  if (cameraOffer && cameraOffer.onReply(msg)) return;
   switch (msg.type) {
     case 'rooms':
       noom.rooms = msg.rooms || [];

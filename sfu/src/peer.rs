@@ -37,7 +37,8 @@ pub struct Peer {
     pub published: HashMap<String, TrackKey>,
     /// The server's recvonly sections for the microphone and camera; a video
     /// track arriving on any other section (a client's own offer) is a
-    /// screen share.
+    /// screen share, or the camera of a client that offers its own
+    /// (`router::screen_share::is_screen_share`).
     pub publish_sections: Vec<RTCRtpTransceiverId>,
     /// The `noom` data channel the server created in its first offer.
     pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,

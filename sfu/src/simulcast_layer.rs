@@ -10,7 +10,7 @@ use crate::keyframe_cache::KeyframeCache;
 use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::layer_selector::LayerInfo;
 use crate::packet_cache::PacketCache;
-use crate::simulcast_offer::RIDS;
+use crate::simulcast_offer::rid_rank;
 use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Descriptor;
 use rtc::rtp;
@@ -34,6 +34,10 @@ pub struct Layer {
     pub codec: VideoCodec,
     /// The rid (empty without simulcast).
     pub rid: String,
+    /// Its rank among the track's rids, lowest first (see
+    /// `simulcast_offer::rid_rank`): orders encodings whose size is not
+    /// known (yet, or ever: H.264).
+    pub rid_rank: usize,
     pub ssrc: u32,
     pub cache: PacketCache,
     pub keyframe_cache: KeyframeCache,
@@ -60,6 +64,7 @@ impl Layer {
     pub fn new(rid: String, ssrc: u32, codec: VideoCodec, pli_throttle: Duration) -> Self {
         Layer {
             codec,
+            rid_rank: rid_rank(&rid, &[]),
             rid,
             ssrc,
             cache: PacketCache::default(),
@@ -109,7 +114,7 @@ impl Layer {
     fn info(&self, now: Instant, freshest: Option<Instant>) -> LayerInfo {
         LayerInfo {
             height: self.size.map(|(_, h)| h),
-            rid_rank: self.rid_rank(),
+            rid_rank: self.rid_rank,
             live: self.last_packet.is_some_and(|t| {
                 now.saturating_duration_since(t) < LIVE_FOR
                     && freshest
@@ -118,16 +123,9 @@ impl Layer {
         }
     }
 
-    /// Its rank among the rids the server asks for (unknown rids last).
-    fn rid_rank(&self) -> usize {
-        RIDS.iter()
-            .position(|r| *r == self.rid)
-            .unwrap_or(RIDS.len())
-    }
-
     /// Its place in the order of encodings (`LayerInfo::quality`).
     pub fn quality(&self) -> (u16, usize) {
-        (self.size.map_or(0, |(_, h)| h), self.rid_rank())
+        (self.size.map_or(0, |(_, h)| h), self.rid_rank)
     }
 }
 

@@ -11,6 +11,40 @@
 /// preference is the order of the `a=simulcast` list).
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
 
+/// The rank of encoding `rid` among its track's, lowest first: the
+/// server's own rids by [`RIDS`], any other after them in `order` (the
+/// client's `a=simulcast` list, lowest first as the contract has it: a
+/// client may offer its camera's encodings itself, with any rids).
+pub fn rid_rank(rid: &str, order: &[String]) -> usize {
+    RIDS.iter()
+        .position(|r| *r == rid)
+        .unwrap_or_else(|| RIDS.len() + order.iter().position(|r| r == rid).unwrap_or(order.len()))
+}
+
+/// The rids a client sends in the m-section `mid` of its `sdp`, in its
+/// `a=simulcast:send` order (paused `~` marks and alternatives flattened);
+/// empty without one.
+pub fn simulcast_send_order(sdp: &str, mid: &str) -> Vec<String> {
+    for section in sdp.split("\nm=").skip(1) {
+        let lines = || section.lines().map(str::trim_end);
+        if !lines().any(|l| l.strip_prefix("a=mid:") == Some(mid)) {
+            continue;
+        }
+        let Some(value) = lines().find_map(|l| l.strip_prefix("a=simulcast:")) else {
+            return Vec::new();
+        };
+        let words: Vec<&str> = value.split_whitespace().collect();
+        return words
+            .chunks(2)
+            .filter(|pair| pair.len() == 2 && pair[0] == "send")
+            .flat_map(|pair| pair[1].split([';', ',']))
+            .map(|r| r.trim_start_matches('~').to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+    }
+    Vec::new()
+}
+
 /// Adds `a=rid:<id> recv` and `a=simulcast:recv q;h;f` to the video
 /// m-section that carries `a=msid:` line `marker` (the publish section's
 /// placeholder). An offer that has them already, or has no such section,
@@ -149,6 +183,41 @@ mod tests {
         );
         // Idempotent: a second pass adds nothing.
         assert_eq!(add_simulcast_recv(&out, "a=msid:- publish-video"), out);
+    }
+
+    #[test]
+    fn ranks_any_rids_in_the_clients_order_after_the_servers() {
+        let offer = "v=0\r\nm=audio 9 x 111\r\na=mid:0\r\n\
+            m=video 9 x 96\r\na=mid:2\r\na=rid:hi send\r\na=rid:lo send\r\na=rid:mid send\r\n\
+            a=simulcast:send lo;~mid;hi\r\na=sendonly\r\n";
+        let order = simulcast_send_order(offer, "2");
+        assert_eq!(
+            order,
+            ["lo", "mid", "hi"],
+            "the a=simulcast order, not the a=rid lines'"
+        );
+        let ranks: Vec<usize> = ["lo", "mid", "hi", "other"]
+            .iter()
+            .map(|r| rid_rank(r, &order))
+            .collect();
+        assert_eq!(ranks, [3, 4, 5, 6]);
+        assert_eq!(["q", "h", "f"].map(|r| rid_rank(r, &order)), [0, 1, 2]);
+        assert!(
+            simulcast_send_order(offer, "0").is_empty(),
+            "no simulcast there"
+        );
+        assert!(
+            simulcast_send_order(offer, "7").is_empty(),
+            "no such section"
+        );
+        assert_eq!(
+            simulcast_send_order(
+                "v=0\r\nm=video 9 x 96\r\na=mid:1\r\na=simulcast:recv x send a,b;c\r\n",
+                "1"
+            ),
+            ["a", "b", "c"],
+            "the send list of both, alternatives flattened"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::*;
 use crate::remote_codecs::SectionCodec;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
-use rtc::rtp_transceiver::RTCRtpTransceiverId;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
 
 impl Router {
     pub(super) fn join(
@@ -387,6 +387,7 @@ impl Router {
             return;
         };
         let rid = init.rid.clone().unwrap_or_default();
+        let rid_rank = own_rid_rank(peer, init.receiver_id, &rid);
         if let Some(&key) = peer.published.get(&init.track_id) {
             // Another simulcast encoding of a track already published.
             let Some(track) = self.tracks.get_mut(&key) else {
@@ -398,6 +399,9 @@ impl Router {
                 }
                 return;
             }
+            if let Some(layer) = track.layers.last_mut() {
+                layer.rid_rank = rid_rank;
+            }
             peer.inbound.insert(init.ssrc, key);
             peer.feedback.bind(
                 init.ssrc,
@@ -407,17 +411,20 @@ impl Router {
                 &track.extensions,
             );
             peer.refresh_feedback_timeout();
-            tracing::info!(participant = %peer.participant, %rid, ssrc = init.ssrc, "simulcast encoding published");
+            tracing::info!(participant = %peer.participant, %rid, rid_rank, ssrc = init.ssrc, "simulcast encoding published");
             return;
         }
+        let section = RTCRtpTransceiverId::from(init.receiver_id);
+        let is_video = peer
+            .pc
+            .rtp_receiver(init.receiver_id)
+            .is_some_and(|r| r.track().kind() == RtpCodecKind::Video);
+        let screen_share =
+            is_video && super::screen_share::is_screen_share(peer, &self.tracks, section, &rid);
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
             return;
         };
         let kind = receiver.track().kind();
-        let screen_share = kind == RtpCodecKind::Video
-            && !peer
-                .publish_sections
-                .contains(&RTCRtpTransceiverId::from(init.receiver_id));
         let codec = receiver.track().codec(init.ssrc).cloned().or_else(|| {
             receiver
                 .get_parameters()
@@ -466,6 +473,7 @@ impl Router {
                 clock_rate,
                 extensions,
             );
+            track.layers[0].rid_rank = rid_rank;
             tracing::info!(participant = %peer.participant, %kind, ssrc = init.ssrc, codec_changed, "track resumed");
             if codec_changed {
                 // Same sections, another payload type (or none, for a
@@ -483,21 +491,20 @@ impl Router {
         peer.published.insert(init.track_id.clone(), key);
         peer.inbound.insert(init.ssrc, key);
         let room = peer.room.clone();
-        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, %rid, screen_share, "track published");
-        self.tracks.insert(
-            key,
-            PublishedTrack::new(
-                conn,
-                init.receiver_id,
-                kind,
-                screen_share,
-                mime_type,
-                clock_rate,
-                extensions,
-                (rid, init.ssrc),
-                self.pli_throttle,
-            ),
+        tracing::info!(participant = %peer.participant, %kind, %mime_type, ssrc = init.ssrc, %rid, rid_rank, screen_share, "track published");
+        let mut track = PublishedTrack::new(
+            conn,
+            init.receiver_id,
+            kind,
+            screen_share,
+            mime_type,
+            clock_rate,
+            extensions,
+            (rid, init.ssrc),
+            self.pli_throttle,
         );
+        track.layers[0].rid_rank = rid_rank;
+        self.tracks.insert(key, track);
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
         for member in members {
             self.subscribe(member, key);
@@ -526,4 +533,24 @@ impl Router {
         }
         self.update_gauges();
     }
+}
+
+/// The rank of encoding `rid` of `receiver`'s track (see
+/// `simulcast_offer::rid_rank`): rids other than the server's rank in the
+/// order of the client's `a=simulcast` list for that section.
+fn own_rid_rank(peer: &mut Peer, receiver: RTCRtpReceiverId, rid: &str) -> usize {
+    use crate::simulcast_offer::{rid_rank, simulcast_send_order, RIDS};
+    if rid.is_empty() || RIDS.contains(&rid) {
+        return rid_rank(rid, &[]);
+    }
+    let mid = peer
+        .pc
+        .rtp_transceiver(RTCRtpTransceiverId::from(receiver))
+        .and_then(|t| t.mid().clone());
+    let sdp = peer.pc.remote_description().map(|d| d.sdp.clone());
+    let order = match (mid, sdp) {
+        (Some(mid), Some(sdp)) => simulcast_send_order(&sdp, &mid),
+        _ => Vec::new(),
+    };
+    rid_rank(rid, &order)
 }

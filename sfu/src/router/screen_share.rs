@@ -1,10 +1,59 @@
 //! Screen shares: a video track a client publishes through an m-section of
 //! its own offer (contract: "a client may itself offer ... to publish a
 //! screen share as an extra track"). They start like any track (`publish`
-//! marks them); they end when the client's next offer stops sending in that
-//! section, because rtc 0.21.1 reports no track end of its own.
+//! marks them, see [`is_screen_share`]); they end when the client's next
+//! offer stops sending in that section, because rtc 0.21.1 reports no track
+//! end of its own.
 
 use super::*;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
+
+/// Whether a video track arriving in m-section `section` of `peer` (its
+/// first encoding tagged `rid`) is a screen share: see [`screen_share_rule`].
+pub(super) fn is_screen_share(
+    peer: &mut Peer,
+    tracks: &HashMap<TrackKey, PublishedTrack>,
+    section: RTCRtpTransceiverId,
+    rid: &str,
+) -> bool {
+    let in_publish_section = peer.publish_sections.contains(&section);
+    let mut camera_section_receives = false;
+    for &id in &peer.publish_sections {
+        let is_video = peer
+            .pc
+            .rtp_receiver(RTCRtpReceiverId::from(id))
+            .is_some_and(|r| r.track().kind() == RtpCodecKind::Video);
+        let receiving = peer.pc.rtp_transceiver(id).is_some_and(|t| {
+            matches!(
+                t.current_direction(),
+                RTCRtpTransceiverDirection::Recvonly | RTCRtpTransceiverDirection::Sendrecv
+            )
+        });
+        camera_section_receives |= is_video && receiving;
+    }
+    let camera_published = peer
+        .published
+        .values()
+        .filter_map(|k| tracks.get(k))
+        .any(|t| t.is_video() && !t.screen_share);
+    screen_share_rule(
+        in_publish_section,
+        !rid.is_empty(),
+        camera_section_receives || camera_published,
+    )
+}
+
+/// The camera comes in the server's recvonly video section; a video of one
+/// of the client's own sections is an extra video, a screen share (the web
+/// client's are one plain encoding), except one case: the contract lets a
+/// client publish its camera as simulcast encodings "in its own offer"
+/// too, so a rid-tagged video of the client's own section is its camera
+/// when the client has no other camera (it sends nothing in the server's
+/// video section and has published no camera elsewhere).
+fn screen_share_rule(in_publish_section: bool, rid_tagged: bool, other_camera: bool) -> bool {
+    let own_camera = rid_tagged && !other_camera;
+    !in_publish_section && !own_camera
+}
 
 impl Router {
     /// After the client's offer `sdp` was applied: unpublishes every track
@@ -23,7 +72,7 @@ impl Router {
             let Some(track) = self.tracks.get(key) else {
                 continue;
             };
-            let transceiver = rtc::rtp_transceiver::RTCRtpTransceiverId::from(track.receiver_id);
+            let transceiver = RTCRtpTransceiverId::from(track.receiver_id);
             let mid = peer
                 .pc
                 .rtp_transceiver(transceiver)
@@ -84,7 +133,36 @@ fn sections_not_sending(sdp: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::sections_not_sending;
+    use super::{screen_share_rule, sections_not_sending};
+
+    #[test]
+    fn a_client_offered_simulcast_video_is_the_camera_unless_there_is_one() {
+        // (in the server's video section, rid-tagged, another camera) -> screen share
+        assert!(
+            !screen_share_rule(true, true, false),
+            "server-offered simulcast camera"
+        );
+        assert!(
+            !screen_share_rule(true, false, false),
+            "server-offered plain camera"
+        );
+        assert!(
+            screen_share_rule(false, false, false),
+            "the web client's share: one plain encoding"
+        );
+        assert!(
+            screen_share_rule(false, false, true),
+            "a plain share beside the camera"
+        );
+        assert!(
+            !screen_share_rule(false, true, false),
+            "a camera offered as simulcast by the client"
+        );
+        assert!(
+            screen_share_rule(false, true, true),
+            "a simulcast extra video beside the camera"
+        );
+    }
 
     #[test]
     fn finds_sections_that_stopped_sending() {
