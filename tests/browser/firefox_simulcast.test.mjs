@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxAndChromium } from './firefox.mjs';
 import { pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, maxGap, outbound, view } from './simulcast_view.mjs';
+import { framesAfter, maxGap, outbound, switchGap, view } from './simulcast_view.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
@@ -128,8 +128,7 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
         describe,
       });
       await waitFor(async () => (await v()).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
-      const around = await framesAfter(cr.page, pubId, sent.at - 1000);
-      const gap = maxGap(around.filter((f) => f[0] <= first[0] + 1000));
+      const { gap } = await switchGap(cr.page, pubId, sent.at, first[0]);
       const after = await v();
       // The server made the switch (its admin counter).
       const switched = await waitFor(async () => {
