@@ -1,0 +1,297 @@
+// Issue 16, points 2 and 3: a subscriber whose link is cut below the
+// lowest simulcast encoding.
+//
+// A publisher sends its 1280x720 fake camera as three simulcast encodings
+// (server config simulcast = true; Chromium's VP8 simulcast is L1T3: three
+// temporal layers in each encoding) plus its microphone. One subscriber's
+// Chromium runs in a network namespace of its own (netns.mjs), its
+// downlink limited by a `tc tbf` on the test's end of its veth, in two
+// steps, then lifted:
+//
+// - MIDDLE_KBIT: less than the lowest encoding with audio, more than its
+//   base temporal layers with audio. The server forwards part of the
+//   lowest encoding's temporal layers (admin overview: max_temporal_layer
+//   set), so the subscriber keeps a moving picture at a reduced frame rate
+//   with no gap over MAX_VIDEO_GAP_MS from the cut on, and audio keeps
+//   playing.
+// - LOW_KBIT: not even the base temporal layer fits next to audio. The
+//   server pauses the video (admin overview: paused), audio keeps arriving
+//   with no gap over MAX_AUDIO_GAP_MS and little concealment.
+// - Lifted: padding probes raise the estimate and the video comes back,
+//   decoding, within MAX_RESUME_MS.
+//
+// Run: node --test tests/browser/starved_link.test.mjs  (needs
+// target/debug/noom, root, tc, nft and nsenter, as scripts/test.sh runs
+// it; NOOM_TEST_PROGRESS=1 prints each step's time as it happens).
+//
+// Measured (see benches/RESULTS.md, "Bandwidth estimate toward a
+// subscriber"): filled in below from the runs that chose the bounds.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { freePort, launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
+import { browserNamespace, udpBlockedNamespaceUnavailable } from './netns.mjs';
+
+const TOKEN = 'starved-link-admin-t0ken';
+const MIDDLE_KBIT = Number(process.env.NOOM_STARVE_MIDDLE_KBIT || 160);
+const LOW_KBIT = Number(process.env.NOOM_STARVE_LOW_KBIT || 70);
+// How long each limited phase is watched once the server has settled.
+const HOLD_MS = 5000;
+// The cut itself: the server stops the encoding it forwarded at once and
+// waits for the lowest one's keyframe, behind what the old one queued.
+const MAX_SWITCH_GAP_MS = 1500;
+// From SETTLE_MS after the cut on, the lowest encoding's base layers flow.
+const SETTLE_MS = 2000;
+const MAX_VIDEO_GAP_MS = 1000;
+const MAX_AUDIO_GAP_MS = 1000;
+const MAX_RESUME_MS = 10_000;
+
+// Frames of `pid` a subscriber presented in (from, to] (epoch ms): [[at, width], ...].
+const framesBetween = (page, pid, from, to = Infinity) =>
+  page.evaluate(([id, a, b]) => (window.noom.frames[id] || []).filter((f) => f[0] > a && f[0] <= b).map((f) => [f[0], f[2]]), [pid, from, to]);
+
+const lastFrameAt = (page, pid) =>
+  page.evaluate((id) => {
+    const list = window.noom.frames[id] || [];
+    return list.length ? list[list.length - 1][0] : 0;
+  }, pid);
+
+const maxGap = (times) => {
+  let gap = 0;
+  for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i] - times[i - 1]);
+  return Math.round(gap);
+};
+
+// Where the longest gap in `times` starts, in ms after `from`.
+const gapStart = (times, from) => {
+  let [gap, at] = [0, 0];
+  for (let i = 1; i < times.length; i++) if (times[i] - times[i - 1] > gap) [gap, at] = [times[i] - times[i - 1], times[i - 1]];
+  return Math.round(at - from);
+};
+
+// Frames per second over [from, to].
+const fps = (frames, from, to) => Math.round((frames.filter((f) => f[0] > from && f[0] <= to).length * 10_000) / (to - from)) / 10;
+
+// Samples the subscriber's inbound audio in the page, every 100 ms (one
+// getStats at a time): [epoch ms, packetsReceived, concealedSamples,
+// totalSamplesReceived] in window.audioSamples.
+const sampleAudio = (page) =>
+  page.evaluate(() => {
+    const samples = (window.audioSamples = []);
+    const tick = async () => {
+      const report = await window.noom.pc.getStats();
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          samples.push([performance.timeOrigin + performance.now(), s.packetsReceived ?? 0, s.concealedSamples ?? 0, s.totalSamplesReceived ?? 0]);
+        }
+      });
+      setTimeout(tick, 100);
+    };
+    tick();
+  });
+
+// Audio over (from, to]: packets received, the longest time no packet came
+// (to the sampler's 100 ms), and the share of played samples concealed.
+async function audioBetween(page, from, to) {
+  const all = await page.evaluate(() => window.audioSamples);
+  const s = all.filter((x) => x[0] >= from && x[0] <= to);
+  if (s.length < 2) return { packets: 0, gapMs: to - from, concealed: 1 };
+  let gap = 0;
+  let since = s[0][0];
+  for (let i = 1; i < s.length; i++) {
+    if (s[i][1] > s[i - 1][1]) since = s[i][0];
+    gap = Math.max(gap, s[i][0] - since);
+  }
+  const [first, last] = [s[0], s[s.length - 1]];
+  const played = last[3] - first[3];
+  return {
+    packets: last[1] - first[1],
+    gapMs: Math.round(gap),
+    concealed: played > 0 ? Math.round(((last[2] - first[2]) / played) * 1000) / 1000 : 1,
+  };
+}
+
+async function overview(server) {
+  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200, 'admin overview');
+  return res.json();
+}
+
+// The server's view of one subscriber: its bandwidth and the video it is
+// forwarded from `publisher`.
+async function subscriberView(server, subscriber, publisher) {
+  for (const room of (await overview(server)).rooms) {
+    for (const p of room.participants) {
+      if (p.id !== subscriber || !p.media) continue;
+      const video = p.media.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') || null;
+      return { bandwidth: p.media.bandwidth, probe_bps: p.media.probe_bps, video };
+    }
+  }
+  return null;
+}
+
+function simulcastConfig() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-starved-'));
+  const file = path.join(dir, 'config.toml');
+  writeFileSync(file, '[media]\nsimulcast = true\n');
+  return { args: ['--config', file], cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function tcUnavailable() {
+  try {
+    execFileSync('sh', ['-c', 'command -v tc'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'needs `tc` (iproute2)';
+  }
+}
+
+test(`a subscriber cut to ${MIDDLE_KBIT} kbit/s keeps fewer frames moving, at ${LOW_KBIT} kbit/s only audio, and gets video back after the limit`, { timeout: 90_000 }, async (t) => {
+  const unavailable = udpBlockedNamespaceUnavailable() || tcUnavailable();
+  if (unavailable) return t.skip(unavailable);
+  const t0 = Date.now();
+  const step = (m) => process.env.NOOM_TEST_PROGRESS && console.error(`[${Date.now() - t0} ms] ${m}`);
+  const ns = await browserNamespace('starved');
+  const config = simulcastConfig();
+  const people = [];
+  let server;
+  try {
+    // HTTP on every address, media on the test's end of the veth: the
+    // publisher reaches it locally, the limited subscriber through its veth.
+    const port = await freePort();
+    server = await startServer(
+      'starved-link',
+      { NOOM_HTTP_LISTEN: `0.0.0.0:${port}`, NOOM_MEDIA_BIND_IPS: ns.hostIp, NOOM_ADMIN_TOKEN: TOKEN, NOOM_MEDIA_BANDWIDTH_ALLOCATION: 'true' },
+      { port, args: config.args },
+    );
+    const origin = `http://${ns.hostIp}:${port}`;
+    // getUserMedia needs a secure context; an http:// origin other than
+    // localhost is one only by this flag.
+    const secure = [`--unsafely-treat-insecure-origin-as-secure=${origin}`];
+    const pub = await launchPerson('st-publisher', { extraArgs: secure });
+    people.push(pub);
+    const sub = await launchPerson('st-limited', { executablePath: ns.executablePath, extraArgs: secure });
+    people.push(sub);
+    step('browsers up');
+    const room = randomRoom('starved');
+    const base = `${origin}/minimal.html?test=switch&room=${encodeURIComponent(room)}&ice=none`;
+    await pub.page.goto(`${base}&name=publisher&camera=1280x720`);
+    await sub.page.goto(`${base}&name=limited&publish=none`);
+    let ids = {};
+    const describe = async () => {
+      const states = {};
+      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
+      states['server view'] = ids.sub ? await subscriberView(server, ids.sub, ids.pub).catch(String) : null;
+      return `${JSON.stringify(states, null, 2)}\n--- server log tail (${server.logPath}) ---\n${server.logTail(30)}`;
+    };
+    const [pubId, subId] = await Promise.all(
+      [pub, sub].map((p) =>
+        waitFor(() => p.page.evaluate(() => window.noom.state === 'joined' && window.noom.you), { timeout: 15_000, what: `${p.label} to join`, describe }),
+      ),
+    );
+    ids = { pub: pubId, sub: subId };
+    step('joined');
+
+    // Video and audio flowing: three seconds of frames, audio packets.
+    const firstFrame = await waitFor(async () => (await framesBetween(sub.page, pubId, 0))[0] || false, { timeout: 20_000, interval: 100, what: 'a first frame', describe });
+    await waitFor(async () => (await lastFrameAt(sub.page, pubId)) > firstFrame[0] + 3000, { timeout: 15_000, interval: 100, what: 'three seconds of frames', describe });
+    await sampleAudio(sub.page);
+    await waitFor(async () => (await audioBetween(sub.page, 0, Infinity)).packets > 0, { timeout: 5000, interval: 100, what: 'audio packets', describe });
+    step('flowing');
+    const before = await subscriberView(server, subId, pubId);
+
+    // The middle rate.
+    const cutAt = Date.now();
+    ns.limitRate(MIDDLE_KBIT);
+    const baseline = await framesBetween(sub.page, pubId, cutAt - 2000, cutAt);
+    const fullFps = fps(baseline, cutAt - 2000, cutAt);
+    const reduced = await waitFor(
+      async () => {
+        const v = await subscriberView(server, subId, pubId);
+        return v?.video?.max_temporal_layer != null && v.video.max_temporal_layer < 2 && !v.video.paused ? v : false;
+      },
+      { timeout: 10_000, interval: 100, what: `the server to forward fewer temporal layers at ${MIDDLE_KBIT} kbit/s`, describe },
+    );
+    const reducedAt = Date.now();
+    step(`temporal layers capped after ${reducedAt - cutAt} ms: ${JSON.stringify(reduced)}`);
+    await waitFor(async () => (await lastFrameAt(sub.page, pubId)) > reducedAt + HOLD_MS, { timeout: HOLD_MS + 5000, interval: 100, what: `${HOLD_MS} ms of frames at ${MIDDLE_KBIT} kbit/s`, describe });
+    const middleEnd = reducedAt + HOLD_MS;
+    const middleView = await subscriberView(server, subId, pubId);
+    const middleFrames = await framesBetween(sub.page, pubId, cutAt - 1000, middleEnd);
+    const middleGap = maxGap(middleFrames.map((f) => f[0]));
+    const steadyFrames = middleFrames.filter((f) => f[0] >= cutAt + SETTLE_MS);
+    const steadyGap = maxGap(steadyFrames.map((f) => f[0]));
+    const middleFps = fps(middleFrames, cutAt + SETTLE_MS, middleEnd);
+    const middleAudio = await audioBetween(sub.page, cutAt, middleEnd);
+    const baseAudio = await audioBetween(sub.page, 0, cutAt);
+    t.diagnostic(
+      `${MIDDLE_KBIT} kbit/s: temporal cap after ${reducedAt - cutAt} ms; ${fullFps} fps before, ${middleFps} fps after; longest video gap from the cut ${middleGap} ms (${gapStart(middleFrames.map((f) => f[0]), cutAt)} ms after it), from ${SETTLE_MS} ms after it ${steadyGap} ms; ` +
+        `audio before: concealed ${baseAudio.concealed}, gap ${baseAudio.gapMs} ms; ` +
+        `audio ${middleAudio.packets} packets, longest gap ${middleAudio.gapMs} ms, concealed ${middleAudio.concealed}; server ${JSON.stringify(middleView)}; before ${JSON.stringify(before?.video)}`,
+    );
+
+    // The low rate.
+    const lowAt = Date.now();
+    ns.limitRate(LOW_KBIT);
+    await waitFor(
+      async () => (await subscriberView(server, subId, pubId))?.video?.paused,
+      { timeout: 15_000, interval: 100, what: `the server to pause the video at ${LOW_KBIT} kbit/s`, describe },
+    );
+    const pausedAt = Date.now();
+    step(`paused after ${pausedAt - lowAt} ms`);
+    await waitFor(async () => (await audioBetween(sub.page, pausedAt, Infinity)).packets > 0 && (await sub.page.evaluate(() => window.audioSamples.at(-1)[0])) > pausedAt + HOLD_MS, {
+      timeout: HOLD_MS + 5000,
+      interval: 100,
+      what: `${HOLD_MS} ms of audio samples with the video paused`,
+      describe,
+    });
+    const lowEnd = pausedAt + HOLD_MS;
+    const lowView = await subscriberView(server, subId, pubId);
+    const lowAudio = await audioBetween(sub.page, lowAt, lowEnd);
+    const pausedAudio = await audioBetween(sub.page, pausedAt, lowEnd);
+    const framesWhilePaused = (await framesBetween(sub.page, pubId, pausedAt + 1000, lowEnd)).length;
+    t.diagnostic(
+      `${LOW_KBIT} kbit/s: paused after ${pausedAt - lowAt} ms; audio from the cut ${lowAudio.packets} packets, longest gap ${lowAudio.gapMs} ms, concealed ${lowAudio.concealed}; ` +
+        `while paused ${pausedAudio.packets} packets, gap ${pausedAudio.gapMs} ms, concealed ${pausedAudio.concealed}; ${framesWhilePaused} frames; server ${JSON.stringify(lowView)}`,
+    );
+
+    // Lifted.
+    ns.unlimitRate();
+    const liftAt = Date.now();
+    const back = await waitFor(async () => (await framesBetween(sub.page, pubId, liftAt))[0] || false, {
+      timeout: MAX_RESUME_MS + 10_000,
+      interval: 100,
+      what: 'a video frame after the lift',
+      describe,
+    });
+    const resumeMs = Math.round(back[0] - liftAt);
+    step(`video back after ${resumeMs} ms`);
+    await waitFor(async () => (await lastFrameAt(sub.page, pubId)) > back[0] + 1000, { timeout: 10_000, interval: 100, what: 'a second of frames after the lift', describe });
+    const afterFps = fps(await framesBetween(sub.page, pubId, back[0], back[0] + 1000), back[0], back[0] + 1000);
+    const liftedView = await subscriberView(server, subId, pubId);
+    t.diagnostic(`lifted: video back after ${resumeMs} ms, ${afterFps} fps in its first second; server ${JSON.stringify(liftedView)}`);
+
+    // The middle rate: a moving picture, fewer frames, audio.
+    assert.ok(middleGap <= MAX_SWITCH_GAP_MS, `the cut to ${MIDDLE_KBIT} kbit/s froze the video for ${middleGap} ms`);
+    assert.ok(steadyGap <= MAX_VIDEO_GAP_MS, `at ${MIDDLE_KBIT} kbit/s the video kept moving (longest gap ${steadyGap} ms)`);
+    assert.ok(middleFps < 0.75 * fullFps, `at ${MIDDLE_KBIT} kbit/s fewer frames per second (${middleFps} vs ${fullFps} before)`);
+    assert.ok(middleFps >= 3, `at ${MIDDLE_KBIT} kbit/s still a moving picture (${middleFps} fps)`);
+    assert.ok(middleAudio.gapMs <= MAX_AUDIO_GAP_MS, `at ${MIDDLE_KBIT} kbit/s audio kept coming (longest gap ${middleAudio.gapMs} ms)`);
+    // The low rate: audio only.
+    assert.ok(lowAudio.gapMs <= MAX_AUDIO_GAP_MS, `at ${LOW_KBIT} kbit/s audio kept coming (longest gap ${lowAudio.gapMs} ms)`);
+    assert.ok(pausedAudio.concealed <= 0.1, `audio played while the video was paused (${pausedAudio.concealed} of it concealed)`);
+    assert.equal(lowView.video.paused, true, `the video stays paused at ${LOW_KBIT} kbit/s (admin)`);
+    // Lifted: video again.
+    assert.ok(resumeMs <= MAX_RESUME_MS, `video back within ${MAX_RESUME_MS} ms of the lift (took ${resumeMs} ms)`);
+    assert.equal(liftedView.video.paused, false, 'not paused after the lift (admin)');
+  } finally {
+    for (const p of people) await p.close().catch(() => {});
+    await server?.stop();
+    ns.close();
+    config.cleanup();
+  }
+});
