@@ -12,8 +12,8 @@
 //   base temporal layers with audio. The server forwards part of the
 //   lowest encoding's temporal layers (admin overview: max_temporal_layer
 //   set), so the subscriber keeps a moving picture at a reduced frame rate
-//   with no gap over MAX_VIDEO_GAP_MS from the cut on, and audio keeps
-//   playing.
+//   with no gap over MAX_VIDEO_GAP_MS from SETTLE_MS after the cut on (the
+//   switch at the cut itself: MAX_SWITCH_GAP_MS), and audio keeps playing.
 // - LOW_KBIT: not even the base temporal layer fits next to audio. The
 //   server pauses the video (admin overview: paused), audio keeps arriving
 //   with no gap over MAX_AUDIO_GAP_MS and little concealment.
@@ -24,8 +24,28 @@
 // target/debug/noom, root, tc, nft and nsenter, as scripts/test.sh runs
 // it; NOOM_TEST_PROGRESS=1 prints each step's time as it happens).
 //
-// Measured (see benches/RESULTS.md, "Bandwidth estimate toward a
-// subscriber"): filled in below from the runs that chose the bounds.
+// Measured (2026-12-01, 10 runs of the code as committed on the loaded
+// 2-core VM; see benches/RESULTS.md): the lowest encoding (320x180) flows
+// at 107-186 kbit/s on the wire, its TL0 at 31-70, TL0 + TL1 at 57-111,
+// audio at 41-51 kbit/s; 18.5-20.5 fps before the cut. At 160 kbit/s the
+// temporal cap came 0.64-1.16 s after the cut; the cut froze the picture
+// for 450-950 ms (the server stops the old encoding and waits for the
+// lowest one's keyframe, behind what the old one queued); from 2 s after
+// the cut the longest gap was 133-333 ms, at 5.0-9.8 fps; audio's longest
+// gap 0-205 ms, 1.5-9.2 % of it concealed. At 70 kbit/s the video was
+// paused 0.64-1.28 s after the cut; audio's longest gap 0-211 ms, 0-9.5 %
+// concealed while paused (0-2.3 % before any cut: on a link this narrow
+// audio waits behind keyframes and the probes for the way back). Lifted,
+// video was back after 0.8-7.9 s (the next probe waits out the back-off of
+// those that failed on the limited link, at most 6 s, then ramps; then a
+// keyframe). Bounds: cut freeze 1.5 s; gaps 1 s (video, from 2 s after the
+// cut) and 0.5 s (audio); 15 % concealed; paused within 3 s; video back
+// within 10 s. Before the allocator and prober fixes that came with this
+// test (commit 27d8976), 1 of 3 runs paused the video at 160 kbit/s for 4 s and another froze it for
+// 1.8 s (a probe overran the link).
+//
+// NOOM_STARVE_MIDDLE_KBIT and NOOM_STARVE_LOW_KBIT set other rates (for
+// measuring; the bounds are for the defaults).
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -47,7 +67,9 @@ const MAX_SWITCH_GAP_MS = 1500;
 // From SETTLE_MS after the cut on, the lowest encoding's base layers flow.
 const SETTLE_MS = 2000;
 const MAX_VIDEO_GAP_MS = 1000;
-const MAX_AUDIO_GAP_MS = 1000;
+const MAX_AUDIO_GAP_MS = 500;
+const MAX_CONCEALED = 0.15;
+const MAX_PAUSE_MS = 3000;
 const MAX_RESUME_MS = 10_000;
 
 // Frames of `pid` a subscriber presented in (from, to] (epoch ms): [[at, width], ...].
@@ -281,9 +303,11 @@ test(`a subscriber cut to ${MIDDLE_KBIT} kbit/s keeps fewer frames moving, at ${
     assert.ok(middleFps < 0.75 * fullFps, `at ${MIDDLE_KBIT} kbit/s fewer frames per second (${middleFps} vs ${fullFps} before)`);
     assert.ok(middleFps >= 3, `at ${MIDDLE_KBIT} kbit/s still a moving picture (${middleFps} fps)`);
     assert.ok(middleAudio.gapMs <= MAX_AUDIO_GAP_MS, `at ${MIDDLE_KBIT} kbit/s audio kept coming (longest gap ${middleAudio.gapMs} ms)`);
+    assert.ok(middleAudio.concealed <= MAX_CONCEALED, `at ${MIDDLE_KBIT} kbit/s audio played (${middleAudio.concealed} of it concealed)`);
     // The low rate: audio only.
+    assert.ok(pausedAt - lowAt <= MAX_PAUSE_MS, `video paused within ${MAX_PAUSE_MS} ms of the cut to ${LOW_KBIT} kbit/s (took ${pausedAt - lowAt} ms)`);
     assert.ok(lowAudio.gapMs <= MAX_AUDIO_GAP_MS, `at ${LOW_KBIT} kbit/s audio kept coming (longest gap ${lowAudio.gapMs} ms)`);
-    assert.ok(pausedAudio.concealed <= 0.1, `audio played while the video was paused (${pausedAudio.concealed} of it concealed)`);
+    assert.ok(pausedAudio.concealed <= MAX_CONCEALED, `audio played while the video was paused (${pausedAudio.concealed} of it concealed)`);
     assert.equal(lowView.video.paused, true, `the video stays paused at ${LOW_KBIT} kbit/s (admin)`);
     // Lifted: video again.
     assert.ok(resumeMs <= MAX_RESUME_MS, `video back within ${MAX_RESUME_MS} ms of the lift (took ${resumeMs} ms)`);
