@@ -17,13 +17,16 @@
 //!   the whole estimate; going above a track's current layer needs 5 % of
 //!   the estimate spare and 15 % headroom on top, and no downgrade of that
 //!   track in the last 4 s, so layers do not flap on a noisy estimate.
-//! - Downgrades: at once when the allocation exceeds the estimate by half
-//!   or more (the link was cut: the estimate drops on the growing queue,
-//!   before loss builds up); a smaller shortfall must last a second. One
-//!   noisy overuse verdict cuts the estimate to 0.85 times what the link
-//!   delivered, which a subscriber using little of its link has no margin
-//!   for; within a second the estimate is back above the delivered rate if
-//!   the link was not full.
+//! - Downgrades: at once when the allocation (audio included) exceeds the
+//!   estimate by half or more (the link was cut: the estimate drops on the
+//!   growing queue, before loss builds up); a smaller shortfall must last a
+//!   second. One noisy overuse verdict cuts the estimate to 0.85 times what
+//!   the link delivered, which a subscriber using little of its link has no
+//!   margin for; within a second the estimate is back above the delivered
+//!   rate if the link was not full. Audio counts on both sides: on a link
+//!   where it is a third of the rate, comparing the video alone with what
+//!   audio leaves of the estimate made such a dip look like a cut (a
+//!   160 kbit/s link paused its video for 4 s).
 //!
 //! Wiring: per subscriber, on every estimate change and every change of its
 //! tracks (layers appearing, `layout`, speaker), call [`StreamAllocator::
@@ -153,7 +156,7 @@ impl StreamAllocator {
         let tolerated = self
             .short_since
             .is_some_and(|t| now.saturating_duration_since(t) < DOWNGRADE_AFTER)
-            && granted <= whole * CUT;
+            && granted + audio_bps as f64 <= estimate_bps as f64 * CUT;
         let budgets = Budgets {
             keep: if tolerated { whole.max(granted) } else { whole },
             climb: budget * UPGRADE_HEADROOM,

@@ -16,8 +16,13 @@
 //! the estimate rise to the goal, and the allocator upgrades.
 //!
 //! A probe ramps from the current estimate toward the goal (doubling each
-//! second) rather than jumping there, so on a link that is still limited
-//! it overshoots by little before the delay detector sees the queue. It
+//! second) rather than jumping there, and never sends more than 1.25 times
+//! what the link delivered (the acknowledged rate): on a free link that
+//! rate follows the probe within a feedback window, so the ramp hardly
+//! slows; on a full one the probe overshoots by a quarter, not by the
+//! doubling, so the queue grows slowly enough for the delay detector to
+//! end the probe before the link drops packets (a 160 kbit/s link fed a
+//! ramp to 250 kbit/s lost 14 % for a second, and its video froze). It
 //! ends when the goal is met (the allocator has nothing left to ask for:
 //! the goal layers flow and fill the link themselves), or fails on a
 //! growing queue, on loss, or after a few seconds without success; after a
@@ -34,6 +39,8 @@ const RAMP_PER_SECOND: f64 = 2.0;
 const OVERSHOOT: f64 = 1.1;
 /// A probe that has not reached its goal by then has failed.
 const MAX_SESSION: Duration = Duration::from_secs(5);
+/// A probe sends at most this multiple of the acknowledged rate.
+const OVER_DELIVERED: f64 = 1.25;
 /// Loss over this share during a probe: the link is full.
 const PROBE_LOSS: f64 = 0.05;
 /// A goal that moves by more than this share is a new wish (layer rates
@@ -67,6 +74,8 @@ pub struct Prober {
     credit: f64,
     last_pace: Option<Instant>,
     last_sent_bytes: u64,
+    /// What the link delivered lately (bit/s), from the last `set_goal`.
+    delivered: Option<u64>,
     /// Probes that reached their goal / failed, for operators.
     pub succeeded: u64,
     pub failed: u64,
@@ -81,6 +90,7 @@ impl Default for Prober {
             credit: 0.0,
             last_pace: None,
             last_sent_bytes: 0,
+            delivered: None,
             succeeded: 0,
             failed: 0,
         }
@@ -91,6 +101,7 @@ impl Prober {
     /// The total rate (bit/s) the allocator would like the link to prove,
     /// `None` when it has what it needs; and the estimate's state now.
     pub fn set_goal(&mut self, goal: Option<u64>, bwe: &BweStats, now: Instant) {
+        self.delivered = bwe.acknowledged_bps;
         if let Some(session) = self.session.as_mut() {
             let failed = bwe.usage == Usage::Overusing
                 || bwe.loss.is_some_and(|l| l > PROBE_LOSS)
@@ -146,7 +157,11 @@ impl Prober {
     pub fn rate_bps(&self, now: Instant) -> Option<f64> {
         let s = self.session?;
         let t = now.saturating_duration_since(s.started).as_secs_f64();
-        Some((s.start_bps * RAMP_PER_SECOND.powf(t)).min(s.goal as f64 * OVERSHOOT))
+        let ramp = (s.start_bps * RAMP_PER_SECOND.powf(t)).min(s.goal as f64 * OVERSHOOT);
+        Some(match self.delivered {
+            Some(delivered) => ramp.min(delivered as f64 * OVER_DELIVERED),
+            None => ramp,
+        })
     }
 
     /// The goal of the probe under way.
@@ -232,6 +247,25 @@ mod tests {
         let mut q = Prober::default();
         q.set_goal(Some(600_000), &stats(500_000, Usage::Normal), t0);
         assert_eq!(pace(&mut q, t0, 0, 500, 900_000), 0);
+    }
+
+    #[test]
+    fn a_probe_sends_at_most_a_quarter_more_than_the_link_delivered() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let delivering = |acked| BweStats {
+            acknowledged_bps: Some(acked),
+            ..stats(150_000, Usage::Normal)
+        };
+        let mut p = Prober::default();
+        // A 160 kbit/s link full at 150: the ramp (doubling from 150)
+        // would send 250 after a second; the probe stays at 1.25x 150.
+        p.set_goal(Some(230_000), &delivering(150_000), t0);
+        p.set_goal(Some(230_000), &delivering(151_000), at(900));
+        assert_eq!(p.rate_bps(at(950)), Some(151_000.0 * 1.25));
+        // A free link delivers what the probe sends: the cap moves with it.
+        p.set_goal(Some(230_000), &delivering(210_000), at(1000));
+        assert_eq!(p.rate_bps(at(1000)), Some(230_000.0 * 1.1));
     }
 
     #[test]
