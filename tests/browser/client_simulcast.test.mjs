@@ -28,7 +28,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, maxGap, outbound, switchGap, view } from './simulcast_view.mjs';
+import { framesAfter, outbound, sendLayout, steadyFrames, switchLayer, view } from './simulcast_view.mjs';
 
 const TOKEN = 'client-simulcast-admin-t0ken';
 const RIDS = ['lo', 'mid', 'hi'];
@@ -137,43 +137,13 @@ test('a camera the client offers itself as three encodings: one tile-sized conti
     assert.equal(start.videoOntracks, 1, 'one video track');
     const names = await msidTrackIds(sub.page, pubId);
     assert.ok(names.length >= 2 && names.every((n) => !n.startsWith('screen')), `a camera, not a screen share: msid track ids ${names}`);
-    const steady = await framesAfter(sub.page, pubId, start.lastAt - 2000);
-    const steadyGap = maxGap(steady);
-    const frameInterval = (steady[steady.length - 1][0] - steady[0][0]) / Math.max(1, steady.length - 1);
-    t.diagnostic(`steady: longest gap ${steadyGap} ms, mean frame interval ${frameInterval.toFixed(1)} ms`);
+    const steady = await steadyFrames(sub.page, pubId, start.lastAt);
+    t.diagnostic(`steady: longest gap ${steady.gap} ms, mean frame interval ${steady.interval.toFixed(1)} ms`);
 
-    const layout = (width, height) =>
-      sub.page.evaluate(
-        ([id, w, h]) => {
-          const req = `layout-${w}x${h}-${Date.now()}`;
-          window.noom.send({ type: 'layout', req, videos: [{ participant: id, width: w, height: h }] });
-          return { req, at: performance.timeOrigin + performance.now() };
-        },
-        [pubId, width, height],
-      );
+    const layout = (width, height) => sendLayout(sub.page, pubId, width, height);
     const replied = (req) => waitFor(() => sub.page.evaluate((r) => window.noom.replies[r], req), { timeout: 10_000, what: `the reply to ${req}`, describe });
-
-    // As simulcast.test.mjs: the time to the first presented frame of the
-    // wanted width after a layout, and the longest gap around it.
-    const switchTo = async (what, w, h) => {
-      const before = await v();
-      const sent = await layout(w, h);
-      assert.equal((await replied(sent.req)).type, 'ok', `${what}: layout answered ok`);
-      const first = await waitFor(
-        async () => (await framesAfter(sub.page, pubId, sent.at)).find((f) => f[1] === w) || false,
-        { timeout: 15_000, interval: 100, what: `${what}: a ${w}-wide frame at the subscriber`, describe },
-      );
-      await waitFor(async () => (await v()).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
-      const { gap, end: gapEnd } = await switchGap(sub.page, pubId, sent.at, first[0]);
-      const after = await v();
-      t.diagnostic(
-        `${what}: layout -> first ${w}-wide frame ${Math.round(first[0] - sent.at)} ms; longest frame gap ${gap} ms, ending ${gapEnd ? `${Math.round(gapEnd[0] - first[0])} ms from it (${gapEnd[1]} wide)` : "nowhere (one frame)"}`,
-      );
-      assert.deepEqual(after.trackIds, before.trackIds, `${what}: the same remote track`);
-      assert.deepEqual(after.ssrcs, before.ssrcs, `${what}: the same SSRC`);
-      assert.equal(after.videoOntracks, 1, `${what}: no new track`);
-      assert.ok(gap <= steadyGap + 2 * frameInterval, `${what}: longest gap ${gap} ms within the steady ${steadyGap} ms + 2 frames`);
-    };
+    // As simulcast.test.mjs (simulcast_view.mjs, switchLayer).
+    const switchTo = (what, width, height) => switchLayer(t, { page: sub.page, pid: pubId, width, height, steady, what, describe });
     await switchTo('down to 320x180', 320, 180);
     await switchTo('up to 1280x720', 1280, 720);
     await switchTo('to 640x360', 640, 360);

@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxAndChromium } from './firefox.mjs';
 import { pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, maxGap, outbound, switchGap, view } from './simulcast_view.mjs';
+import { framesAfter, outbound, steadyFrames, switchLayer, view } from './simulcast_view.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
@@ -102,44 +102,20 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
     );
     assert.equal(start.inbound, 1, 'one inbound video stream');
     assert.equal(start.videoOntracks, 1, 'one video track');
-    const steady = await framesAfter(cr.page, pubId, start.lastAt - 2000);
-    const steadyGap = maxGap(steady);
-    const frameInterval = (steady[steady.length - 1][0] - steady[0][0]) / Math.max(1, steady.length - 1);
-    t.diagnostic(`steady: longest gap ${steadyGap} ms, mean frame interval ${frameInterval.toFixed(1)} ms`);
+    const steady = await steadyFrames(cr.page, pubId, start.lastAt);
+    t.diagnostic(`steady: longest gap ${steady.gap} ms, mean frame interval ${steady.interval.toFixed(1)} ms`);
 
-    const layout = (w, h) =>
-      cr.page.evaluate(
-        ([id, w, h]) => {
-          const req = `layout-${w}x${h}-${Date.now()}`;
-          window.noom.send({ type: 'layout', req, videos: [{ participant: id, width: w, height: h }] });
-          return { req, at: performance.timeOrigin + performance.now() };
-        },
-        [pubId, w, h],
-      );
-    const switchTo = async (what, w, h) => {
-      const before = await v();
+    // A switch as in simulcast.test.mjs (switchLayer), and the server's
+    // admin counter showing it made one.
+    const switchTo = async (what, width, height) => {
       const forwarding = async () => (await serverView(server, pubId, subId)).forwarded || false;
       const switchesBefore = (await waitFor(forwarding, { timeout: 10_000, what: 'the server forwarding Firefox video to Chromium', describe })).layer_switches;
-      const sent = await layout(w, h);
-      const first = await waitFor(async () => (await framesAfter(cr.page, pubId, sent.at)).find((f) => f[1] === w) || false, {
-        timeout: 15_000,
-        interval: 100,
-        what: `${what}: a ${w}-wide frame at Chromium`,
-        describe,
-      });
-      await waitFor(async () => (await v()).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
-      const { gap } = await switchGap(cr.page, pubId, sent.at, first[0]);
-      const after = await v();
-      // The server made the switch (its admin counter).
+      await switchLayer(t, { page: cr.page, pid: pubId, width, height, steady, what, describe });
       const switched = await waitFor(async () => {
         const f = await forwarding();
         return f && f.layer_switches > switchesBefore ? f : false;
       }, { timeout: 10_000, what: `${what}: the server counting a layer switch`, describe });
-      t.diagnostic(`${what}: layout -> first ${w}-wide frame ${Math.round(first[0] - sent.at)} ms; longest frame gap ${gap} ms; server layer ${switched.layer}`);
-      assert.deepEqual(after.trackIds, before.trackIds, `${what}: the same remote track`);
-      assert.deepEqual(after.ssrcs, before.ssrcs, `${what}: the same SSRC`);
-      assert.equal(after.videoOntracks, 1, `${what}: no new track`);
-      assert.ok(gap <= steadyGap + 2 * frameInterval, `${what}: longest gap ${gap} ms within the steady ${steadyGap} ms + 2 frames`);
+      t.diagnostic(`${what}: server layer ${switched.layer}`);
     };
     await switchTo('down to 320x180', 320, 180);
     await switchTo('up to 640x360', 640, 360);

@@ -24,15 +24,14 @@
 // publisher's ramp (server -> publisher feedback), not this allocation.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { test } from 'node:test';
 import { freePort, launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
 import { browserNamespace, udpBlockedNamespaceUnavailable } from './netns.mjs';
+import { simulcastConfig, subscriberView as viewOf, tcUnavailable } from './shaped_view.mjs';
+import { framesAfter, maxGap } from './simulcast_view.mjs';
 
 const TOKEN = 'shaped-link-admin-t0ken';
+const subscriberView = (server, subscriber, publisher) => viewOf(server, TOKEN, subscriber, publisher);
 // The issue's "about 500 kbit/s". Chromium's fake camera sends its 640x360
 // encoding at 350-450 kbit/s (measured here), which with audio a 500 kbit/s
 // link still carries (the allocator rightly kept it there); 400 kbit/s
@@ -52,9 +51,6 @@ const outbound = (page) =>
     return out.sort((a, b) => a.width - b.width);
   });
 
-// Frames of `pid` a subscriber presented after `from` (epoch ms): [[at, width], ...].
-const framesAfter = (page, pid, from) =>
-  page.evaluate(([id, a]) => (window.noom.frames[id] || []).filter((f) => f[0] > a).map((f) => [f[0], f[2]]), [pid, from]);
 
 const lastFrame = (page, pid) =>
   page.evaluate((id) => {
@@ -62,47 +58,6 @@ const lastFrame = (page, pid) =>
     const last = list[list.length - 1];
     return last ? { at: last[0], width: last[2], count: list.length } : { at: 0, width: 0, count: 0 };
   }, pid);
-
-const maxGap = (frames) => {
-  let gap = 0;
-  for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i][0] - frames[i - 1][0]);
-  return Math.round(gap);
-};
-
-async function overview(server) {
-  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
-  assert.equal(res.status, 200, 'admin overview');
-  return res.json();
-}
-
-// The server's view of one subscriber: its bandwidth and the video it is
-// forwarded from `publisher`.
-async function subscriberView(server, subscriber, publisher) {
-  for (const room of (await overview(server)).rooms) {
-    for (const p of room.participants) {
-      if (p.id !== subscriber || !p.media) continue;
-      const video = p.media.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') || null;
-      return { bandwidth: p.media.bandwidth, probe_bps: p.media.probe_bps, video };
-    }
-  }
-  return null;
-}
-
-function simulcastConfig() {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-shaped-'));
-  const file = path.join(dir, 'config.toml');
-  writeFileSync(file, '[media]\nsimulcast = true\n');
-  return { args: ['--config', file], cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-function tcUnavailable() {
-  try {
-    execFileSync('sh', ['-c', 'command -v tc'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'needs `tc` (iproute2)';
-  }
-}
 
 test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and climbs back after the limit; an unlimited one keeps the top`, { timeout: 90_000 }, async (t) => {
   const unavailable = udpBlockedNamespaceUnavailable() || tcUnavailable();

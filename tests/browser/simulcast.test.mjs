@@ -20,7 +20,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, maxGap, outbound, switchGap, view } from './simulcast_view.mjs';
+import { framesAfter, outbound, sendLayout, steadyFrames, switchGap, switchLayer, view } from './simulcast_view.mjs';
 
 const TOKEN = 'simulcast-admin-t0ken';
 const PUBLISHER_ARGS = ['--use-fake-device-for-media-stream=device-count=3'];
@@ -172,43 +172,12 @@ test('simulcast: three encodings in, one tile-sized continuous track out, hidden
     assert.equal(start.inbound, 1, 'one inbound video stream');
     assert.equal(start.videoOntracks, 1, 'one video track');
     // The steady gap between presented frames (fake camera: about 30 fps).
-    const steady = await framesAfter(sub.page, pubId, start.lastAt - 2000);
-    const steadyGap = maxGap(steady);
-    const frameInterval = (steady[steady.length - 1][0] - steady[0][0]) / Math.max(1, steady.length - 1);
-    t.diagnostic(`steady: longest gap ${steadyGap} ms, mean frame interval ${frameInterval.toFixed(1)} ms`);
+    const steady = await steadyFrames(sub.page, pubId, start.lastAt);
+    t.diagnostic(`steady: longest gap ${steady.gap} ms, mean frame interval ${steady.interval.toFixed(1)} ms`);
 
-    const layout = (width, height) =>
-      sub.page.evaluate(
-        ([id, w, h]) => {
-          const req = `layout-${w}x${h}-${Date.now()}`;
-          window.noom.send({ type: 'layout', req, videos: [{ participant: id, width: w, height: h }] });
-          return { req, at: performance.timeOrigin + performance.now() };
-        },
-        [pubId, width, height],
-      );
+    const layout = (width, height) => sendLayout(sub.page, pubId, width, height);
     const replied = (req) => waitFor(() => sub.page.evaluate((r) => window.noom.replies[r], req), { timeout: 10_000, what: `the reply to ${req}`, describe });
-
-    // Switches to `width` after a layout: the time to the first presented
-    // frame of that width, and the longest gap around it.
-    const switchTo = async (what, w, h) => {
-      const before = await v();
-      const sent = await layout(w, h);
-      assert.equal((await replied(sent.req)).type, 'ok', `${what}: layout answered ok`);
-      const first = await waitFor(
-        async () => (await framesAfter(sub.page, pubId, sent.at)).find((f) => f[1] === w) || false,
-        { timeout: 15_000, interval: 100, what: `${what}: a ${w}-wide frame at the subscriber`, describe },
-      );
-      // A second of frames after the switch, to see the whole gap.
-      await waitFor(async () => (await v()).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
-      const { gap } = await switchGap(sub.page, pubId, sent.at, first[0]);
-      const after = await v();
-      t.diagnostic(`${what}: layout -> first ${w}-wide frame ${Math.round(first[0] - sent.at)} ms; longest frame gap ${gap} ms`);
-      assert.deepEqual(after.trackIds, before.trackIds, `${what}: the same remote track`);
-      assert.deepEqual(after.ssrcs, before.ssrcs, `${what}: the same SSRC`);
-      assert.equal(after.videoOntracks, 1, `${what}: no new track`);
-      assert.ok(gap <= steadyGap + 2 * frameInterval, `${what}: longest gap ${gap} ms within the steady ${steadyGap} ms + 2 frames`);
-      return first[0] - sent.at;
-    };
+    const switchTo = (what, width, height) => switchLayer(t, { page: sub.page, pid: pubId, width, height, steady, what, describe });
     await switchTo('down to 320x180', 320, 180);
     await switchTo('up to 1280x720', 1280, 720);
     await switchTo('to 640x360', 640, 360);

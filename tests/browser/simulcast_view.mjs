@@ -1,6 +1,10 @@
 // What simulcast tests read from the minimal client (web/minimal.js,
 // ?test=...): a publisher's outbound encodings, a subscriber's view of one
-// publisher's video, its presented frames, and the longest gap in them.
+// publisher's video, its presented frames, and the longest gap in them;
+// and the layer switch they all check the same way (`switchLayer`).
+
+import assert from 'node:assert/strict';
+import { waitFor } from './lib.mjs';
 
 // The publisher's outbound video encodings: [{rid, width, framesSent}].
 export const outbound = (page) =>
@@ -58,4 +62,55 @@ export async function switchGap(page, pid, sentAt, firstAt) {
   const gap = maxGap(window);
   const end = window.find((f, i) => i > 0 && Math.round(f[0] - window[i - 1][0]) === gap) ?? null;
   return { gap, end };
+}
+
+// The subscriber's steady state before any switch: the longest gap and the
+// mean interval between the frames of `pid` in the 2 s up to `lastAt`.
+export async function steadyFrames(page, pid, lastAt) {
+  const frames = await framesAfter(page, pid, lastAt - 2000);
+  const gap = maxGap(frames);
+  const interval = (frames[frames.length - 1][0] - frames[0][0]) / Math.max(1, frames.length - 1);
+  return { gap, interval };
+}
+
+// Sends `layout` from `page` (the minimal client) asking for `pid`'s video
+// at width x height; the request id and when it left (epoch ms).
+export const sendLayout = (page, pid, width, height) =>
+  page.evaluate(
+    ([id, w, h]) => {
+      const req = `layout-${w}x${h}-${Date.now()}`;
+      window.noom.send({ type: 'layout', req, videos: [{ participant: id, width: w, height: h }] });
+      return { req, at: performance.timeOrigin + performance.now() };
+    },
+    [pid, width, height],
+  );
+
+// A layer switch as the subscriber sees it: `layout` asks for `pid`'s video
+// at width x height; the server answers ok, a frame `width` wide arrives on
+// the same track and SSRC (no new track), and no gap around it exceeds the
+// steady one by more than two frame intervals. Returns the time from the
+// request to that frame and the longest gap (ms).
+export async function switchLayer(t, { page, pid, width, height, steady, what, describe }) {
+  const before = await view(page, pid);
+  const sent = await sendLayout(page, pid, width, height);
+  const reply = await waitFor(() => page.evaluate((r) => window.noom.replies[r], sent.req), { timeout: 10_000, what: `the reply to ${sent.req}`, describe });
+  assert.equal(reply.type, 'ok', `${what}: layout answered ok`);
+  const first = await waitFor(async () => (await framesAfter(page, pid, sent.at)).find((f) => f[1] === width) || false, {
+    timeout: 15_000,
+    interval: 100,
+    what: `${what}: a ${width}-wide frame at the subscriber`,
+    describe,
+  });
+  // A second of frames after the switch, to see the whole gap.
+  await waitFor(async () => (await view(page, pid)).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
+  const { gap, end } = await switchGap(page, pid, sent.at, first[0]);
+  const after = await view(page, pid);
+  const ms = Math.round(first[0] - sent.at);
+  const where = end ? `, ending ${Math.round(end[0] - first[0])} ms from it (${end[1]} wide)` : '';
+  t.diagnostic(`${what}: layout -> first ${width}-wide frame ${ms} ms; longest frame gap ${gap} ms${where}`);
+  assert.deepEqual(after.trackIds, before.trackIds, `${what}: the same remote track`);
+  assert.deepEqual(after.ssrcs, before.ssrcs, `${what}: the same SSRC`);
+  assert.equal(after.videoOntracks, 1, `${what}: no new track`);
+  assert.ok(gap <= steady.gap + 2 * steady.interval, `${what}: longest gap ${gap} ms within the steady ${steady.gap} ms + 2 frames`);
+  return { ms, gap };
 }

@@ -55,15 +55,13 @@
 // measuring; the bounds are for the defaults).
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { test } from 'node:test';
 import { freePort, launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
 import { browserNamespace, udpBlockedNamespaceUnavailable } from './netns.mjs';
+import { simulcastConfig, subscriberView as viewOf, tcUnavailable } from './shaped_view.mjs';
 
 const TOKEN = 'starved-link-admin-t0ken';
+const subscriberView = (server, subscriber, publisher) => viewOf(server, TOKEN, subscriber, publisher);
 // The lowest whole encoding fits, the next does not.
 const FIRST_KBIT = 400;
 const MIDDLE_KBIT = Number(process.env.NOOM_STARVE_MIDDLE_KBIT || 160);
@@ -139,41 +137,6 @@ async function audioBetween(page, from, to) {
     gapMs: Math.round(gap),
     concealed: played > 0 ? Math.round(((last[2] - first[2]) / played) * 1000) / 1000 : 1,
   };
-}
-
-async function overview(server) {
-  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
-  assert.equal(res.status, 200, 'admin overview');
-  return res.json();
-}
-
-// The server's view of one subscriber: its bandwidth and the video it is
-// forwarded from `publisher`.
-async function subscriberView(server, subscriber, publisher) {
-  for (const room of (await overview(server)).rooms) {
-    for (const p of room.participants) {
-      if (p.id !== subscriber || !p.media) continue;
-      const video = p.media.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') || null;
-      return { bandwidth: p.media.bandwidth, probe_bps: p.media.probe_bps, video };
-    }
-  }
-  return null;
-}
-
-function simulcastConfig() {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'noom-starved-'));
-  const file = path.join(dir, 'config.toml');
-  writeFileSync(file, '[media]\nsimulcast = true\n');
-  return { args: ['--config', file], cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-function tcUnavailable() {
-  try {
-    execFileSync('sh', ['-c', 'command -v tc'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'needs `tc` (iproute2)';
-  }
 }
 
 test(`a subscriber cut to ${MIDDLE_KBIT} kbit/s keeps fewer frames moving, at ${LOW_KBIT} kbit/s only audio, and gets video back after the limit`, { timeout: 90_000 }, async (t) => {
