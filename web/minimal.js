@@ -20,7 +20,8 @@
 // use both, tests/browser/h264.test.mjs),
 // test=switch (the switching test hooks below; off by default).
 //
-// Everything the tests need is on window.noom (see the object below).
+// Everything the tests need is on window.noom (see the object below);
+// noom.sendCodec(name) switches the camera's send codec mid-call.
 //
 // With test=switch, window.noom also has the hooks of the switching test and
 // benchmark (tests/browser/switching.test.mjs, benches/browser/switch_and_join.mjs):
@@ -56,7 +57,8 @@ const cameraByOffer = params.get('publish') === 'offer';
 const offerRids = (params.get('rids') || 'q,h,f').split(',');
 const cameraSize = (params.get('camera') || '').match(/^(\d+)x(\d+)$/);
 const hooks = params.get('test') === 'switch';
-const publishCodec = (params.get('codec') || '').toLowerCase();
+// Changed by noom.sendCodec (a codec switch mid-call).
+let publishCodec = (params.get('codec') || '').toLowerCase();
 const receiveCodec = (params.get('recv') || '').toLowerCase();
 
 const $status = document.getElementById('status');
@@ -103,6 +105,7 @@ const noom = {
   stats,
   send,
   mute,
+  sendCodec,
 };
 if (hooks) {
   Object.assign(noom, {
@@ -362,6 +365,15 @@ async function sendWithCodec(sender, name) {
   if (p.encodings.every((e) => e.codec?.payloadType === codec.payloadType)) return;
   for (const e of p.encodings) e.codec = codec;
   await sender.setParameters(p);
+}
+
+// Switches the camera's send codec mid-call (vp8, h264), on the same
+// stream, as a page may at any time: the server's subscribers follow it.
+async function sendCodec(name) {
+  publishCodec = name.toLowerCase();
+  const sender = noom.pc?.getSenders().find((s) => s.track?.kind === 'video');
+  if (!sender) throw new Error('no camera being sent');
+  await sendWithCodec(sender, publishCodec);
 }
 
 // A timestamped event for the test hooks' timeline (nothing without them).

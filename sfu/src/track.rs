@@ -34,6 +34,10 @@ pub struct PublishedTrack {
     /// What `mime_type` means to the forwarding path.
     pub codec: VideoCodec,
     pub clock_rate: u32,
+    /// The publisher's payload type for `mime_type`, from its first packet
+    /// (`None` until then): a packet under another one is checked against
+    /// the publisher's negotiated codecs (see `router::codec_change`).
+    pub payload_type: Option<u8>,
     /// Negotiated (uri, id) of the publisher's header extensions.
     pub extensions: Vec<(String, u8)>,
     /// The track's encodings, in the order rtc bound them: one, or one per
@@ -76,6 +80,7 @@ impl PublishedTrack {
             mime_type,
             codec,
             clock_rate,
+            payload_type: None,
             extensions,
             layers: vec![Layer::new(
                 first_layer.0,
@@ -129,6 +134,7 @@ impl PublishedTrack {
         self.codec = VideoCodec::from_mime(&mime_type);
         self.mime_type = mime_type;
         self.clock_rate = clock_rate;
+        self.payload_type = None;
         self.extensions = extensions;
         self.orphaned = false;
         self.epoch = self.epoch.wrapping_add(1);
@@ -141,6 +147,30 @@ impl PublishedTrack {
             self.pli_throttle,
         )];
         codec_changed
+    }
+
+    /// The publisher switched codec on the same stream (a browser may send
+    /// its first packets in the offer's first codec, then the one it was
+    /// told to use with `setParameters`): what was cached or learnt of the
+    /// old codec's pictures is useless, and down tracks resynchronise from
+    /// the new codec's keyframe (a new epoch). The encodings keep their
+    /// SSRCs and ranks.
+    pub fn change_codec(&mut self, mime_type: String, clock_rate: u32, payload_type: u8) {
+        self.codec = VideoCodec::from_mime(&mime_type);
+        self.mime_type = mime_type;
+        self.clock_rate = clock_rate;
+        self.payload_type = Some(payload_type);
+        self.epoch = self.epoch.wrapping_add(1);
+        for layer in &mut self.layers {
+            let mut fresh = Layer::new(
+                std::mem::take(&mut layer.rid),
+                layer.ssrc,
+                self.codec,
+                self.pli_throttle,
+            );
+            fresh.rid_rank = layer.rid_rank;
+            *layer = fresh;
+        }
     }
 
     pub fn is_video(&self) -> bool {

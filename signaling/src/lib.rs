@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 pub use metrics::Metrics;
 /// The wire contract lives in its own crate (the fuzz targets use it without
@@ -53,6 +53,10 @@ pub struct AppState {
     ice_servers: ice_servers::IceServers,
     metrics: Metrics,
     shutdown: broadcast::Sender<()>,
+    /// WebSockets open on this node: a shutdown waits (bounded) until each
+    /// has said its last word, so no client sees the connection reset
+    /// before its `shutdown` message.
+    open_websockets: watch::Sender<usize>,
     /// This node's membership of a cluster (None: a single node).
     cluster: Option<Arc<cluster::node::ClusterNode>>,
 }
@@ -155,6 +159,7 @@ impl Server {
             ice_servers,
             metrics: Metrics::default(),
             shutdown,
+            open_websockets: watch::Sender::new(0),
             config,
         });
         if let Some((node, envelopes)) = cluster {
@@ -240,12 +245,33 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.state.shutdown.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-        if let Some(node) = &self.state.cluster {
-            // Let every WebSocket hear its last word before the exit.
-            node.fronts_closed(Duration::from_secs(3)).await;
-        }
+        // The HTTP server's graceful shutdown does not wait for upgraded
+        // connections: let every WebSocket hear its last word before the
+        // exit (a session that cannot write gives up after its own limit).
+        let mut open = self.state.open_websockets.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            open.wait_for(|n| *n == 0),
+        )
+        .await;
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.media.shutdown()).await;
+    }
+}
+
+/// Keeps an open WebSocket counted (see `AppState::open_websockets`).
+struct WebSocketGuard(Arc<AppState>);
+
+impl WebSocketGuard {
+    fn new(state: &Arc<AppState>) -> WebSocketGuard {
+        state.open_websockets.send_modify(|n| *n += 1);
+        WebSocketGuard(state.clone())
+    }
+}
+
+impl Drop for WebSocketGuard {
+    fn drop(&mut self) {
+        self.0.open_websockets.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -276,6 +302,7 @@ async fn ws_upgrade(
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| async move {
+            let _counted = WebSocketGuard::new(&state);
             match state.cluster.clone() {
                 Some(node) => cluster::front::run(socket, state, node).await,
                 None => session::run(socket, state).await,

@@ -1,14 +1,16 @@
 // H.264 as a second video codec (issue #17 point 6), in Chromium.
 //
 // Alice and Bob publish their cameras in H.264 (web/minimal.html?codec=h264:
-// setCodecPreferences on the camera's transceiver) and decode each other's
-// video as H.264. Carol then joins accepting VP8 only for what she receives
-// (?recv=vp8, as a browser without an H.264 decoder would answer): she is
-// told that Alice's and Bob's video is a codec she did not accept
+// setParameters with encodings[].codec once answered) and decode each
+// other's video as H.264. Carol then joins accepting VP8 only for what she
+// receives (?recv=vp8, as a browser without an H.264 decoder would answer):
+// she is told that Alice's and Bob's video is a codec she did not accept
 // (`track_unsupported`), the server forwards her none of its packets (the
 // admin API's per-subscriber counters, while her audio from them flows and
 // Bob keeps decoding Alice), and her own camera, VP8, reaches Alice: one
-// room, a codec per track.
+// room, a codec per track. Alice then switches her camera to VP8 mid-call
+// and back (setParameters on the same stream): Carol decodes her while she
+// sends VP8 and is told again when she goes back to H.264.
 //
 // Run: node --test tests/browser/h264.test.mjs (needs target/debug/noom or
 // NOOM_BIN; scripts/test.sh runs it in a loopback-only namespace).
@@ -174,6 +176,35 @@ test('H.264 publishers decode each other; a VP8-only subscriber gets none of the
     }
     assert.deepEqual(await inboundVideoCodecs(carol.page), [], 'carol has no inbound video stream at all');
     assert.equal(await sentVideoCodec(carol.page), 'video/VP8', 'carol sends VP8');
+
+    // Alice switches her camera to VP8 mid-call, on the same stream (a page
+    // may call setParameters at any time): the server follows the packets'
+    // payload type, so Carol, who refused H.264, now decodes her, and Bob
+    // keeps decoding her, in VP8 now.
+    const decodesAliceIn = (viewer, codec, from) =>
+      waitFor(
+        async () => {
+          const r = await received(viewer.page, alice.id, 'video');
+          return r.framesDecoded >= from + 30 && r.codecs.length > 0 && r.codecs.every((c) => c.startsWith(`${codec}/`)) ? r : false;
+        },
+        { timeout: 30_000, what: `${viewer.label} to decode 30 frames of alice's video in ${codec}`, describe },
+      );
+    const bobFrames = (await received(bob.page, alice.id, 'video')).framesDecoded;
+    await alice.page.evaluate(() => window.noom.sendCodec('vp8'));
+    await Promise.all([decodesAliceIn(carol, 'video/VP8', 0), decodesAliceIn(bob, 'video/VP8', bobFrames)]);
+    assert.equal(await sentVideoCodec(alice.page), 'video/VP8', 'alice sends VP8');
+
+    // And back to H.264: Carol is told again, and gets no packet of it
+    // (the server's counter stands still while Bob decodes 30 frames more).
+    const toldAboutAlice = async () => (await carol.page.evaluate(() => window.noom.unsupported)).filter((m) => m.participant === alice.id);
+    assert.equal((await toldAboutAlice()).length, 1, 'carol was told about alice once so far');
+    const bobFramesVp8 = (await received(bob.page, alice.id, 'video')).framesDecoded;
+    await alice.page.evaluate(() => window.noom.sendCodec('h264'));
+    await waitFor(async () => (await toldAboutAlice()).length === 2, { timeout: 30_000, what: 'carol to be told again that alice\'s video is H.264', describe });
+    const forwardedToCarol = async () => (await mediaOf(server, carol.id)).forwarded.find((f) => f.publisher === alice.id && f.kind === 'video').packets;
+    const carolPackets = await forwardedToCarol();
+    await decodesAliceIn(bob, 'video/H264', bobFramesVp8);
+    assert.equal(await forwardedToCarol(), carolPackets, 'no packet of alice\'s H.264 forwarded to carol after the switch back');
   } finally {
     for (const p of people) await p.close().catch(() => {});
     await server.stop();

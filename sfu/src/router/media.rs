@@ -38,6 +38,12 @@ impl Router {
         now: Instant,
         send: Send<'_>,
     ) {
+        if self.check_payload_type(conn, key, packet.header.payload_type, now)
+            == codec_change::PayloadTypeCheck::Unknown
+        {
+            add(&self.stats.dropped_datagrams, 1);
+            return;
+        }
         self.observe_audio_level(conn, key, &packet, now);
         let Router {
             peers,

@@ -7,6 +7,7 @@
 //! parameter, never read here.
 
 mod allocation;
+mod codec_change;
 mod data;
 #[cfg(test)]
 mod dtls_loss_tests;

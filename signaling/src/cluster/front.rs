@@ -49,7 +49,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, node: Arc<ClusterNode>
     // Counted where the WebSocket is, wherever its session runs.
     state.metrics.ws_connections.inc();
     let metrics_state = state.clone();
-    let _counted = node.front_guard();
     let (mut ws_tx, ws_rx) = socket.split();
     let mut client = session::ws_frames(ws_rx);
     let attachment = attach_local(&node, &state, None);

@@ -62,15 +62,6 @@ pub struct ClusterCounters {
     pub adopted: AtomicU64,
 }
 
-/// Keeps a fronted WebSocket counted while it lives.
-pub(crate) struct FrontGuard(Arc<ClusterNode>);
-
-impl Drop for FrontGuard {
-    fn drop(&mut self) {
-        self.0.fronts.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
 /// One end of a relayed connection that lives on this node.
 pub(crate) struct StreamEnd {
     pub receiver: RelayReceiver,
@@ -106,8 +97,6 @@ pub struct ClusterNode {
     next_stream: AtomicU64,
     /// Set by a drain: take no new rooms, not even ones with members here.
     pub(crate) draining: AtomicBool,
-    /// WebSockets this node fronts (a shutdown waits for their goodbyes).
-    fronts: watch::Sender<usize>,
     pub counters: ClusterCounters,
     /// Questions to other nodes in flight (operators; see `ask`).
     pub asks: super::ask::Asks,
@@ -168,7 +157,6 @@ impl ClusterNode {
             remote_rooms_changed: Notify::new(),
             next_stream: AtomicU64::new(1),
             draining: AtomicBool::new(false),
-            fronts: watch::Sender::new(0),
             counters: ClusterCounters::default(),
             asks: super::ask::Asks::default(),
         });
@@ -215,18 +203,6 @@ impl ClusterNode {
     /// Whether Redis answers (readiness).
     pub fn redis_up(&self) -> bool {
         self.link.is_up()
-    }
-
-    /// Counts a fronted WebSocket until the guard drops.
-    pub(crate) fn front_guard(self: &Arc<Self>) -> FrontGuard {
-        self.fronts.send_modify(|n| *n += 1);
-        FrontGuard(self.clone())
-    }
-
-    /// Waits (at most `limit`) until every fronted WebSocket has closed.
-    pub async fn fronts_closed(&self, limit: Duration) {
-        let mut fronts = self.fronts.subscribe();
-        let _ = tokio::time::timeout(limit, fronts.wait_for(|n| *n == 0)).await;
     }
 
     /// Whether this node is handing its rooms off before it exits.
