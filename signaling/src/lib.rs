@@ -249,11 +249,7 @@ impl Server {
         // connections: let every WebSocket hear its last word before the
         // exit (a session that cannot write gives up after its own limit).
         let mut open = self.state.open_websockets.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(3),
-            open.wait_for(|n| *n == 0),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), open.wait_for(|n| *n == 0)).await;
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.media.shutdown()).await;
     }
@@ -271,7 +267,9 @@ impl WebSocketGuard {
 
 impl Drop for WebSocketGuard {
     fn drop(&mut self) {
-        self.0.open_websockets.send_modify(|n| *n = n.saturating_sub(1));
+        self.0
+            .open_websockets
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -59,7 +59,10 @@ impl Router {
             tracing::debug!(participant = %peer.participant, track = key, payload_type, "packet of a payload type not negotiated for its track: dropped");
             return PayloadTypeCheck::Unknown;
         };
-        let (mime_type, clock_rate) = (codec.rtp_codec.mime_type.clone(), codec.rtp_codec.clock_rate);
+        let (mime_type, clock_rate) = (
+            codec.rtp_codec.mime_type.clone(),
+            codec.rtp_codec.clock_rate,
+        );
         if mime_type.eq_ignore_ascii_case(&track.mime_type) {
             track.payload_type = Some(payload_type);
             return PayloadTypeCheck::Same;
