@@ -665,9 +665,8 @@ impl DownTrack {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_track_takes_at_most_three_encodings_each_ssrc_once() {
-        let mut track = PublishedTrack::new(
+    fn vp8_track() -> PublishedTrack {
+        PublishedTrack::new(
             1,
             Default::default(),
             RtpCodecKind::Video,
@@ -677,7 +676,12 @@ mod tests {
             Vec::new(),
             ("q".to_owned(), 1),
             Duration::from_millis(500),
-        );
+        )
+    }
+
+    #[test]
+    fn a_track_takes_at_most_three_encodings_each_ssrc_once() {
+        let mut track = vp8_track();
         assert!(!track.add_layer("q".to_owned(), 1), "a known SSRC");
         assert!(track.add_layer("h".to_owned(), 2));
         assert!(track.add_layer("f".to_owned(), 3));
@@ -685,5 +689,52 @@ mod tests {
         assert!(!track.add_layer("x".to_owned(), 4));
         assert_eq!(track.layers.len(), MAX_ENCODINGS);
         assert_eq!(track.layer_of(4), None);
+    }
+
+    #[test]
+    fn a_codec_change_keeps_the_encodings_and_starts_a_new_epoch_without_the_old_codecs_pictures() {
+        let mut track = vp8_track();
+        assert!(track.add_layer("h".to_owned(), 2));
+        track.layers[1].rid_rank = 7;
+        let now = Instant::now();
+        let keyframe = rtp::Packet {
+            header: rtp::Header {
+                ssrc: 2,
+                sequence_number: 10,
+                marker: true,
+                ..Default::default()
+            },
+            // VP8 descriptor (S=1, PID 0), then a keyframe header (P=0).
+            payload: bytes::Bytes::from_static(&[
+                0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
+            ]),
+        };
+        track.observe(1, &keyframe, true, now);
+        assert_eq!(track.layers[1].highest_seq, Some(10));
+        let epoch = track.epoch;
+
+        track.change_codec("video/H264".to_owned(), 90_000, 102);
+
+        assert_eq!(track.codec, VideoCodec::from_mime("video/H264"));
+        assert_eq!(track.mime_type, "video/H264");
+        assert_eq!(track.payload_type, Some(102));
+        assert_eq!(
+            track.epoch,
+            epoch.wrapping_add(1),
+            "down tracks resynchronise"
+        );
+        let kept: Vec<_> = track
+            .layers
+            .iter()
+            .map(|l| (l.rid.as_str(), l.ssrc, l.rid_rank))
+            .collect();
+        assert_eq!(kept, [("q", 1, track.layers[0].rid_rank), ("h", 2, 7)]);
+        let h = &track.layers[1];
+        assert_eq!(h.codec, track.codec);
+        assert_eq!(
+            (h.highest_seq, h.packets, h.size),
+            (None, 0, None),
+            "nothing of the VP8 stream is kept"
+        );
     }
 }
