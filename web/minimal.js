@@ -612,6 +612,9 @@ async function stats() {
       mid: s.mid ?? null,
       ssrc: s.ssrc,
       codec: codec ? `${codec.mimeType}/${codec.payloadType}` : null,
+      // When the browser took these counters (epoch ms; Chromium serves a
+      // cached report for 50 ms).
+      timestamp: s.timestamp,
       framesDecoded: s.framesDecoded ?? 0,
       framesReceived: s.framesReceived ?? 0,
       keyFramesDecoded: s.keyFramesDecoded ?? 0,

@@ -28,7 +28,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, outbound, sendLayout, steadyFrames, switchLayer, view } from './simulcast_view.mjs';
+import { framesAfter, outbound, sendLayout, steadyFrames, switchLayer, view, viewAfter, uplink } from './simulcast_view.mjs';
 
 const TOKEN = 'client-simulcast-admin-t0ken';
 const RIDS = ['lo', 'mid', 'hi'];
@@ -81,6 +81,7 @@ test('a camera the client offers itself as three encodings: one tile-sized conti
       const states = {};
       for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       states.outbound = await outbound(pub.page).catch((e) => String(e));
+      states.uplink = await uplink(pub.page).catch((e) => String(e));
       states.sending = await sendingVideo(pub.page).catch((e) => String(e));
       return `${JSON.stringify(states, null, 2)}\n--- server log tail ---\n${server.logTail(30)}`;
     };
@@ -165,7 +166,9 @@ test('a camera the client offers itself as three encodings: one tile-sized conti
       },
       { timeout: 10_000, what: 'the server to mark the video hidden', describe },
     );
-    const receivedBefore = (await v()).packetsReceived;
+    // Counted once every packet sent before the server stopped the video
+    // has arrived: stats taken after the server said so.
+    const receivedBefore = (await viewAfter(sub.page, pubId, Date.now(), describe)).packetsReceived;
     const told = await waitFor(
       async () => {
         const list = await pub.page.evaluate((at) => window.noom.encodings.filter((e) => e.at > at), hidden.at);

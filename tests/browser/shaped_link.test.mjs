@@ -28,7 +28,7 @@ import { test } from 'node:test';
 import { freePort, launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
 import { browserNamespace, udpBlockedNamespaceUnavailable } from './netns.mjs';
 import { simulcastConfig, subscriberView as viewOf, tcUnavailable } from './shaped_view.mjs';
-import { framesAfter, maxGap } from './simulcast_view.mjs';
+import { framesAfter, maxGap, outbound, uplink } from './simulcast_view.mjs';
 
 const TOKEN = 'shaped-link-admin-t0ken';
 const subscriberView = (server, subscriber, publisher) => viewOf(server, TOKEN, subscriber, publisher);
@@ -37,20 +37,6 @@ const subscriberView = (server, subscriber, publisher) => viewOf(server, TOKEN, 
 // link still carries (the allocator rightly kept it there); 400 kbit/s
 // leaves room for the lowest encoding only.
 const LIMIT_KBIT = 400;
-
-// The publisher's outbound video encodings: [{rid, width, framesSent}].
-const outbound = (page) =>
-  page.evaluate(async () => {
-    const out = [];
-    (await window.noom.pc.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video') {
-        out.push({ rid: s.rid ?? null, width: s.frameWidth ?? 0, framesSent: s.framesSent ?? 0, limitation: s.qualityLimitationReason, target: s.targetBitrate });
-      }
-      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) out.push({ available: s.availableOutgoingBitrate, width: -1 });
-    });
-    return out.sort((a, b) => a.width - b.width);
-  });
-
 
 const lastFrame = (page, pid) =>
   page.evaluate((id) => {
@@ -98,6 +84,7 @@ test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and 
       const states = {};
       for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       states.outbound = await outbound(pub.page).catch((e) => String(e));
+      states.uplink = await uplink(pub.page).catch((e) => String(e));
       for (const who of ['free', 'limited']) {
         states[`server view of ${who}`] = ids[who] ? await subscriberView(server, ids[who], ids.pub).catch(String) : null;
       }

@@ -20,7 +20,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, outbound, sendLayout, steadyFrames, switchGap, switchLayer, view } from './simulcast_view.mjs';
+import { framesAfter, outbound, sendLayout, steadyFrames, switchGap, switchLayer, view, viewAfter, uplink } from './simulcast_view.mjs';
 
 const TOKEN = 'simulcast-admin-t0ken';
 const PUBLISHER_ARGS = ['--use-fake-device-for-media-stream=device-count=3'];
@@ -90,7 +90,9 @@ test('layout: a hidden video gets no packets, shown again it resumes within 1 s'
       { timeout: 10_000, what: 'the server to mark the video hidden', describe },
     );
     const sentBefore = (await outbound(pub.page)).reduce((a, e) => a + e.framesSent, 0);
-    const receivedBefore = (await v()).packetsReceived;
+    // Counted once every packet sent before the server stopped the video
+    // has arrived: stats taken after the server said so.
+    const receivedBefore = (await viewAfter(sub.page, pubId, Date.now(), describe)).packetsReceived;
     await waitFor(async () => (await outbound(pub.page)).reduce((a, e) => a + e.framesSent, 0) >= sentBefore + 40, {
       timeout: 20_000,
       what: 'the publisher to keep sending',
@@ -135,6 +137,7 @@ test('simulcast: three encodings in, one tile-sized continuous track out, hidden
       const states = {};
       for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       states.outbound = await outbound(pub.page).catch((e) => String(e));
+      states.uplink = await uplink(pub.page).catch((e) => String(e));
       return `${JSON.stringify(states, null, 2)}\n--- server log tail ---\n${server.logTail(30)}`;
     };
     const [pubId, subId] = await Promise.all(

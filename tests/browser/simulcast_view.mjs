@@ -18,6 +18,20 @@ export const outbound = (page) =>
     return out.sort((a, b) => a.width - b.width);
   });
 
+// Why a publisher may hold an encoding back (for failure reports): its
+// bandwidth estimate (the selected candidate pair's
+// availableOutgoingBitrate) and each encoding's qualityLimitationReason.
+export const uplink = (page) =>
+  page.evaluate(async () => {
+    const report = await window.noom.pc.getStats();
+    const out = { availableOutgoingBitrate: null, limits: {} };
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) out.availableOutgoingBitrate = s.availableOutgoingBitrate;
+      if (s.type === 'outbound-rtp' && s.kind === 'video') out.limits[s.rid ?? '-'] = s.qualityLimitationReason;
+    });
+    return out;
+  });
+
 // What the subscriber knows of the publisher's video.
 export const view = (page, pid) =>
   page.evaluate(async (id) => {
@@ -31,6 +45,7 @@ export const view = (page, pid) =>
       ssrcs: stats.map((s) => s.ssrc),
       framesDecoded: stats.reduce((a, s) => a + s.framesDecoded, 0),
       packetsReceived: stats.reduce((a, s) => a + s.packetsReceived, 0),
+      statsAt: stats.reduce((a, s) => Math.max(a, s.timestamp ?? 0), 0),
       frameWidth: stats[0] ? stats[0].frameWidth : 0,
       trackIds: stream ? stream.getVideoTracks().map((t) => t.id) : [],
       videoOntracks: n.ontracks.filter((e) => e.kind === 'video' && e.streamId === id).length,
@@ -39,6 +54,15 @@ export const view = (page, pid) =>
       lastAt: last ? last[0] : 0,
     };
   }, pid);
+
+// The subscriber's view taken after `at` (epoch ms): getStats may answer
+// with a report cached before it (Chromium keeps one for 50 ms), which
+// misses packets that were on their way then.
+export const viewAfter = (page, pid, at, describe) =>
+  waitFor(async () => {
+    const v = await view(page, pid);
+    return v.statsAt > at ? v : false;
+  }, { timeout: 5_000, interval: 20, what: 'inbound stats taken after the server stopped the video', describe });
 
 // Presented frames of `pid` after `from` (epoch ms): [[at, width], ...].
 export const framesAfter = (page, pid, from) =>

@@ -235,6 +235,23 @@ impl Router {
         self.send_probes(now, send);
     }
 
+    /// `conn`'s tiles changed (`layout`): allocates its estimate now rather
+    /// than at the next tick. A grown tile otherwise lets the selector
+    /// climb to the encoding the tile needs at its next keyframe, and if
+    /// the estimate cannot carry it the tick's cap takes it away again,
+    /// with a freeze until the lower encoding's keyframe (seen: 600 ms at
+    /// a 320 -> 1280 resize on an 800 kbit/s estimate).
+    pub(super) fn allocate_now(&mut self, conn: ConnKey, now: Instant) {
+        let estimated = self
+            .peers
+            .get(&conn)
+            .and_then(|p| p.fast_writer.as_ref())
+            .is_some_and(|w| w.bwe.stats().feedbacks > 0);
+        if self.bandwidth_allocation && estimated {
+            self.allocate_for(conn, now);
+        }
+    }
+
     fn measure_layer_rates(&mut self, now: Instant) {
         let Router {
             tracks,

@@ -228,6 +228,7 @@ impl Router {
             } => {
                 if let Ok(conn) = self.conn_of(&participant) {
                     self.apply_layout(conn, &videos);
+                    self.allocate_now(conn, now);
                 }
             }
             Command::Leave { participant } => {

@@ -37,6 +37,7 @@ impl Router {
         let mut by_rank = [0u64; 3];
         let mut paused = 0;
         for track in self.tracks.values().filter(|t| t.is_video()) {
+            let infos = crate::simulcast_layer::layer_infos(&track.layers, now);
             for dt in &track.down_tracks {
                 if dt.selector.hidden || dt.selector.paused {
                     paused += 1;
@@ -46,7 +47,7 @@ impl Router {
                     continue; // Waiting for a keyframe.
                 };
                 let ours = current.quality();
-                let rank = crate::simulcast_layer::layer_infos(&track.layers, now)
+                let rank = infos
                     .iter()
                     .filter(|info| info.live && info.quality() < ours)
                     .count();
