@@ -75,13 +75,17 @@ export const maxGap = (frames) => {
 };
 
 // The longest gap a layer switch may have caused: between the presented
-// frames from the last one before the switch was asked for (`sentAt`) to
-// a second after the first frame of the new encoding (`firstAt`). Frames
-// before the request cannot show its effect; a hiccup there (a loaded
-// machine) is not the switch's. Returns { gap, end: [at, width] | null }.
+// frames from the last one before the switch was asked for (`sentAt`), or
+// a second before the first frame of the new encoding (`firstAt`) when that
+// came later, to a second after it. Frames before the request cannot show
+// its effect; nor can the old encoding's frames while an upgrade waits for
+// the link to prove its rate (the allocator probes first: seconds), so a
+// hiccup there (a loaded machine) is not the switch's. Returns
+// { gap, end: [at, width] | null }.
 export async function switchGap(page, pid, sentAt, firstAt) {
-  const frames = await framesAfter(page, pid, sentAt - 1000);
-  const before = frames.filter((f) => f[0] <= sentAt).length;
+  const from = Math.max(sentAt, firstAt - 1000);
+  const frames = await framesAfter(page, pid, from - 1000);
+  const before = frames.filter((f) => f[0] <= from).length;
   const window = frames.slice(Math.max(0, before - 1)).filter((f) => f[0] <= firstAt + 1000);
   const gap = maxGap(window);
   const end = window.find((f, i) => i > 0 && Math.round(f[0] - window[i - 1][0]) === gap) ?? null;
