@@ -99,7 +99,7 @@ impl ForwardBench {
         let route = (0, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
         let mut bytes = 0usize;
         let mut send = |_: usize, _: SocketAddr, datagram: &[u8]| bytes += datagram.len();
-        let (view, down_tracks) = self.track.split(layer, now);
+        let (view, down_tracks) = self.track.split(layer, true, now);
         let mut sent = 0;
         for (down, writer) in down_tracks.iter_mut().zip(&mut self.writers) {
             let mut out = RtpWriter::Fast {
@@ -119,5 +119,87 @@ impl ForwardBench {
             .iter()
             .map(|d| d.layer_switches)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A VP8 packet of encoding `ssrc`: a keyframe's first packet (with
+    /// the picture size `height` x 16:9), another packet of a frame, or a
+    /// delta frame's first packet.
+    fn vp8(ssrc: u32, seq: u16, ts: u32, first: Option<(bool, u16)>, marker: bool) -> rtp::Packet {
+        let payload = match first {
+            Some((true, height)) => {
+                let width = height / 9 * 16;
+                let [w0, w1] = width.to_le_bytes();
+                let [h0, h1] = height.to_le_bytes();
+                vec![0x10, 0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, w0, w1, h0, h1]
+            }
+            Some((false, _)) => vec![0x10, 0x11, 0x00, 0x00, 0xaa],
+            None => vec![0x00, 0xbb, 0xbb],
+        };
+        rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                payload_type: 96,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc,
+                marker,
+                ..Default::default()
+            },
+            payload: Bytes::from(payload),
+        }
+    }
+
+    #[test]
+    fn a_switch_between_encodings_keeps_the_old_one_until_the_new_keyframe_is_whole() {
+        let (q, h) = (1, 2);
+        let mut bench = ForwardBench::new(&[("q", q), ("h", h)], 1);
+        let now = Instant::now();
+        bench.set_wanted_height(0, Some(180));
+        assert_eq!(
+            bench.forward(&vp8(q, 100, 0, Some((true, 180)), true), now),
+            1
+        );
+        // h's size becomes known; the 180-high tile stays on q.
+        assert_eq!(
+            bench.forward(&vp8(h, 500, 0, Some((true, 360)), true), now),
+            0
+        );
+
+        bench.set_wanted_height(0, Some(360));
+        assert_eq!(
+            bench.forward(&vp8(q, 101, 3000, Some((false, 0)), true), now),
+            1,
+            "q until h's keyframe"
+        );
+        // h's keyframe arrives in three packets, paced out by the publisher:
+        // q's pictures keep coming meanwhile.
+        assert_eq!(
+            bench.forward(&vp8(h, 501, 3000, Some((true, 360)), false), now),
+            0
+        );
+        assert_eq!(bench.forward(&vp8(h, 502, 3000, None, false), now), 0);
+        assert_eq!(
+            bench.forward(&vp8(q, 102, 6000, Some((false, 0)), true), now),
+            1,
+            "q while h's keyframe is incomplete"
+        );
+        // Whole: the keyframe goes out at once, and the switch is made.
+        assert_eq!(bench.forward(&vp8(h, 503, 3000, None, true), now), 3);
+        assert_eq!(
+            bench.forward(&vp8(q, 103, 9000, Some((false, 0)), true), now),
+            0,
+            "no q after the switch"
+        );
+        assert_eq!(
+            bench.forward(&vp8(h, 504, 6000, Some((false, 0)), true), now),
+            1
+        );
+        assert_eq!(bench.track.down_tracks[0].layer_switches, 1);
     }
 }

@@ -124,6 +124,11 @@ impl KeyframeCache {
         }
     }
 
+    /// A keyframe has begun and is not whole yet.
+    pub fn assembling(&self) -> bool {
+        !self.building.is_empty()
+    }
+
     /// The latest complete keyframe, in sequence order.
     pub fn packets(&self) -> &[rtp::Packet] {
         &self.complete

@@ -90,7 +90,7 @@ pub struct Peer {
     pub inbound_failures: u32,
     /// The published track behind each SSRC the client sends, for RTP read
     /// directly.
-    pub inbound: HashMap<u32, TrackKey>,
+    pub inbound: crate::FastMap<u32, TrackKey>,
     /// NACKs, congestion feedback and receiver reports for what this
     /// participant publishes.
     pub feedback: PublisherFeedback,
@@ -213,7 +213,7 @@ impl Peer {
             media_route: None,
             inbound_srtp: None,
             inbound_failures: 0,
-            inbound: HashMap::new(),
+            inbound: Default::default(),
             feedback: PublisherFeedback::default(),
             feedback_receiver: None,
             transport_cc_id: None,

@@ -58,6 +58,8 @@ pub struct Layer {
     pub temporal: [(u64, u64); 4],
     /// Notices the encoding resuming after an outage that lost packets.
     pub resume: crate::media_resume::ResumeDetector,
+    /// When the latest keyframe's first packet arrived.
+    pub keyframe_started: Option<Instant>,
 }
 
 impl Layer {
@@ -78,6 +80,7 @@ impl Layer {
             bytes: 0,
             temporal: [(0, 0); 4],
             resume: Default::default(),
+            keyframe_started: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl Layer {
         }
         if self.codec.is_keyframe_start(&packet.payload) {
             self.keyframes.keyframe_arrived();
+            self.keyframe_started = Some(now);
             // Picture size from VP8's keyframe header; an H.264 layer's size
             // stays unknown (the layer selector then goes by rid rank).
             if let Some(size) = vp8.and_then(|d| d.keyframe_size(&packet.payload)) {
@@ -126,6 +130,22 @@ impl Layer {
     /// Its place in the order of encodings (`LayerInfo::quality`).
     pub fn quality(&self) -> (u16, usize) {
         (self.size.map_or(0, |(_, h)| h), self.rid_rank)
+    }
+}
+
+/// How long a keyframe may take to arrive whole (the publisher's pacer
+/// spreads a large one over a few hundred milliseconds) before a down
+/// track waiting for it asks for another.
+pub const KEYFRAME_ASSEMBLY: Duration = Duration::from_millis(500);
+
+impl Layer {
+    /// A keyframe is arriving: begun less than `KEYFRAME_ASSEMBLY` ago and
+    /// not whole yet (only known where keyframes are cached).
+    pub fn keyframe_arriving(&self, now: Instant) -> bool {
+        self.keyframe_cache.assembling()
+            && self
+                .keyframe_started
+                .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_ASSEMBLY)
     }
 }
 

@@ -47,11 +47,11 @@ const MAX_PADDING_PACKETS: usize = 40;
 pub(super) struct Allocations {
     next_tick: Option<Instant>,
     /// Rate of each encoding (track, SSRC).
-    rates: HashMap<(TrackKey, u32), LayerRate>,
+    rates: crate::FastMap<(TrackKey, u32), LayerRate>,
     /// Rate of each encoding's temporal layers up to a TID (track, SSRC,
     /// TID), for the steps below a whole encoding (`temporal_steps`).
-    temporal_rates: HashMap<(TrackKey, u32, u8), LayerRate>,
-    subscribers: HashMap<ConnKey, SubscriberAllocation>,
+    temporal_rates: crate::FastMap<(TrackKey, u32, u8), LayerRate>,
+    subscribers: crate::FastMap<ConnKey, SubscriberAllocation>,
 }
 
 #[derive(Default)]

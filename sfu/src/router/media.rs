@@ -113,7 +113,7 @@ impl Router {
             );
             want_keyframes |= 1 << layer;
         }
-        let (view, down_tracks) = track.split(layer, now);
+        let (view, down_tracks) = track.split(layer, self.keyframe_cache, now);
         for dt in down_tracks.iter_mut() {
             let Some(sub) = peers.get_mut(&dt.subscriber) else {
                 continue;

@@ -12,7 +12,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
 /// first encoding tagged `rid`) is a screen share: see [`screen_share_rule`].
 pub(super) fn is_screen_share(
     peer: &mut Peer,
-    tracks: &HashMap<TrackKey, PublishedTrack>,
+    tracks: &crate::FastMap<TrackKey, PublishedTrack>,
     section: RTCRtpTransceiverId,
     rid: &str,
 ) -> bool {
@@ -102,7 +102,7 @@ impl Router {
     }
 }
 
-fn peer_name(peers: &HashMap<ConnKey, Peer>, conn: ConnKey) -> &str {
+fn peer_name(peers: &crate::FastMap<ConnKey, Peer>, conn: ConnKey) -> &str {
     peers
         .get(&conn)
         .map(|p| p.participant.as_str())
