@@ -432,17 +432,7 @@ impl DownTrack {
             return result;
         }
         if let Some(from) = self.layer {
-            // A switch between encodings: one timeline, one picture-id space.
-            let mapped = map_timestamp(
-                track.current(),
-                packet.header.timestamp,
-                &track.layers[from],
-                track.clock_rate,
-            );
-            self.munger.switch_source_mapped(mapped, !self.last_marker);
-            self.vp8.switch_source();
-            self.layer_switches += 1;
-            result.switched = true;
+            self.switch_from(from, track, packet.header.timestamp, &mut result);
         }
         self.layer = Some(target);
         self.layer_since = None;
@@ -483,16 +473,7 @@ impl DownTrack {
             }
             return result;
         }
-        let mapped = map_timestamp(
-            layer,
-            packet.header.timestamp,
-            &track.layers[from],
-            track.clock_rate,
-        );
-        self.munger.switch_source_mapped(mapped, !self.last_marker);
-        self.vp8.switch_source();
-        self.layer_switches += 1;
-        result.switched = true;
+        self.switch_from(from, track, packet.header.timestamp, &mut result);
         self.layer = Some(target);
         self.layer_since = None;
         for p in cached {
@@ -503,6 +484,28 @@ impl DownTrack {
             result.sent += self.send_withheld_after(out, end, track, now);
         }
         result
+    }
+
+    /// Leaves encoding `from` for the packet's (`track.layer`, whose frame
+    /// at `timestamp` comes next): one timeline, the timestamps mapped by
+    /// both encodings' sender reports, and one picture-id space.
+    fn switch_from(
+        &mut self,
+        from: usize,
+        track: &TrackView<'_>,
+        timestamp: u32,
+        result: &mut Forwarded,
+    ) {
+        let mapped = map_timestamp(
+            track.current(),
+            timestamp,
+            &track.layers[from],
+            track.clock_rate,
+        );
+        self.munger.switch_source_mapped(mapped, !self.last_marker);
+        self.vp8.switch_source();
+        self.layer_switches += 1;
+        result.switched = true;
     }
 
     /// A keyframe's first packet came after later ones (reordered, or lost
