@@ -186,6 +186,14 @@ fn video_demand(
     Some((demand, order))
 }
 
+/// Whether `peer` has a bandwidth estimate to allocate: the fast path, and
+/// transport-wide feedback behind its estimator.
+fn has_estimate(peer: &Peer) -> bool {
+    peer.fast_writer
+        .as_ref()
+        .is_some_and(|w| w.bwe.stats().feedbacks > 0)
+}
+
 impl Allocations {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let probes = self
@@ -217,11 +225,7 @@ impl Router {
             let conns: Vec<ConnKey> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| {
-                    p.fast_writer
-                        .as_ref()
-                        .is_some_and(|w| w.bwe.stats().feedbacks > 0)
-                })
+                .filter(|(_, p)| has_estimate(p))
                 .map(|(&k, _)| k)
                 .collect();
             let peers = &self.peers;
@@ -242,12 +246,7 @@ impl Router {
     /// with a freeze until the lower encoding's keyframe (seen: 600 ms at
     /// a 320 -> 1280 resize on an 800 kbit/s estimate).
     pub(super) fn allocate_now(&mut self, conn: ConnKey, now: Instant) {
-        let estimated = self
-            .peers
-            .get(&conn)
-            .and_then(|p| p.fast_writer.as_ref())
-            .is_some_and(|w| w.bwe.stats().feedbacks > 0);
-        if self.bandwidth_allocation && estimated {
+        if self.bandwidth_allocation && self.peers.get(&conn).is_some_and(has_estimate) {
             self.allocate_for(conn, now);
         }
     }
