@@ -78,11 +78,12 @@ test('a camera the client offers itself as three encodings: one tile-sized conti
     await pub.page.goto(`${base}&name=publisher&camera=1280x720&publish=offer&rids=${RIDS.join(',')}`);
     await sub.page.goto(`${base}&name=subscriber&publish=none`);
     const describe = async () => {
+      // The publisher's side first: CI shows the start of a report.
       const states = {};
-      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       states.outbound = await outbound(pub.page).catch((e) => String(e));
       states.uplink = await uplink(pub.page).catch((e) => String(e));
       states.sending = await sendingVideo(pub.page).catch((e) => String(e));
+      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       return `${JSON.stringify(states, null, 2)}\n--- server log tail ---\n${server.logTail(30)}`;
     };
     const [pubId, subId] = await Promise.all(

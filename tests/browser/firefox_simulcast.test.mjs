@@ -54,10 +54,11 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
     await fx.page.goto(`${base}&name=firefox&camera=1280x720`);
     await cr.page.goto(`${base}&name=chromium&publish=none`);
     const describe = async () => {
+      // The publisher's side first: CI shows the start of a report.
       const states = {};
-      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       states.outbound = await outbound(fx.page).catch((e) => String(e));
       states.firefoxConsole = fx.consoleLines.slice(-10);
+      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       return `${JSON.stringify(states, null, 2)}\n--- server log tail ---\n${server.logTail(30)}`;
     };
     const [pubId, subId] = await Promise.all(

@@ -81,13 +81,14 @@ test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and 
     await limited.page.goto(`${base}&name=limited&publish=none`);
     let ids = {};
     const describe = async () => {
+      // The publisher's side first: CI shows the start of a report.
       const states = {};
-      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       states.outbound = await outbound(pub.page).catch((e) => String(e));
       states.uplink = await uplink(pub.page).catch((e) => String(e));
       for (const who of ['free', 'limited']) {
         states[`server view of ${who}`] = ids[who] ? await subscriberView(server, ids[who], ids.pub).catch(String) : null;
       }
+      for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
       return `${JSON.stringify(states, null, 2)}\n--- server log tail (${server.logPath}) ---\n${server.logTail(30)}`;
     };
     const [pubId, freeId, limitedId] = await Promise.all(

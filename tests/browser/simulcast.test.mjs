@@ -134,10 +134,12 @@ test('simulcast: three encodings in, one tile-sized continuous track out, hidden
     await pub.page.goto(`${base}&name=publisher&camera=1280x720`);
     await sub.page.goto(`${base}&name=subscriber&publish=none`);
     const describe = async () => {
-      const states = {};
+      // The publisher's encodings first: CI shows the start of a report.
+      const states = {
+        outbound: await outbound(pub.page).catch((e) => String(e)),
+        uplink: await uplink(pub.page).catch((e) => String(e)),
+      };
       for (const p of people) states[p.label] = await pageState(p.page).catch((e) => String(e));
-      states.outbound = await outbound(pub.page).catch((e) => String(e));
-      states.uplink = await uplink(pub.page).catch((e) => String(e));
       return `${JSON.stringify(states, null, 2)}\n--- server log tail ---\n${server.logTail(30)}`;
     };
     const [pubId, subId] = await Promise.all(
@@ -149,7 +151,13 @@ test('simulcast: three encodings in, one tile-sized continuous track out, hidden
     // Three encodings, distinct rids, about 320/640/1280 wide, within 10 s.
     // Chromium starts the top one once its bandwidth estimate passes about
     // 1.3 Mbit/s (from 300 kbit/s: its probes, fed by the server's
-    // transport-wide feedback; measured and printed).
+    // transport-wide feedback; measured and printed). Measured 2026-12-01
+    // (page reloads in one Chromium, 204 joins): 41-967 ms in all but 3. In
+    // those Chromium's 1.8 Mbit/s start probe got no result
+    // ("kWaitingForProbingResult: timeout" in its WebRTC log; the 900 kbit/s
+    // one was reported short of its bytes) and the estimate then climbed
+    // about 8 %/s: 7.3 s, 8.1 s and over 12 s to the top encoding. Why the
+    // probe's packets go unreported is not yet known.
     await waitFor(async () => (await outbound(pub.page)).some((e) => e.framesSent > 0), { what: 'the publisher to send video', describe });
     const firstSent = Date.now();
     const layers = await waitFor(
