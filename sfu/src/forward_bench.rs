@@ -122,10 +122,33 @@ impl ForwardBench {
     }
 }
 
+/// A VP8 RTP packet (payload type 96) for the unit tests that replay
+/// packet sequences through a down track.
+#[cfg(test)]
+pub(crate) fn test_packet(
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Vec<u8>,
+) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            marker,
+            ..Default::default()
+        },
+        payload: bytes::Bytes::from(payload),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     /// A VP8 packet of encoding `ssrc`: a keyframe's first packet (with
     /// the picture size `height` x 16:9), another packet of a frame, or a
@@ -141,18 +164,7 @@ mod tests {
             Some((false, _)) => vec![0x10, 0x11, 0x00, 0x00, 0xaa],
             None => vec![0x00, 0xbb, 0xbb],
         };
-        rtp::Packet {
-            header: rtp::Header {
-                version: 2,
-                payload_type: 96,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc,
-                marker,
-                ..Default::default()
-            },
-            payload: Bytes::from(payload),
-        }
+        test_packet(ssrc, seq, ts, marker, payload)
     }
 
     #[test]

@@ -9,7 +9,6 @@ use super::*;
 use crate::rtp_munger::RtpMunger;
 use crate::stream_rewrite::rewrite_packet;
 use crate::vp8_descriptor::Vp8Munger;
-use bytes::Bytes;
 use rtc::rtp;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -46,18 +45,7 @@ fn packet(r: &Recorded, first_of_picture: bool) -> rtp::Packet {
         u8::from(!keyframe), // VP8 header: P bit clear on a keyframe
     ];
     payload.extend_from_slice(&[0xAB; 20]);
-    rtp::Packet {
-        header: rtp::Header {
-            version: 2,
-            payload_type: 96,
-            sequence_number: seq,
-            timestamp: ts,
-            marker,
-            ssrc: 1234,
-            ..Default::default()
-        },
-        payload: Bytes::from(payload),
-    }
+    crate::forward_bench::test_packet(1234, seq, ts, marker, payload)
 }
 
 fn packets(recorded: &[Recorded]) -> Vec<rtp::Packet> {
