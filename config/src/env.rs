@@ -16,6 +16,7 @@ impl Config {
     /// | `NOOM_MEDIA_BIND_IPS` | `media.bind_ips`  | comma-separated; empty = all    |
     /// | `NOOM_MEDIA_PORT`     | `media.port`      | integer                         |
     /// | `NOOM_MEDIA_BANDWIDTH_ALLOCATION` | `media.bandwidth_allocation` | `true` or `false` |
+    /// | `NOOM_MEDIA_PUBLISHER_START_KBPS` | `media.publisher_start_kbps` | integer, 0 = the browser's own |
     /// | `NOOM_MEDIA_SHARDS`   | `media.shards`    | integer, 0 = one per core       |
     /// | `NOOM_PUBLIC_IP`      | `media.public_ip` | IP; empty = none                |
     /// | `NOOM_AUTH_SECRET`    | `auth.secret`     | string                          |
@@ -70,6 +71,11 @@ impl Config {
                     next.media.bandwidth_allocation =
                         parsed(&var, "media.bandwidth_allocation", &value)?;
                     "media.bandwidth_allocation"
+                }
+                "NOOM_MEDIA_PUBLISHER_START_KBPS" => {
+                    next.media.publisher_start_kbps =
+                        parsed(&var, "media.publisher_start_kbps", &value)?;
+                    "media.publisher_start_kbps"
                 }
                 "NOOM_MEDIA_SHARDS" => {
                     next.media.shards = parsed(&var, "media.shards", &value)?;

@@ -117,10 +117,20 @@ pub struct MediaConfig {
     /// leaves it out, like the embedded default.
     #[serde(default = "allocation_by_default")]
     pub bandwidth_allocation: bool,
+    /// Where a publisher's bandwidth estimate starts, in kbit/s (Chromium
+    /// reads it from the offer; other browsers keep their own); 0 = the
+    /// browser's own start (Chromium: 300). The embedded default when a
+    /// file leaves it out.
+    #[serde(default = "publisher_start_by_default")]
+    pub publisher_start_kbps: u32,
 }
 
 fn allocation_by_default() -> bool {
     true
+}
+
+fn publisher_start_by_default() -> u32 {
+    1000
 }
 
 /// `[ice]`: what clients are told about STUN/TURN.

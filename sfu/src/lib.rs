@@ -58,6 +58,7 @@ mod simulcast_offer;
 mod snapshot;
 mod srtp_key_tap;
 mod srtp_session;
+mod start_bitrate;
 mod stats;
 mod stream_rewrite;
 mod tcp_media;

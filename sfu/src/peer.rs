@@ -105,6 +105,9 @@ pub struct Peer {
     /// Ask this participant to publish its camera as simulcast (see
     /// `simulcast_offer`).
     pub simulcast: bool,
+    /// Where the client's send-side estimate starts, in kbit/s; 0 = its own
+    /// (see `start_bitrate`).
+    pub start_kbps: u32,
 }
 
 /// The `a=msid` line of the recvonly section the client publishes its camera
@@ -220,6 +223,7 @@ impl Peer {
             pc_timeout: None,
             state: ConnectionState::Connecting,
             simulcast: false,
+            start_kbps: 0,
         })
     }
 
@@ -251,6 +255,8 @@ impl Peer {
             // the first: an offer without them would take simulcast away.
             sdp = crate::simulcast_offer::add_simulcast_recv(&sdp, PUBLISH_VIDEO_MSID);
         }
+        // Also only in the client's copy: rtc has no use for it.
+        sdp = crate::start_bitrate::add_start_bitrate(&sdp, PUBLISH_VIDEO_MSID, self.start_kbps);
         self.negotiator.offer_sent();
         self.sink.deliver(MediaEvent::Offer { sdp });
         for candidate in std::mem::take(&mut self.untrickled_candidates) {

@@ -29,6 +29,10 @@ pub struct MediaSettings {
     pub simulcast: bool,
     /// Share each subscriber's estimate among its videos (`router::allocation`).
     pub bandwidth_allocation: bool,
+    /// Where a publisher's bandwidth estimate starts, in kbit/s (Chromium's
+    /// `x-google-start-bitrate` in the offer, see `start_bitrate`); 0 leaves
+    /// the browser's own start.
+    pub publisher_start_kbps: u32,
 }
 
 impl MediaSettings {
@@ -46,6 +50,7 @@ impl MediaSettings {
             max_file_bytes: 1 << 20,
             simulcast,
             bandwidth_allocation: true,
+            publisher_start_kbps: 1000,
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn media_settings(config: &Config) -> MediaSettings {
         max_file_bytes: config.limits.max_file_bytes,
         simulcast: config.media.simulcast,
         bandwidth_allocation: config.media.bandwidth_allocation,
+        publisher_start_kbps: config.media.publisher_start_kbps,
     }
 }
 

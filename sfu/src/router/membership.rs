@@ -33,6 +33,7 @@ impl Router {
             }
         };
         peer.simulcast = self.simulcast;
+        peer.start_kbps = self.publisher_start_kbps;
         let conn = self.attach(peer);
         self.rooms.entry(room).or_default().push(conn);
         self.subscribe_to_room(conn);
@@ -95,6 +96,7 @@ impl Router {
             now,
         )?;
         peer.simulcast = self.simulcast;
+        peer.start_kbps = self.publisher_start_kbps;
         let new_conn = self.next_key;
         // A screen share ends with its connection (the client shares again
         // if it wants to); only the camera and microphone carry over.

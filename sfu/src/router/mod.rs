@@ -86,6 +86,8 @@ pub struct Router {
     max_file_bytes: u64,
     /// Ask publishers for simulcast (`MediaSettings::simulcast`).
     simulcast: bool,
+    /// Where publishers' estimates start (`MediaSettings::publisher_start_kbps`).
+    publisher_start_kbps: u32,
     /// Bandwidth allocation and probes per subscriber (see `allocation`).
     allocations: allocation::Allocations,
     /// What each simulcast publisher was told to encode (see `encodings`).
@@ -129,6 +131,7 @@ impl Router {
             keyframe_cache: settings.keyframe_cache,
             max_file_bytes: settings.max_file_bytes,
             simulcast: settings.simulcast,
+            publisher_start_kbps: settings.publisher_start_kbps,
             allocations: Default::default(),
             encoding_demands: Default::default(),
             next_sender_reports: None,
