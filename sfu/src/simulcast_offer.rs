@@ -45,6 +45,22 @@ pub fn simulcast_send_order(sdp: &str, mid: &str) -> Vec<String> {
     Vec::new()
 }
 
+/// Each m-section of an SDP split into `lines`: (its `m=` line's index,
+/// the index after its last line).
+pub fn section_ranges(lines: &[&str]) -> Vec<(usize, usize)> {
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("m="))
+        .map(|(i, _)| i)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &s)| (s, starts.get(n + 1).copied().unwrap_or(lines.len())))
+        .collect()
+}
+
 /// Adds `a=rid:<id> recv` and `a=simulcast:recv q;h;f` to the video
 /// m-section that carries `a=msid:` line `marker` (the publish section's
 /// placeholder). An offer that has them already, or has no such section,
@@ -52,16 +68,8 @@ pub fn simulcast_send_order(sdp: &str, mid: &str) -> Vec<String> {
 pub fn add_simulcast_recv(sdp: &str, marker: &str) -> String {
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let lines: Vec<&str> = sdp.split(eol).collect();
-    // Sections by (first line index, end index exclusive).
-    let starts: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with("m="))
-        .map(|(i, _)| i)
-        .collect();
     let mut target = None;
-    for (n, &start) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+    for (start, end) in section_ranges(&lines) {
         let section = &lines[start..end];
         let is_video = section[0].starts_with("m=video");
         let is_publish = section.iter().any(|l| l.trim_end() == marker);

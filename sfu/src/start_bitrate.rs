@@ -34,16 +34,8 @@ pub fn add_start_bitrate(sdp: &str, marker: &str, kbps: u32) -> String {
     }
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let lines: Vec<&str> = sdp.split(eol).collect();
-    let starts: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with("m="))
-        .map(|(i, _)| i)
-        .collect();
-    let Some((start, end)) = starts
-        .iter()
-        .enumerate()
-        .map(|(n, &s)| (s, starts.get(n + 1).copied().unwrap_or(lines.len())))
+    let Some((start, end)) = crate::simulcast_offer::section_ranges(&lines)
+        .into_iter()
         .find(|&(s, e)| {
             lines[s].starts_with("m=video") && lines[s..e].iter().any(|l| l.trim_end() == marker)
         })
