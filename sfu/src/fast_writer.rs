@@ -14,10 +14,17 @@
 //! sequence number (when the subscriber negotiated the extension) and is
 //! remembered by the connection's bandwidth estimator, whose feedback the
 //! router hands in (see `bwe`).
+//!
+//! While the subscriber's link shows congestion, packets wait in its
+//! `Pacer` as marshalled plaintext; the transport-wide sequence number and
+//! SRTP are applied when a packet leaves, so the estimator sees the real
+//! send times and SRTP indexes go out in order.
 
 use crate::bwe::{RetransmitBudget, SendSideBwe};
+use crate::pacer::{Pacer, CONGESTION_LOSS};
 use crate::srtp_session::SrtpSession;
 use bytes::Bytes;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp;
 use rtc::rtp::header::{Extension, EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE};
 use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -46,7 +53,27 @@ pub struct FastWriter {
     pub bwe: SendSideBwe,
     /// What NACK answers toward this subscriber may still send.
     pub retransmit_budget: RetransmitBudget,
+    pacer: Pacer<PacedPacket>,
+    /// Buffers of packets that left the pacer, reused for the next ones.
+    spare: Vec<Vec<u8>>,
+    /// Of the pacer's total, what `take_newly_paced` has reported.
+    paced_counted: u64,
 }
+
+/// A packet waiting in the pacer: marshalled, not yet numbered or
+/// protected.
+struct PacedPacket {
+    plaintext: Vec<u8>,
+    /// The header as marshalled (with the sequence number slot, if any):
+    /// SRTP takes the stream and index from it.
+    header: rtp::Header,
+    /// Where the transport-wide sequence number goes, if stamped.
+    stamp_at: Option<usize>,
+    route: (usize, SocketAddr),
+}
+
+/// At most this many spare buffers are kept.
+const MAX_SPARE: usize = 64;
 
 impl FastWriter {
     /// Takes the outbound half of `session`; the inbound half is returned
@@ -58,8 +85,73 @@ impl FastWriter {
             transport_cc_id: None,
             bwe: SendSideBwe::default(),
             retransmit_budget: RetransmitBudget::default(),
+            pacer: Pacer::default(),
+            spare: Vec::new(),
+            paced_counted: 0,
         };
         (writer, session.remote)
+    }
+
+    /// Takes the subscriber's transport-wide feedback into the estimate,
+    /// and turns pacing on if the link shows congestion.
+    pub fn on_feedback(&mut self, feedback: &TransportLayerCc, now: Instant) {
+        self.bwe.on_feedback(feedback, now);
+        let stats = self.bwe.stats();
+        let congested = stats.usage == crate::bwe::Usage::Overusing
+            || stats.loss.is_some_and(|l| l > CONGESTION_LOSS);
+        self.pacer.on_estimate(stats.estimate_bps, congested, now);
+    }
+
+    /// When paced packets are next due (None: none waiting).
+    pub fn next_paced_release(&self) -> Option<Instant> {
+        self.pacer.next_release()
+    }
+
+    /// Packets the pacer held back since the last call (for a counter).
+    pub fn take_newly_paced(&mut self) -> u64 {
+        let total = self.pacer.queued_total();
+        let new = total - self.paced_counted;
+        self.paced_counted = total;
+        new
+    }
+
+    /// Drops the packets of stream `ssrc` still waiting in the pacer; how
+    /// many. For a down track that leaves an encoding: what is queued of
+    /// the old one would only delay the new encoding's keyframe on a link
+    /// already too slow for it, and is never repaired (see
+    /// `DownTrack::retransmit`).
+    pub fn drop_paced(&mut self, ssrc: u32) -> usize {
+        let spare = &mut self.spare;
+        self.pacer.drop_where(
+            |p| p.header.ssrc == ssrc,
+            |p| {
+                if spare.len() < MAX_SPARE {
+                    spare.push(p.plaintext);
+                }
+            },
+        )
+    }
+
+    /// Sends the paced packets that are due; how many left.
+    pub fn release_paced(&mut self, send: SendDatagram<'_>, now: Instant) -> usize {
+        let mut released = 0;
+        while let Some(mut paced) = self.pacer.pop(now) {
+            released += 1;
+            let outgoing = Outgoing {
+                plaintext: &mut paced.plaintext,
+                header: &paced.header,
+                stamp_at: paced.stamp_at,
+                route: paced.route,
+            };
+            let sealed = seal_and_send(&mut self.srtp, &mut self.bwe, outgoing, send, now);
+            if let Err(err) = sealed {
+                tracing::debug!(%err, "paced write");
+            }
+            if self.spare.len() < MAX_SPARE {
+                self.spare.push(paced.plaintext);
+            }
+        }
+        released
     }
 
     /// May a NACK answer of about `bytes` go out now (see
@@ -124,31 +216,75 @@ impl FastWriter {
         if padding_only {
             self.plaintext[0] |= 0x20;
         }
-        let seq = stamp.map(|slot| {
-            let seq = self.bwe.next_sequence();
-            let at = slot.payload_offset(&packet.header);
-            self.plaintext[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
-            seq
-        });
-        let protected = match self
-            .srtp
-            .encrypt_rtp_with_header(&self.plaintext[..written], &packet.header)
-        {
-            Ok(protected) => protected,
-            Err(e) => {
-                if let Some(seq) = seq {
-                    self.bwe.on_sent(seq, 0, now);
-                }
-                return Err(format!("protect: {e}"));
-            }
-        };
-        send(route.0, route.1, &protected);
-        if let Some(seq) = seq {
-            self.bwe
-                .on_sent(seq, (protected.len() + IP_UDP_OVERHEAD) as u32, now);
+        let stamp_at = stamp.map(|slot| slot.payload_offset(&packet.header));
+        if self.pacer.is_pacing(now) {
+            let mut plaintext = self.spare.pop().unwrap_or_default();
+            plaintext.clear();
+            plaintext.extend_from_slice(&self.plaintext[..written]);
+            let paced = PacedPacket {
+                plaintext,
+                header: packet.header.clone(),
+                stamp_at,
+                route,
+            };
+            self.pacer.push(paced, written + IP_UDP_OVERHEAD, now);
+            self.release_paced(send, now);
+            return Ok(written);
         }
-        Ok(protected.len())
+        let outgoing = Outgoing {
+            plaintext: &mut self.plaintext[..written],
+            header: &packet.header,
+            stamp_at,
+            route,
+        };
+        seal_and_send(&mut self.srtp, &mut self.bwe, outgoing, send, now)
     }
+}
+
+/// A marshalled packet on its way out.
+struct Outgoing<'a> {
+    plaintext: &'a mut [u8],
+    /// The header as marshalled: SRTP takes the stream and index from it.
+    header: &'a rtp::Header,
+    /// Where the transport-wide sequence number goes, if stamped.
+    stamp_at: Option<usize>,
+    route: (usize, SocketAddr),
+}
+
+/// Numbers (when `stamp_at` says where), protects and sends one marshalled
+/// packet, and tells the estimator; the datagram's length.
+fn seal_and_send(
+    srtp: &mut Context,
+    bwe: &mut SendSideBwe,
+    out: Outgoing<'_>,
+    send: SendDatagram<'_>,
+    now: Instant,
+) -> Result<usize, String> {
+    let Outgoing {
+        plaintext,
+        header,
+        stamp_at,
+        route,
+    } = out;
+    let seq = stamp_at.map(|at| {
+        let seq = bwe.next_sequence();
+        plaintext[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
+        seq
+    });
+    let protected = match srtp.encrypt_rtp_with_header(plaintext, header) {
+        Ok(protected) => protected,
+        Err(e) => {
+            if let Some(seq) = seq {
+                bwe.on_sent(seq, 0, now);
+            }
+            return Err(format!("protect: {e}"));
+        }
+    };
+    send(route.0, route.1, &protected);
+    if let Some(seq) = seq {
+        bwe.on_sent(seq, (protected.len() + IP_UDP_OVERHEAD) as u32, now);
+    }
+    Ok(protected.len())
 }
 
 /// The payload of a padding-only packet with `size` bytes of padding: zeros,

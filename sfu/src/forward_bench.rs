@@ -112,6 +112,20 @@ impl ForwardBench {
         sent
     }
 
+    /// Subscriber `i` NACKs its packet `out_seq`.
+    #[cfg(test)]
+    fn retransmit(&mut self, i: usize, out_seq: u16, now: Instant) -> crate::track::Retransmission {
+        let route = (0, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
+        let mut send = |_: usize, _: SocketAddr, _: &[u8]| {};
+        let mut out = RtpWriter::Fast {
+            writer: &mut self.writers[i],
+            route,
+            send: &mut send,
+        };
+        let codec = self.track.codec;
+        self.track.down_tracks[i].retransmit(&mut out, out_seq, &self.track.layers, codec, now)
+    }
+
     /// Encoding switches made so far, all subscribers together.
     pub fn layer_switches(&self) -> u64 {
         self.track
@@ -213,5 +227,32 @@ mod tests {
             1
         );
         assert_eq!(bench.track.down_tracks[0].layer_switches, 1);
+    }
+
+    #[test]
+    fn nacks_of_an_encoding_left_behind_leave_the_repair_budget_to_the_new_one() {
+        use crate::track::Retransmission;
+        let (q, h) = (1, 2);
+        let mut bench = ForwardBench::new(&[("q", q), ("h", h)], 1);
+        let now = Instant::now();
+        bench.set_wanted_height(0, Some(180));
+        bench.forward(&vp8(q, 100, 0, Some((true, 180)), true), now);
+        bench.forward(&vp8(h, 500, 0, Some((true, 360)), true), now);
+        bench.set_wanted_height(0, Some(360));
+        bench.forward(&vp8(h, 501, 3000, Some((true, 360)), true), now);
+        assert_eq!(bench.track.down_tracks[0].layer_switches, 1);
+        let switched_at = bench.track.down_tracks[0].layer_since().expect("switched");
+        let old = switched_at.wrapping_sub(1);
+        // The subscriber keeps asking for q's last packet, lost on a link
+        // too slow for it: never resent, and never charged (a thousand full
+        // packets would be forty times the budget).
+        for _ in 0..1000 {
+            assert_eq!(bench.retransmit(0, old, now), Retransmission::Unavailable);
+        }
+        assert_eq!(
+            bench.retransmit(0, switched_at, now),
+            Retransmission::Sent,
+            "h's keyframe is repaired"
+        );
     }
 }

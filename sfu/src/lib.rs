@@ -39,6 +39,7 @@ mod keyframe_request;
 mod layer_selector;
 mod media_resume;
 mod negotiator;
+mod pacer;
 mod packet_cache;
 mod peer;
 mod plane;

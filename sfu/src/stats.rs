@@ -42,6 +42,7 @@ counters! {
     retransmissions_skipped: "NACKed packets not re-sent: the subscriber's retransmission budget (a share of its bandwidth estimate) was spent",
     layer_switches: "simulcast encoding switches made for subscribers (each at a keyframe of the new encoding)",
     padding_packets: "padding-only packets sent to subscribers as bandwidth probes (see `bwe::Prober`)",
+    paced_datagrams: "packets toward congested subscribers that waited in their pacer before leaving (see `pacer`)",
     forwarded_video_layer_0: "video streams forwarded on their lowest flowing encoding (gauge, set each second)",
     forwarded_video_layer_1: "video streams forwarded on their second encoding (gauge)",
     forwarded_video_layer_2: "video streams forwarded on their third encoding or above (gauge)",

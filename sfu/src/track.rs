@@ -15,6 +15,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::shared::marshal::MarshalSize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -328,6 +329,39 @@ impl RtpWriter<'_, '_> {
     pub fn is_fast(&self) -> bool {
         matches!(self, RtpWriter::Fast { .. })
     }
+
+    /// May a retransmission of `bytes` go out now? (A connection on rtc's
+    /// pipeline has no estimate: unbounded as before.)
+    fn allow_retransmission(&mut self, bytes: usize, now: Instant) -> bool {
+        match self {
+            RtpWriter::Fast { writer, .. } => writer.allow_retransmission(bytes, now),
+            RtpWriter::Rtc(_) => true,
+        }
+    }
+
+    /// Drops what the pacer still holds of stream `ssrc` (see
+    /// `FastWriter::drop_paced`; rtc's sender has no such queue).
+    fn drop_paced(&mut self, ssrc: u32) {
+        if let RtpWriter::Fast { writer, .. } = self {
+            let dropped = writer.drop_paced(ssrc);
+            if dropped > 0 {
+                tracing::debug!(ssrc, dropped, "paced packets of the left encoding dropped");
+            }
+        }
+    }
+}
+
+/// What a NACKed packet's retransmission came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retransmission {
+    Sent,
+    /// Not received yet (lost upstream, its repair still coming: it is
+    /// forwarded when it arrives), of an encoding this down track has
+    /// left, or too old for the cache.
+    Unavailable,
+    /// The subscriber's retransmission budget is spent (see
+    /// `RetransmitBudget`).
+    OverBudget,
 }
 
 /// What forwarding one packet to one down track did.
@@ -382,6 +416,7 @@ impl DownTrack {
             if self.layer.take().is_some() {
                 self.munger.switch_source_mapped(None, !self.last_marker);
                 self.vp8.switch_source();
+                out.drop_paced(self.ssrc);
             }
             return result;
         };
@@ -392,6 +427,7 @@ impl DownTrack {
             self.layer = None;
             self.munger.switch_source_mapped(None, !self.last_marker);
             self.vp8.switch_source();
+            out.drop_paced(self.ssrc);
             result.want_keyframe = Some(target);
             return result;
         }
@@ -433,6 +469,7 @@ impl DownTrack {
         }
         if let Some(from) = self.layer {
             self.switch_from(from, track, packet.header.timestamp, &mut result);
+            out.drop_paced(self.ssrc);
         }
         self.layer = Some(target);
         self.layer_since = None;
@@ -474,6 +511,7 @@ impl DownTrack {
             return result;
         }
         self.switch_from(from, track, packet.header.timestamp, &mut result);
+        out.drop_paced(self.ssrc);
         self.layer = Some(target);
         self.layer_since = None;
         for p in cached {
@@ -630,6 +668,12 @@ impl DownTrack {
         }
     }
 
+    /// The first outgoing sequence number of the current encoding.
+    #[cfg(test)]
+    pub(crate) fn layer_since(&self) -> Option<u16> {
+        self.layer_since
+    }
+
     /// Re-sends a cached packet the subscriber reported lost (by its
     /// outgoing sequence number), from the encoding it was sent from.
     pub fn retransmit(
@@ -639,22 +683,28 @@ impl DownTrack {
         layers: &[Layer],
         codec: VideoCodec,
         now: Instant,
-    ) -> bool {
+    ) -> Retransmission {
         let Some((input, ts_offset)) = self.munger.input_for(out_seq) else {
-            return false;
+            return Retransmission::Unavailable;
         };
         // Sent before the current encoding took over (or audio, one layer).
         let layer = match (self.layer, self.layer_since) {
             (Some(layer), Some(since)) if seq_newer(out_seq, since) || out_seq == since => layer,
             (None, _) if layers.len() == 1 => 0,
-            _ => return false,
+            _ => return Retransmission::Unavailable,
         };
         let (Some(rewriter), Some(cached)) = (
             &self.rewriter,
             layers.get(layer).and_then(|l| l.cache.get(input)),
         ) else {
-            return false;
+            return Retransmission::Unavailable;
         };
+        // Only what can be resent takes from the budget: NACKs of an
+        // encoding just left (its packets lost on a link too slow for it)
+        // must not use up what the new encoding's keyframe needs.
+        if !out.allow_retransmission(cached.marshal_size(), now) {
+            return Retransmission::OverBudget;
+        }
         let mut rewritten = cached.clone();
         rewritten.header.sequence_number = out_seq;
         rewritten.header.timestamp = rewritten.header.timestamp.wrapping_add(ts_offset);
@@ -662,7 +712,11 @@ impl DownTrack {
         if self.layer.is_some() && codec.is_vp8() {
             rewritten.payload = self.vp8.rewrite(&cached.payload);
         }
-        self.write(out, rewritten, now)
+        if self.write(out, rewritten, now) {
+            Retransmission::Sent
+        } else {
+            Retransmission::Unavailable
+        }
     }
 
     fn write(

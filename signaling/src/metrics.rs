@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 25] = [
+    let counters: [CounterSpec; 26] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -204,6 +204,12 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Padding-only packets sent to subscribers as bandwidth probes (to climb back to a higher simulcast encoding)",
             None,
             |s| s.padding_packets,
+        ),
+        (
+            "rtp_paced_packets",
+            "Packets toward congested subscribers that waited in their pacer before leaving (paced at 2.5x the estimate within 10 s of congestion)",
+            None,
+            |s| s.paced_datagrams,
         ),
         (
             "rtp_packets_lost",

@@ -165,8 +165,12 @@ test(`a subscriber limited to ${LIMIT_KBIT} kbit/s gets the lowest encoding and 
     step(`top after ${toTopMs} ms`);
     await waitFor(async () => (await lastFrame(limited.page, pubId)).at > top[0] + 500, { timeout: 10_000, interval: 100, what: 'frames after the climb', describe });
     const limitedFrames = await framesAfter(limited.page, pubId, cut - 1000);
-    const gap = maxGap(limitedFrames.filter((f) => f[0] <= top[0] + 500));
-    t.diagnostic(`lifted -> first 1280-wide frame after ${toTopMs} ms; longest frame gap at the limited subscriber from the cut on: ${gap} ms`);
+    const window = limitedFrames.filter((f) => f[0] <= top[0] + 500);
+    const gap = maxGap(window);
+    // Where the gap ended, so a failure says which phase froze.
+    const gapEnd = window.find((f, i) => i > 0 && Math.round(f[0] - window[i - 1][0]) === gap);
+    const gapAt = gapEnd ? `ending ${Math.round(gapEnd[0] - cut)} ms after the cut (${Math.round(gapEnd[0] - lift)} ms after the lift) on a ${gapEnd[1]}-wide frame` : 'none';
+    t.diagnostic(`lifted -> first 1280-wide frame after ${toTopMs} ms; longest frame gap at the limited subscriber from the cut on: ${gap} ms, ${gapAt}`);
     assert.ok(toTopMs < 20_000, `top encoding within 20 s of the lift (took ${toTopMs} ms)`);
     assert.ok(gap <= 1000, `the limited subscriber's video kept going (longest gap ${gap} ms)`);
 

@@ -2,11 +2,8 @@
 //! tracks, and the subscribers' feedback (keyframe requests, NACKs).
 
 use super::*;
+use crate::track::Retransmission;
 use rtc::rtcp::sender_report::SenderReport;
-
-/// Bytes a retransmission is assumed to take from the subscriber's budget
-/// (a full video packet; the cache is asked only once it is allowed).
-const RETRANSMIT_SIZE_GUESS: usize = 1200;
 
 impl Router {
     /// A publisher packet rtc read, tagged with its receiver's track id.
@@ -272,7 +269,7 @@ impl Router {
         };
         for packet in packets {
             if let Some(feedback) = packet.as_any().downcast_ref::<TransportLayerCc>() {
-                writer.bwe.on_feedback(feedback, now);
+                writer.on_feedback(feedback, now);
             }
         }
     }
@@ -316,33 +313,20 @@ impl Router {
         }
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                if !retransmit_allowed(&mut out, now) {
-                    add(&stats.retransmissions_skipped, 1);
-                    continue;
-                }
-                if dt.retransmit(&mut out, seq, layers, codec, now) {
-                    add(&stats.retransmissions, 1);
-                    if fast {
-                        add(&stats.datagrams_out, 1);
+                match dt.retransmit(&mut out, seq, layers, codec, now) {
+                    Retransmission::Sent => {
+                        add(&stats.retransmissions, 1);
+                        if fast {
+                            add(&stats.datagrams_out, 1);
+                        }
                     }
-                } else {
-                    // Not received yet (lost upstream, its repair still
-                    // coming: it is forwarded when it arrives), or too old.
-                    tracing::debug!(track = key, out_seq = seq, "NACKed packet not in the cache");
+                    Retransmission::OverBudget => add(&stats.retransmissions_skipped, 1),
+                    Retransmission::Unavailable => {
+                        tracing::debug!(track = key, out_seq = seq, "NACKed packet not resent");
+                    }
                 }
             }
         }
         add(&stats.bytes_out, dt.bytes_sent - bytes_before);
-    }
-}
-
-/// Whether the subscriber's retransmission budget allows one more (a
-/// connection on rtc's pipeline has no estimate: unbounded as before).
-fn retransmit_allowed(out: &mut crate::track::RtpWriter<'_, '_>, now: Instant) -> bool {
-    match out {
-        crate::track::RtpWriter::Fast { writer, .. } => {
-            writer.allow_retransmission(RETRANSMIT_SIZE_GUESS, now)
-        }
-        crate::track::RtpWriter::Rtc(_) => true,
     }
 }

@@ -403,7 +403,12 @@ impl Router {
             .values()
             .flat_map(|t| t.layers.iter().filter_map(|l| l.keyframes.deadline()));
         let speakers = self.speakers.values().filter_map(|s| s.next_deadline());
+        let paced = self
+            .peers
+            .values()
+            .filter_map(|p| p.fast_writer.as_ref()?.next_paced_release());
         peers
+            .chain(paced)
             .chain(keyframes)
             .chain(speakers)
             .chain(self.next_sender_reports)
@@ -414,6 +419,12 @@ impl Router {
 
     pub fn handle_timeouts(&mut self, now: Instant, send: Send<'_>) {
         for (&conn, peer) in self.peers.iter_mut() {
+            if let Some(writer) = peer.fast_writer.as_mut() {
+                if writer.next_paced_release().is_some_and(|t| t <= now) {
+                    writer.release_paced(&mut *send, now);
+                }
+                add(&self.stats.paced_datagrams, writer.take_newly_paced());
+            }
             if peer.next_timeout.is_some_and(|t| t <= now) {
                 if peer.pc_timeout.is_some_and(|t| t <= now) {
                     if let Err(err) = peer.pc.handle_timeout(now) {
