@@ -15,7 +15,6 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
-use rtc::shared::marshal::MarshalSize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -351,6 +350,10 @@ impl RtpWriter<'_, '_> {
     }
 }
 
+/// What one NACKed sequence number costs the subscriber's retransmission
+/// budget (a full video packet).
+const RETRANSMIT_CHARGE: usize = 1200;
+
 /// What a NACKed packet's retransmission came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retransmission {
@@ -684,14 +687,26 @@ impl DownTrack {
         codec: VideoCodec,
         now: Instant,
     ) -> Retransmission {
-        let Some((input, ts_offset)) = self.munger.input_for(out_seq) else {
-            return Retransmission::Unavailable;
-        };
-        // Sent before the current encoding took over (or audio, one layer).
+        // Sent before the current encoding took over (or audio, one layer):
+        // never answered, and never charged, so NACKs of an encoding just
+        // left (its packets lost on a link too slow for it) cannot use up
+        // what the new encoding's keyframe needs.
         let layer = match (self.layer, self.layer_since) {
             (Some(layer), Some(since)) if seq_newer(out_seq, since) || out_seq == since => layer,
             (None, _) if layers.len() == 1 => 0,
             _ => return Retransmission::Unavailable,
+        };
+        // Anything else takes a full packet from the budget first, found in
+        // the cache or not: a receiver that keeps asking for packets long
+        // gone (webrtc-rs repeats them without limit) is on a link losing
+        // most of what it gets, where more repairs would be lost too
+        // (tests/netem/bwe.sh: charging only what was resent tripled the
+        // repairs into its overrun link and the estimate fell 17 % short).
+        if !out.allow_retransmission(RETRANSMIT_CHARGE, now) {
+            return Retransmission::OverBudget;
+        }
+        let Some((input, ts_offset)) = self.munger.input_for(out_seq) else {
+            return Retransmission::Unavailable;
         };
         let (Some(rewriter), Some(cached)) = (
             &self.rewriter,
@@ -699,12 +714,6 @@ impl DownTrack {
         ) else {
             return Retransmission::Unavailable;
         };
-        // Only what can be resent takes from the budget: NACKs of an
-        // encoding just left (its packets lost on a link too slow for it)
-        // must not use up what the new encoding's keyframe needs.
-        if !out.allow_retransmission(cached.marshal_size(), now) {
-            return Retransmission::OverBudget;
-        }
         let mut rewritten = cached.clone();
         rewritten.header.sequence_number = out_seq;
         rewritten.header.timestamp = rewritten.header.timestamp.wrapping_add(ts_offset);

@@ -15,11 +15,8 @@ use std::time::Instant;
 /// Share of the estimate retransmissions may take.
 const SHARE: f64 = 0.25;
 /// The budget's rate however low the estimate (loss on a slow link still
-/// deserves repair: a second of it holds the lowest encoding's keyframe).
-/// Not more: on a 160 kbit/s link carrying audio and the lowest encoding,
-/// a 100 kbit/s floor let repairs of the lowest encoding's small packets
-/// add half again to what the link was given (tests/browser/starved_link).
-const FLOOR_BPS: f64 = 40_000.0;
+/// deserves repair).
+const FLOOR_BPS: f64 = 100_000.0;
 /// Burst allowance: this many seconds of the budget's rate (a lost burst
 /// of a keyframe is answered at once).
 const DEPTH_SECONDS: f64 = 1.0;
