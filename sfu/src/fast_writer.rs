@@ -99,7 +99,8 @@ impl FastWriter {
         let stats = self.bwe.stats();
         let congested = stats.usage == crate::bwe::Usage::Overusing
             || stats.loss.is_some_and(|l| l > CONGESTION_LOSS);
-        self.pacer.on_estimate(stats.estimate_bps, congested, now);
+        self.pacer
+            .on_estimate(stats.estimate_bps, congested && crate::pacer::ENABLED, now);
     }
 
     /// When paced packets are next due (None: none waiting).

@@ -69,17 +69,22 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
     // the two lower ones flow at once. Its top encoding starts when Firefox
     // decides (bandwidth estimate or CPU: Firefox reports no
     // qualityLimitationReason): within 20 s in 2 of 3 runs on the loaded
-    // 2-core test machine, so it is not waited for.
+    // 2-core test machine, so it is not waited for. Until it starts,
+    // Firefox's getStats may have no entry for it at all (seen in CI,
+    // 2026-12-02): the three come from the sender's parameters.
+    const configured = await fx.page.evaluate(() =>
+      window.noom.pc.getSenders().find((s) => s.track?.kind === 'video').getParameters().encodings.map((e) => e.rid),
+    );
+    assert.deepEqual([...configured].sort(), ['f', 'h', 'q'], 'three encodings configured, rids q, h, f');
     const layers = await waitFor(
       async () => {
         const o = await outbound(fx.page);
         const low = o.filter((e) => e.framesSent > 0 && (e.rid === 'q' || e.rid === 'h'));
-        return o.length === 3 && low.length === 2 ? o : false;
+        return low.length === 2 ? o : false;
       },
-      { timeout: 20_000, interval: 200, what: 'Firefox sending its two lower encodings of three', describe },
+      { timeout: 20_000, interval: 200, what: 'Firefox sending its two lower encodings', describe },
     );
-    t.diagnostic(`Firefox encodings: ${JSON.stringify(layers)}`);
-    assert.deepEqual(layers.map((e) => e.rid).sort(), ['f', 'h', 'q'], 'three encodings, rids q, h, f');
+    t.diagnostic(`Firefox encodings: configured ${JSON.stringify(configured)}, sending ${JSON.stringify(layers)}`);
     const width = (rid) => layers.find((e) => e.rid === rid).width;
     assert.deepEqual([width('q'), width('h')], [320, 640], 'q and h are 1/4 and 1/2 of 1280');
     const bound = await waitFor(
@@ -121,8 +126,8 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
     await switchTo('down to 320x180', 320, 180);
     await switchTo('up to 640x360', 640, 360);
     const top = (await outbound(fx.page)).find((e) => e.rid === 'f');
-    t.diagnostic(`Firefox's top encoding now: ${JSON.stringify(top)}`);
-    if (top.framesSent > 0 && top.width === 1280) {
+    t.diagnostic(`Firefox's top encoding now: ${JSON.stringify(top ?? 'not started')}`);
+    if (top && top.framesSent > 0 && top.width === 1280) {
       await switchTo('up to 1280x720', 1280, 720);
       await switchTo('down to 320x180 again', 320, 180);
     }
