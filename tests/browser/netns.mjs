@@ -74,9 +74,15 @@ export async function browserNamespace(label) {
     const ours = run('readlink', ['/proc/self/ns/net']).trim();
     await waitFor(() => run('readlink', [netns]).trim() !== ours, { timeout: 5000, interval: 10, what: 'unshare -n to create a namespace' });
     run('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', browserEnd, 'netns', String(holder.pid)]);
+    // IPv4 only on both ends: an IPv6 link-local address appears 1-2 s
+    // after the link is up (duplicate address detection), and a Chromium on
+    // the host then loading a page fails it with ERR_NETWORK_CHANGED (seen
+    // in CI, 2026-12-02: network_change's bob never joined).
+    run('ip', ['link', 'set', 'dev', hostEnd, 'addrgenmode', 'none']);
     run('ip', ['addr', 'add', `${hostIp}/24`, 'dev', hostEnd]);
     run('ip', ['link', 'set', hostEnd, 'up']);
     inNs('ip', ['link', 'set', 'lo', 'up']);
+    inNs('ip', ['link', 'set', 'dev', browserEnd, 'addrgenmode', 'none']);
     inNs('ip', ['addr', 'add', `${browserIp}/24`, 'dev', browserEnd]);
     inNs('ip', ['link', 'set', browserEnd, 'up']);
     inNs('ip', ['route', 'add', 'default', 'via', hostIp]);
