@@ -60,6 +60,7 @@ fn rewriter() -> RtpRewriter {
         ssrc: 0xCAFE_BABE,
         payload_type: 98,
         extension_ids: vec![(2, 5)],
+        transport_cc_id: None,
     }
 }
 

@@ -45,9 +45,6 @@ pub struct FastWriter {
     srtp: Context,
     /// Reused between packets: the marshalled plaintext.
     plaintext: Vec<u8>,
-    /// The subscriber's id for the transport-wide sequence number header
-    /// extension; `None` (not negotiated) stamps nothing.
-    pub transport_cc_id: Option<u8>,
     /// The estimate toward this subscriber, fed by what is sent here and
     /// by its transport-wide feedback.
     pub bwe: SendSideBwe,
@@ -82,7 +79,6 @@ impl FastWriter {
         let writer = FastWriter {
             srtp: session.local,
             plaintext: Vec::with_capacity(1500),
-            transport_cc_id: None,
             bwe: SendSideBwe::default(),
             retransmit_budget: RetransmitBudget::default(),
             pacer: Pacer::default(),
@@ -162,19 +158,19 @@ impl FastWriter {
         self.retransmit_budget.take(bytes, estimate, now)
     }
 
-    /// Stamps `packet` with the next transport-wide sequence number,
-    /// protects it and sends it on `route`; the datagram's length. The
-    /// packet is left as it came.
+    /// Stamps `packet` with the next transport-wide sequence number (as
+    /// header extension `transport_cc_id`, the subscriber's id for it in the
+    /// packet's m-section; None stamps nothing), protects it and sends it
+    /// on `route`; the datagram's length. The packet is left as it came.
     pub fn write_rtp(
         &mut self,
         packet: &mut rtp::Packet,
+        transport_cc_id: Option<u8>,
         route: (usize, SocketAddr),
         send: SendDatagram<'_>,
         now: Instant,
     ) -> Result<usize, String> {
-        let stamp = self
-            .transport_cc_id
-            .and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
+        let stamp = transport_cc_id.and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
         let result = self.marshal_and_protect(packet, stamp.as_ref(), false, route, send, now);
         if let Some(slot) = stamp {
             slot.remove(&mut packet.header);
@@ -189,14 +185,13 @@ impl FastWriter {
     pub fn write_padding(
         &mut self,
         mut packet: rtp::Packet,
+        transport_cc_id: Option<u8>,
         route: (usize, SocketAddr),
         send: SendDatagram<'_>,
         now: Instant,
     ) -> Result<usize, String> {
         packet.header.padding = false;
-        let stamp = self
-            .transport_cc_id
-            .and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
+        let stamp = transport_cc_id.and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
         self.marshal_and_protect(&packet, stamp.as_ref(), true, route, send, now)
     }
 

@@ -70,6 +70,7 @@ impl ForwardBench {
                 ssrc,
                 payload_type: 96,
                 extension_ids: Vec::new(),
+                transport_cc_id: None,
             });
             track.down_tracks.push(down);
             let profile = ProtectionProfile::AeadAes128Gcm;

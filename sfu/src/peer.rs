@@ -96,9 +96,6 @@ pub struct Peer {
     pub feedback: PublisherFeedback,
     /// A receiver of this connection to write that feedback through.
     pub feedback_receiver: Option<RTCRtpReceiverId>,
-    /// The negotiated id of the transport-wide sequence number extension on
-    /// this connection's sending sections (the fast path stamps it).
-    pub transport_cc_id: Option<u8>,
     /// rtc's own next timeout (`next_timeout` includes the feedback's).
     pub pc_timeout: Option<Instant>,
     pub state: ConnectionState,
@@ -219,7 +216,6 @@ impl Peer {
             inbound: Default::default(),
             feedback: PublisherFeedback::default(),
             feedback_receiver: None,
-            transport_cc_id: None,
             pc_timeout: None,
             state: ConnectionState::Connecting,
             simulcast: false,
@@ -400,14 +396,11 @@ impl Peer {
     /// keys and route are known, rtc's sender otherwise.
     pub fn rtp_writer<'a, 'b>(&'a mut self, send: SendDatagram<'b>) -> RtpWriter<'a, 'b> {
         match (&mut self.fast_writer, self.media_route) {
-            (Some(writer), Some(route)) => {
-                writer.transport_cc_id = self.transport_cc_id;
-                RtpWriter::Fast {
-                    writer,
-                    route,
-                    send,
-                }
-            }
+            (Some(writer), Some(route)) => RtpWriter::Fast {
+                writer,
+                route,
+                send,
+            },
             _ => RtpWriter::Rtc(&mut self.pc),
         }
     }

@@ -48,6 +48,22 @@ pub fn section_codec(sdp: &str, mid: &str, mime_type: &str) -> SectionCodec {
     }
 }
 
+/// The id m-section `mid` of `sdp` gives header extension `uri` in an
+/// `a=extmap` line (None: the section does not use it).
+///
+/// Negotiated per section, not per connection: Firefox answers
+/// transport-wide congestion control on its video sections only, and
+/// reports no arrival of an audio packet that carries the transport-wide
+/// sequence number anyway (counted as lost, those collapsed its estimate
+/// to the floor and paused its videos: `firefox_ice_tcp.test.mjs`).
+pub fn section_extension_id(sdp: &str, mid: &str, uri: &str) -> Option<u8> {
+    section_of(sdp, mid)?.iter().find_map(|line| {
+        let mut words = line.strip_prefix("a=extmap:")?.split_whitespace();
+        let id = words.next()?.split('/').next()?.parse().ok()?;
+        (words.next()? == uri).then_some(id)
+    })
+}
+
 /// The lines of the m-section whose `a=mid` is `mid`, `m=` line first.
 fn section_of<'a>(sdp: &'a str, mid: &str) -> Option<Vec<&'a str>> {
     let mut section: Option<Vec<&str>> = None;
@@ -80,9 +96,12 @@ mod tests {
         t=0 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
         a=mid:0\r\n\
+        a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
         a=rtpmap:111 opus/48000/2\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
         a=mid:2\r\n\
+        a=extmap:3/sendrecv urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+        a=extmap:7 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
         a=rtpmap:96 VP8/90000\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\n\
         a=mid:3\r\n\
@@ -108,5 +127,21 @@ mod tests {
         assert_eq!(section_codec("", "0", "audio/opus"), NotNegotiated);
         // A mid that is a prefix of another does not match it.
         assert_eq!(section_codec(ANSWER, "", "video/VP8"), NotNegotiated);
+    }
+
+    #[test]
+    fn reads_an_extension_id_per_section() {
+        const TWCC: &str =
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+        // As Firefox answers: transport-wide feedback on video only.
+        assert_eq!(section_extension_id(ANSWER, "2", TWCC), Some(7));
+        assert_eq!(section_extension_id(ANSWER, "0", TWCC), None);
+        // A direction after the id is skipped.
+        assert_eq!(
+            section_extension_id(ANSWER, "2", "urn:ietf:params:rtp-hdrext:sdes:mid"),
+            Some(3)
+        );
+        assert_eq!(section_extension_id(ANSWER, "9", TWCC), None);
+        assert_eq!(section_extension_id("", "2", TWCC), None);
     }
 }

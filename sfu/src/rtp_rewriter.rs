@@ -23,6 +23,10 @@ pub struct RtpRewriter {
     pub payload_type: u8,
     /// (publisher-side id, subscriber-side id) of each forwarded extension.
     pub extension_ids: Vec<(u8, u8)>,
+    /// The subscriber's id for the transport-wide sequence number in this
+    /// track's m-section; None where its answer left the extension out
+    /// (such packets go unnumbered: numbered, they would be counted lost).
+    pub transport_cc_id: Option<u8>,
 }
 
 impl RtpRewriter {
@@ -114,6 +118,7 @@ mod tests {
             ssrc: 2222,
             payload_type: 109,
             extension_ids: RtpRewriter::map_extensions(publisher, subscriber),
+            transport_cc_id: None,
         };
         assert_eq!(rewriter.extension_ids, vec![(1, 9)]);
 
@@ -138,6 +143,7 @@ mod tests {
             ssrc: 5,
             payload_type: 96,
             extension_ids: vec![],
+            transport_cc_id: None,
         };
         let mut p = packet_with_extensions(&[2, 3]);
         p.header.extensions_padding = 3;

@@ -659,7 +659,7 @@ impl DownTrack {
             },
             payload: crate::fast_writer::padding_payload(size),
         };
-        match writer.write_padding(packet, *route, *send, now) {
+        match writer.write_padding(packet, rewriter.transport_cc_id, *route, *send, now) {
             Ok(len) => {
                 self.bytes_sent += len as u64;
                 true
@@ -734,6 +734,7 @@ impl DownTrack {
         mut packet: rtp::Packet,
         now: Instant,
     ) -> bool {
+        let transport_cc_id = self.rewriter.as_ref().and_then(|r| r.transport_cc_id);
         match out {
             RtpWriter::Rtc(pc) => match pc.rtp_sender(self.sender_id) {
                 Some(mut sender) => match sender.write_rtp(now, packet) {
@@ -749,7 +750,7 @@ impl DownTrack {
                 writer,
                 route,
                 send,
-            } => match writer.write_rtp(&mut packet, *route, *send, now) {
+            } => match writer.write_rtp(&mut packet, transport_cc_id, *route, *send, now) {
                 Ok(len) => {
                     self.bytes_sent += len as u64;
                     self.sender_reports

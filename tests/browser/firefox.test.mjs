@@ -29,6 +29,17 @@ const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
 
 const badges = tileBadges;
+const ADMIN_TOKEN = 'firefox-admin-t0ken';
+
+// The server's bandwidth view of the participant called `name` (admin API):
+// its estimate, the loss its transport-wide feedback shows, and how many
+// feedback reports that was.
+async function bandwidthOf(server, name) {
+  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(res.status, 200, 'admin overview');
+  const people = (await res.json()).rooms.flatMap((r) => r.participants);
+  return people.find((p) => p.name === name)?.media?.bandwidth ?? null;
+}
 
 // What `page` receives from the participant called `name`: its remote
 // tracks, and the inbound RTP streams of those tracks (packets, frames,
@@ -81,7 +92,7 @@ test('Firefox ESR and Chromium see and hear each other, chat, exchange files, sw
   const since = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
   // Media on the namespace's own address, not loopback: Firefox (as
   // shipped) does not complete ICE with 127.0.0.1 candidates.
-  const server = await startServer('firefox', { NOOM_MEDIA_BIND_IPS: where.mediaIp });
+  const server = await startServer('firefox', { NOOM_MEDIA_BIND_IPS: where.mediaIp, NOOM_ADMIN_TOKEN: ADMIN_TOKEN });
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'noom-firefox-test-'));
   const people = [];
   let failed = true;
@@ -110,6 +121,19 @@ test('Firefox ESR and Chromium see and hear each other, chat, exchange files, sw
     // 1. Video both ways, each on the tile of the right person.
     await Promise.all([expectDecoding(fx, ['chromium'], describe), expectDecoding(cr, ['firefox'], describe)]);
     t.diagnostic(`video decoded both ways at ${since()}`);
+
+    // 1b. The server's estimate toward Firefox rests on feedback that
+    //     accounts for what arrived: nothing is lost on this link. Firefox
+    //     answers transport-wide congestion control on its video sections
+    //     only; numbering its audio packets too (once the case) had every
+    //     one of them reported missing, 65-99 % "loss", and the estimate
+    //     sank to its floor and paused the video it receives.
+    const fed = await waitFor(async () => {
+      const b = await bandwidthOf(server, 'firefox');
+      return b && b.feedbacks >= 20 && b.loss !== null ? b : false;
+    }, { timeout: 20_000, what: "20 transport-wide feedback reports from Firefox", describe });
+    t.diagnostic(`server's view of firefox: ${JSON.stringify(fed)}`);
+    assert.ok(fed.loss < 0.1, `Firefox's feedback shows the packets it got (loss ${fed.loss})`);
 
     // 2. Audio both ways: packets arrive and carry sound (the fake devices'
     //    tones: Firefox's is continuous, Chromium's beeps).

@@ -38,6 +38,17 @@ const selectedPair = (page) =>
     return { local: `${local?.protocol} ${local?.candidateType}`, remote: `${remote?.protocol} ${remote?.candidateType} ${remote?.port}` };
   });
 
+// What a page receives of video: enough to tell packets that stopped
+// arriving from packets that arrive and are not decoded.
+const inboundVideo = (page) =>
+  page.evaluate(async () => {
+    const report = await window.noomApp.pc.getStats();
+    const keys = ['packetsReceived', 'packetsLost', 'framesReceived', 'framesDecoded', 'keyFramesDecoded', 'framesDropped', 'nackCount', 'pliCount', 'firCount', 'jitterBufferDelay', 'jitterBufferEmittedCount'];
+    return [...report.values()]
+      .filter((s) => s.type === 'inbound-rtp' && s.kind === 'video')
+      .map((s) => Object.fromEntries(['ssrc', ...keys].map((k) => [k, s[k]])));
+  });
+
 test('Firefox ESR and Chromium call over ICE-TCP when UDP is blocked', {
   timeout: 120_000,
   skip: where.unavailable || firefoxUnavailable() || false,
@@ -52,7 +63,8 @@ test('Firefox ESR and Chromium call over ICE-TCP when UDP is blocked', {
     const [fx, cr] = await launchFirefoxAndChromium('firefox', 'chromium', people);
     const describe = async () => {
       const pairs = await Promise.all(people.map((p) => selectedPair(p.page).catch((e) => String(e))));
-      return `selected pairs: ${JSON.stringify(pairs)}\n--- server WARN/ERROR digest ---\n${server.logSummary()}\n--- server log tail ---\n${server.logTail(20)}`;
+      const inbound = await Promise.all(people.map((p) => inboundVideo(p.page).catch((e) => String(e))));
+      return `selected pairs: ${JSON.stringify(pairs)}\ninbound video: ${JSON.stringify(inbound)}\n--- server WARN/ERROR digest ---\n${server.logSummary()}\n--- server log tail ---\n${server.logTail(20)}`;
     };
     const room = randomRoom('fxtcp');
     await Promise.all([joinViaForm(fx, server.url, room, describe), joinViaForm(cr, server.url, room, describe)]);

@@ -303,7 +303,6 @@ impl Router {
             .current_remote_description()
             .map(|d| d.sdp.clone())
             .unwrap_or_default();
-        let mut transport_cc_id = None;
         let mut refused = Vec::new();
         for key in sub.subscribed.values() {
             let Some(track) = tracks.get_mut(key) else {
@@ -321,15 +320,12 @@ impl Router {
                 continue;
             };
             let params = &sender.get_parameters().rtp_parameters;
-            transport_cc_id = transport_cc_id.or_else(|| {
-                params
-                    .header_extensions
-                    .iter()
-                    .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
-                    .map(|h| h.id as u8)
+            let said = mid.as_deref().map_or(SectionCodec::NotNegotiated, |mid| {
+                crate::remote_codecs::section_codec(&remote_sdp, mid, &track.mime_type)
             });
-            let said = mid.map_or(SectionCodec::NotNegotiated, |mid| {
-                crate::remote_codecs::section_codec(&remote_sdp, &mid, &track.mime_type)
+            let transport_cc_id = mid.as_deref().and_then(|mid| {
+                let uri = rtc::sdp::extmap::TRANSPORT_CC_URI;
+                crate::remote_codecs::section_extension_id(&remote_sdp, mid, uri)
             });
             let payload_type = params
                 .codecs
@@ -361,9 +357,9 @@ impl Router {
                         .iter()
                         .map(|h| (h.uri.as_str(), h.id as u8)),
                 ),
+                transport_cc_id,
             });
         }
-        sub.transport_cc_id = transport_cc_id;
         for (publisher, track_id, mime_type) in refused {
             let Some(publisher) = peers.get(&publisher).map(|p| p.participant.clone()) else {
                 continue;
