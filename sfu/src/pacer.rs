@@ -26,12 +26,14 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Whether congestion turns pacing on at all. Off: with it on, a Firefox
-/// subscriber's video froze for the rest of the call in 2 of 4 runs of
-/// `firefox_ice_tcp.test.mjs` under a `yes` load (0 of 6 with it off; the
-/// same with ICE-TCP routes exempted: 2 of 6), and the cause is not found
-/// yet (2026-12-02). The pacer is kept, tested, for when it is.
-pub const ENABLED: bool = false;
+/// Whether congestion turns pacing on at all (a switch kept for measuring
+/// without it). It was off for a while: a Firefox subscriber's video froze
+/// for the rest of the call in 2 of 4 runs of `firefox_ice_tcp.test.mjs`.
+/// The pacer only made visible what was wrong: transport-wide numbers on
+/// Firefox's audio, which it never reports, read as 65-99 % loss, and the
+/// estimate (and with it the pacing rate) sank to the floor; packets are
+/// now numbered only in sections that negotiated the extension.
+pub const ENABLED: bool = true;
 /// Paced at this multiple of the estimate: bursts are spread, yet the
 /// queue drains faster than the encoder fills it.
 pub const PACING_FACTOR: f64 = 2.5;
