@@ -353,6 +353,10 @@ fn simulcast_forwarding(c: &mut Criterion) {
             })
             .collect();
         let mut bench = ForwardBench::new(&rids, SUBSCRIBERS);
+        // A/B of the outgoing SRTP: rtc-srtp's context against ours.
+        if std::env::var_os("NOOM_BENCH_RTC_SRTP").is_some() {
+            bench.use_rtc_srtp();
+        }
         let mut camera = Camera::new(which);
         let mut n = 0u32;
         let run = |bench: &mut ForwardBench, batch: &[rtp::Packet], n: u32| {

@@ -22,6 +22,7 @@
 
 use crate::bwe::{RetransmitBudget, SendSideBwe};
 use crate::pacer::{Pacer, CONGESTION_LOSS};
+use crate::srtp_gcm::GcmSealer;
 use crate::srtp_session::SrtpSession;
 use bytes::Bytes;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
@@ -42,9 +43,13 @@ pub type SendDatagram<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
 
 /// A connection's outbound SRTP, once its keys are known.
 pub struct FastWriter {
-    srtp: Context,
+    srtp: Protector,
     /// Reused between packets: the marshalled plaintext.
     plaintext: Vec<u8>,
+    /// Reused between packets: a header extension list with room for the
+    /// transport-wide slot (a forwarded header's own list is usually
+    /// empty, and growing it allocated once per packet and subscriber).
+    extensions: Vec<Extension>,
     /// The estimate toward this subscriber, fed by what is sent here and
     /// by its transport-wide feedback.
     pub bwe: SendSideBwe,
@@ -77,8 +82,12 @@ impl FastWriter {
     /// for whoever reads the client's SRTP (today rtc does).
     pub fn new(session: SrtpSession) -> (Self, Context) {
         let writer = FastWriter {
-            srtp: session.local,
+            srtp: match session.local_sealer {
+                Some(sealer) => Protector::InPlace(sealer),
+                None => Protector::Rtc(session.local),
+            },
             plaintext: Vec::with_capacity(1500),
+            extensions: Vec::with_capacity(8),
             bwe: SendSideBwe::default(),
             retransmit_budget: RetransmitBudget::default(),
             pacer: Pacer::default(),
@@ -170,11 +179,20 @@ impl FastWriter {
         send: SendDatagram<'_>,
         now: Instant,
     ) -> Result<usize, String> {
-        let stamp = transport_cc_id.and_then(|id| TransportSeqSlot::insert(&mut packet.header, id));
+        let Some(id) = transport_cc_id else {
+            return self.marshal_and_protect(packet, None, false, route, send, now);
+        };
+        // The packet's extensions, in our list that has room for the slot.
+        let mut extensions = std::mem::take(&mut self.extensions);
+        extensions.clear();
+        extensions.extend(packet.header.extensions.iter().cloned());
+        let own = std::mem::replace(&mut packet.header.extensions, extensions);
+        let stamp = TransportSeqSlot::insert(&mut packet.header, id);
         let result = self.marshal_and_protect(packet, stamp.as_ref(), false, route, send, now);
         if let Some(slot) = stamp {
             slot.remove(&mut packet.header);
         }
+        self.extensions = std::mem::replace(&mut packet.header.extensions, own);
         result
     }
 
@@ -213,6 +231,7 @@ impl FastWriter {
             self.plaintext[0] |= 0x20;
         }
         let stamp_at = stamp.map(|slot| slot.payload_offset(&packet.header));
+        self.plaintext.truncate(written);
         if self.pacer.is_pacing(now) {
             let mut plaintext = self.spare.pop().unwrap_or_default();
             plaintext.clear();
@@ -228,7 +247,7 @@ impl FastWriter {
             return Ok(written);
         }
         let outgoing = Outgoing {
-            plaintext: &mut self.plaintext[..written],
+            plaintext: &mut self.plaintext,
             header: &packet.header,
             stamp_at,
             route,
@@ -237,9 +256,18 @@ impl FastWriter {
     }
 }
 
+/// What protects a connection's outgoing RTP: our in-place AES-GCM
+/// (`srtp_gcm.rs`), or rtc's context for the other profiles.
+enum Protector {
+    InPlace(GcmSealer),
+    Rtc(Context),
+}
+
 /// A marshalled packet on its way out.
 struct Outgoing<'a> {
-    plaintext: &'a mut [u8],
+    /// The marshalled packet, exactly; protected in place when the
+    /// profile allows (the buffer then holds the datagram).
+    plaintext: &'a mut Vec<u8>,
     /// The header as marshalled: SRTP takes the stream and index from it.
     header: &'a rtp::Header,
     /// Where the transport-wide sequence number goes, if stamped.
@@ -250,7 +278,7 @@ struct Outgoing<'a> {
 /// Numbers (when `stamp_at` says where), protects and sends one marshalled
 /// packet, and tells the estimator; the datagram's length.
 fn seal_and_send(
-    srtp: &mut Context,
+    srtp: &mut Protector,
     bwe: &mut SendSideBwe,
     out: Outgoing<'_>,
     send: SendDatagram<'_>,
@@ -267,8 +295,23 @@ fn seal_and_send(
         plaintext[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
         seq
     });
-    let protected = match srtp.encrypt_rtp_with_header(plaintext, header) {
-        Ok(protected) => protected,
+    let sealed = match srtp {
+        Protector::InPlace(sealer) => sealer
+            .seal(
+                plaintext,
+                header.marshal_size(),
+                header.ssrc,
+                header.sequence_number,
+            )
+            .map(|()| None),
+        Protector::Rtc(context) => context
+            .encrypt_rtp_with_header(plaintext, header)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    };
+    let protected: &[u8] = match &sealed {
+        Ok(Some(protected)) => protected,
+        Ok(None) => plaintext.as_slice(),
         Err(e) => {
             if let Some(seq) = seq {
                 bwe.on_sent(seq, 0, now);
@@ -276,7 +319,7 @@ fn seal_and_send(
             return Err(format!("protect: {e}"));
         }
     };
-    send(route.0, route.1, &protected);
+    send(route.0, route.1, protected);
     if let Some(seq) = seq {
         bwe.on_sent(seq, (protected.len() + IP_UDP_OVERHEAD) as u32, now);
     }

@@ -36,6 +36,26 @@ fn srtp_context(profile: ProtectionProfile) -> Context {
     Context::new(&key, &salt, profile, None, None, provider.crypto()).expect("srtp context")
 }
 
+/// The in-place sealer of the same keys (the fast writer's choice for
+/// this profile).
+fn srtp_sealer() -> crate::srtp_gcm::GcmSealer {
+    let provider = rtc::crypto::default_provider().expect("crypto provider");
+    crate::srtp_gcm::GcmSealer::new(provider.crypto(), &[7u8; 16], &[9u8; 12]).expect("sealer")
+}
+
+/// A subscriber's fast writer with AES-128-GCM keys (as webrtc-rs and the
+/// browsers negotiate), sealing in place or through rtc's context.
+fn writer(in_place: bool) -> FastWriter {
+    let profile = ProtectionProfile::AeadAes128Gcm;
+    let (writer, _) = FastWriter::new(SrtpSession {
+        profile,
+        local_sealer: in_place.then(srtp_sealer),
+        local: srtp_context(profile),
+        remote: srtp_context(profile),
+    });
+    writer
+}
+
 impl ForwardBench {
     /// A VP8 track with one encoding per `(rid, ssrc)` (one with an empty
     /// rid: no simulcast) forwarded to `subscribers` subscribers whose
@@ -73,15 +93,27 @@ impl ForwardBench {
                 transport_cc_id: None,
             });
             track.down_tracks.push(down);
-            let profile = ProtectionProfile::AeadAes128Gcm;
-            let (writer, _) = FastWriter::new(SrtpSession {
-                profile,
-                local: srtp_context(profile),
-                remote: srtp_context(profile),
-            });
-            writers.push(writer);
+            writers.push(writer(true));
         }
         ForwardBench { track, writers }
+    }
+
+    /// Protects with rtc-srtp's context instead of the in-place sealer
+    /// (`srtp_gcm.rs`), to measure one against the other.
+    pub fn use_rtc_srtp(&mut self) {
+        for w in &mut self.writers {
+            *w = writer(false);
+        }
+    }
+
+    /// Numbers every forwarded packet with a transport-wide sequence number
+    /// (header extension `id`), as toward a browser.
+    pub fn set_transport_cc(&mut self, id: Option<u8>) {
+        for down in &mut self.track.down_tracks {
+            if let Some(rewriter) = down.rewriter.as_mut() {
+                rewriter.transport_cc_id = id;
+            }
+        }
     }
 
     /// Subscriber `i` shows the video `height` pixels high (`None`: the

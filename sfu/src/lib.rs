@@ -57,6 +57,7 @@ mod shard;
 mod simulcast_layer;
 mod simulcast_offer;
 mod snapshot;
+mod srtp_gcm;
 mod srtp_key_tap;
 mod srtp_session;
 mod start_bitrate;

@@ -11,6 +11,7 @@
 //! and salt and must make exactly the recorded calls: a change in rtc's
 //! derivation shows up here as a refusal, never as media nobody can decrypt.
 
+use crate::srtp_gcm::GcmSealer;
 use crate::srtp_key_tap::{BlockRecord, KeyTap};
 use rtc::crypto::{BlockCipherAlgorithm, RTCCrypto};
 use rtc::srtp::context::Context;
@@ -28,6 +29,9 @@ pub struct SrtpSession {
     pub profile: ProtectionProfile,
     /// Protects what the server sends.
     pub local: Context,
+    /// The same keys' in-place sealer, for AES-128-GCM (`srtp_gcm.rs`);
+    /// the fast writer prefers it to `local`.
+    pub local_sealer: Option<GcmSealer>,
     /// Checks what the client sends (replay window as rtc's).
     pub remote: Context,
 }
@@ -78,8 +82,15 @@ impl SrtpSession {
             };
             Context::new(key, salt, profile, rtp, rtcp, crypto).map_err(|e| e.to_string())
         };
+        let local_sealer = match profile {
+            ProtectionProfile::AeadAes128Gcm => {
+                Some(GcmSealer::new(crypto, local.key, &local_salt)?)
+            }
+            _ => None,
+        };
         Ok(SrtpSession {
             profile,
+            local_sealer,
             local: build(local.key, &local_salt, false)?,
             remote: build(remote.key, &remote_salt, true)?,
         })
