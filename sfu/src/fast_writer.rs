@@ -22,8 +22,7 @@
 
 use crate::bwe::{RetransmitBudget, SendSideBwe};
 use crate::pacer::{Pacer, CONGESTION_LOSS};
-use crate::srtp_gcm::GcmSealer;
-use crate::srtp_session::SrtpSession;
+use crate::srtp_session::{Outbound, SrtpSession};
 use bytes::Bytes;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp;
@@ -43,7 +42,7 @@ pub type SendDatagram<'a> = &'a mut dyn FnMut(usize, SocketAddr, &[u8]);
 
 /// A connection's outbound SRTP, once its keys are known.
 pub struct FastWriter {
-    srtp: Protector,
+    srtp: Outbound,
     /// Reused between packets: the marshalled plaintext.
     plaintext: Vec<u8>,
     /// Reused between packets: a header extension list with room for the
@@ -82,10 +81,7 @@ impl FastWriter {
     /// for whoever reads the client's SRTP (today rtc does).
     pub fn new(session: SrtpSession) -> (Self, Context) {
         let writer = FastWriter {
-            srtp: match session.local_sealer {
-                Some(sealer) => Protector::InPlace(sealer),
-                None => Protector::Rtc(session.local),
-            },
+            srtp: session.local,
             plaintext: Vec::with_capacity(1500),
             extensions: Vec::with_capacity(8),
             bwe: SendSideBwe::default(),
@@ -256,13 +252,6 @@ impl FastWriter {
     }
 }
 
-/// What protects a connection's outgoing RTP: our in-place AES-GCM
-/// (`srtp_gcm.rs`), or rtc's context for the other profiles.
-enum Protector {
-    InPlace(GcmSealer),
-    Rtc(Context),
-}
-
 /// A marshalled packet on its way out.
 struct Outgoing<'a> {
     /// The marshalled packet, exactly; protected in place when the
@@ -278,7 +267,7 @@ struct Outgoing<'a> {
 /// Numbers (when `stamp_at` says where), protects and sends one marshalled
 /// packet, and tells the estimator; the datagram's length.
 fn seal_and_send(
-    srtp: &mut Protector,
+    srtp: &mut Outbound,
     bwe: &mut SendSideBwe,
     out: Outgoing<'_>,
     send: SendDatagram<'_>,
@@ -295,20 +284,7 @@ fn seal_and_send(
         plaintext[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
         seq
     });
-    let sealed = match srtp {
-        Protector::InPlace(sealer) => sealer
-            .seal(
-                plaintext,
-                header.marshal_size(),
-                header.ssrc,
-                header.sequence_number,
-            )
-            .map(|()| None),
-        Protector::Rtc(context) => context
-            .encrypt_rtp_with_header(plaintext, header)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-    };
+    let sealed = srtp.protect(plaintext, header);
     let protected: &[u8] = match &sealed {
         Ok(Some(protected)) => protected,
         Ok(None) => plaintext.as_slice(),

@@ -20,7 +20,7 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::fast_writer::FastWriter;
 use crate::rtp_rewriter::RtpRewriter;
-use crate::srtp_session::SrtpSession;
+use crate::srtp_session::{Outbound, SrtpSession};
 use crate::track::{DownTrack, PublishedTrack, RtpWriter};
 
 /// One VP8 track, its subscribers and their fast-path writers.
@@ -49,8 +49,11 @@ fn writer(in_place: bool) -> FastWriter {
     let profile = ProtectionProfile::AeadAes128Gcm;
     let (writer, _) = FastWriter::new(SrtpSession {
         profile,
-        local_sealer: in_place.then(srtp_sealer),
-        local: srtp_context(profile),
+        local: if in_place {
+            Outbound::InPlace(srtp_sealer())
+        } else {
+            Outbound::Rtc(srtp_context(profile))
+        },
         remote: srtp_context(profile),
     });
     writer

@@ -13,7 +13,10 @@
 
 use crate::srtp_gcm::GcmSealer;
 use crate::srtp_key_tap::{BlockRecord, KeyTap};
+use bytes::BytesMut;
 use rtc::crypto::{BlockCipherAlgorithm, RTCCrypto};
+use rtc::rtp;
+use rtc::shared::marshal::MarshalSize;
 use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -28,12 +31,43 @@ const AUTH_LABELS: [u8; 2] = [0x01, 0x04];
 pub struct SrtpSession {
     pub profile: ProtectionProfile,
     /// Protects what the server sends.
-    pub local: Context,
-    /// The same keys' in-place sealer, for AES-128-GCM (`srtp_gcm.rs`);
-    /// the fast writer prefers it to `local`.
-    pub local_sealer: Option<GcmSealer>,
+    pub local: Outbound,
     /// Checks what the client sends (replay window as rtc's).
     pub remote: Context,
+}
+
+/// What protects the server's outgoing RTP: our in-place AES-128-GCM
+/// (`srtp_gcm.rs`: no copy, no allocation), or rtc's context for the
+/// other profiles.
+pub enum Outbound {
+    InPlace(GcmSealer),
+    Rtc(Context),
+}
+
+impl Outbound {
+    /// Protects the marshalled packet in `packet` (whose header is
+    /// `header`): in place (None: `packet` is now the datagram), or into
+    /// the returned datagram.
+    pub fn protect(
+        &mut self,
+        packet: &mut Vec<u8>,
+        header: &rtp::Header,
+    ) -> Result<Option<BytesMut>, String> {
+        match self {
+            Outbound::InPlace(sealer) => sealer
+                .seal(
+                    packet,
+                    header.marshal_size(),
+                    header.ssrc,
+                    header.sequence_number,
+                )
+                .map(|()| None),
+            Outbound::Rtc(context) => context
+                .encrypt_rtp_with_header(packet, header)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The master key and salt of one direction.
@@ -82,16 +116,15 @@ impl SrtpSession {
             };
             Context::new(key, salt, profile, rtp, rtcp, crypto).map_err(|e| e.to_string())
         };
-        let local_sealer = match profile {
+        let outbound = match profile {
             ProtectionProfile::AeadAes128Gcm => {
-                Some(GcmSealer::new(crypto, local.key, &local_salt)?)
+                Outbound::InPlace(GcmSealer::new(crypto, local.key, &local_salt)?)
             }
-            _ => None,
+            _ => Outbound::Rtc(build(local.key, &local_salt, false)?),
         };
         Ok(SrtpSession {
             profile,
-            local_sealer,
-            local: build(local.key, &local_salt, false)?,
+            local: outbound,
             remote: build(remote.key, &remote_salt, true)?,
         })
     }
@@ -155,7 +188,7 @@ impl MasterKey<'_> {
 mod tests {
     use super::*;
     use rtc::rtp;
-    use rtc::shared::marshal::Marshal;
+    use rtc::shared::marshal::{Marshal, Unmarshal};
 
     fn packet(ssrc: u32, seq: u16) -> Vec<u8> {
         rtp::Packet {
@@ -193,8 +226,16 @@ mod tests {
 
         let plain = packet(0x1234_5678, 65_535);
         let theirs = local.encrypt_rtp(&plain).expect("encrypt");
-        let ours = session.local.encrypt_rtp(&plain).expect("encrypt");
-        assert_eq!(theirs, ours, "{profile:?}: local context differs");
+        let header = rtp::Header::unmarshal(&mut &plain[..]).expect("header");
+        let mut ours = plain.clone();
+        if let Some(datagram) = session.local.protect(&mut ours, &header).expect("protect") {
+            ours = datagram.to_vec();
+        }
+        assert_eq!(
+            &theirs[..],
+            &ours[..],
+            "{profile:?}: local protection differs"
+        );
 
         let sent = remote_sender.encrypt_rtp(&plain).expect("encrypt");
         let decrypted = session.remote.decrypt_rtp(&sent).expect("decrypts");
