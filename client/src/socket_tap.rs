@@ -44,6 +44,9 @@ pub struct SocketTap {
     /// Outgoing RTP packets still to be followed on the wire by a replay
     /// and a forged copy (see [`SocketTap::forge_next`]).
     forge_plan: Mutex<usize>,
+    /// The same for outgoing SRTCP datagrams (see
+    /// [`SocketTap::forge_next_rtcp`]).
+    forge_rtcp_plan: Mutex<usize>,
     /// `(replays, forgeries)` sent so far.
     forged: Mutex<(u64, u64)>,
 }
@@ -79,19 +82,31 @@ impl SocketTap {
         *self.forge_plan.lock().unwrap() = n;
     }
 
-    /// `(replays, forgeries)` sent by [`SocketTap::forge_next`].
+    /// As [`SocketTap::forge_next`], for the next `n` outgoing SRTCP
+    /// datagrams (receiver reports, feedback).
+    pub fn forge_next_rtcp(&self, n: usize) {
+        *self.forge_rtcp_plan.lock().unwrap() = n;
+    }
+
+    /// `(replays, forgeries)` sent by [`SocketTap::forge_next`] and
+    /// [`SocketTap::forge_next_rtcp`].
     pub fn forged(&self) -> (u64, u64) {
         *self.forged.lock().unwrap()
     }
 
     /// Sends the replay and forgery planned for an outgoing datagram.
     fn forge_after(&self, io: &tokio::net::UdpSocket, d: &[u8], to: SocketAddr) {
-        let is_rtp = rtp_id(d).is_some() && !matches!(d.get(1), Some(192..=223));
-        if !is_rtp {
+        // RTP or RTCP: version 2, and room for an SSRC.
+        if d.len() < 12 || !(128..=191).contains(&d[0]) {
             return;
         }
+        let plan = if matches!(d[1], 192..=223) {
+            &self.forge_rtcp_plan
+        } else {
+            &self.forge_plan
+        };
         {
-            let mut plan = self.forge_plan.lock().unwrap();
+            let mut plan = plan.lock().unwrap();
             if *plan == 0 {
                 return;
             }

@@ -91,6 +91,9 @@ pub struct Peer {
     /// The published track behind each SSRC the client sends, for RTP read
     /// directly.
     pub inbound: crate::FastMap<u32, TrackKey>,
+    /// The forwarded track behind each SSRC the server sends this client,
+    /// which its RTCP names (NACK, PLI, FIR, receiver reports).
+    pub sent: crate::FastMap<u32, SentStream>,
     /// NACKs, congestion feedback and receiver reports for what this
     /// participant publishes.
     pub feedback: PublisherFeedback,
@@ -105,6 +108,13 @@ pub struct Peer {
     /// Where the client's send-side estimate starts, in kbit/s; 0 = its own
     /// (see `start_bitrate`).
     pub start_kbps: u32,
+}
+
+/// A stream the server sends a client, as the client's RTCP names it.
+pub struct SentStream {
+    pub track: TrackKey,
+    /// The loss the client reported for it last (receiver report, 0-1).
+    pub fraction_lost: Option<f64>,
 }
 
 /// The `a=msid` line of the recvonly section the client publishes its camera
@@ -214,6 +224,7 @@ impl Peer {
             inbound_srtp: None,
             inbound_failures: 0,
             inbound: Default::default(),
+            sent: Default::default(),
             feedback: PublisherFeedback::default(),
             feedback_receiver: None,
             pc_timeout: None,

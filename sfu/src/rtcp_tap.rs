@@ -4,7 +4,9 @@
 //! FIR or NACK about a forwarded stream would never reach the forwarding
 //! code. Marking every inbound RTCP packet `DeliverToApplication` makes the
 //! peer connection surface it through `poll_read`, tagged with the id of the
-//! sender track it concerns.
+//! sender track it concerns. Once a connection's SRTP keys are recovered
+//! its RTCP no longer reaches rtc (`Router::read_rtcp_directly`); this tap
+//! serves the rest: before DTLS is up, and connections refused the fast path.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;

@@ -84,7 +84,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .map(|shard| (shard.index().to_string(), shard.stats().snapshot()))
         .collect();
     let shard_label = |shard: &str| vec![("shard".to_owned(), shard.to_owned())];
-    let counters: [CounterSpec; 26] = [
+    let counters: [CounterSpec; 27] = [
         (
             "udp_datagrams_received",
             "UDP datagrams received on media ports",
@@ -152,8 +152,14 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             |s| s.rtp_in_direct,
         ),
         (
+            "rtcp_datagrams_read_directly",
+            "RTCP datagrams from clients read without webrtc-rs' pipeline (fast path)",
+            None,
+            |s| s.rtcp_in_direct,
+        ),
+        (
             "srtp_rejected",
-            "Publisher RTP refused by the fast path's SRTP check (authentication or replay)",
+            "Client RTP and RTCP refused by the fast path's SRTP check (authentication or replay)",
             None,
             |s| s.srtp_rejected,
         ),

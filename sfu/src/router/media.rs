@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::track::Retransmission;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 
 impl Router {
@@ -209,45 +211,79 @@ impl Router {
         }
     }
 
-    /// RTCP from `conn` about the forwarded track `track_id` it receives.
-    pub(super) fn handle_feedback(
+    /// RTCP from `conn`, read directly (`read_rtcp_directly`) or surfaced
+    /// by rtc. Each packet is handled by the stream it names: a compound
+    /// packet may speak of several (rtc tags it with its first one only).
+    pub(super) fn handle_rtcp(
         &mut self,
         conn: ConnKey,
-        track_id: &str,
         packets: Vec<Box<dyn rtcp::Packet>>,
         now: Instant,
         send: Send<'_>,
     ) {
         self.congestion_feedback(conn, &packets, now);
-        let Some(key) = self
-            .peers
-            .get(&conn)
-            .and_then(|p| p.subscribed.get(track_id))
-            .copied()
-        else {
-            // RTCP about our own receivers: the publisher's sender reports,
-            // which its receiver reports quote.
+        let mut sender_reports = false;
+        for packet in &packets {
+            let any = packet.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.keyframe_requested(conn, pli.media_ssrc, now);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                // RFC 5104 4.3.1: the streams are named by the entries.
+                if let Some(entry) = fir.fir.first() {
+                    self.keyframe_requested(conn, entry.ssrc, now);
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                if let Some(key) = self.sent_track(conn, nack.media_ssrc) {
+                    add(&self.stats.nacks_in, 1);
+                    self.retransmit(conn, key, nack, now, send);
+                }
+            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                self.note_receiver_reports(conn, &report.reports);
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                self.note_receiver_reports(conn, &report.reports);
+                sender_reports = true;
+            }
+        }
+        if sender_reports {
+            // The publisher's sender reports: for layer switches, and quoted
+            // by the receiver reports its feedback sends back.
             self.note_sender_reports(conn, &packets);
             if let Some(peer) = self.peers.get_mut(&conn) {
                 peer.feedback.on_rtcp(packets, now);
             }
+        }
+    }
+
+    /// The forwarded track `conn` receives as `ssrc`.
+    fn sent_track(&self, conn: ConnKey, ssrc: u32) -> Option<TrackKey> {
+        Some(self.peers.get(&conn)?.sent.get(&ssrc)?.track)
+    }
+
+    /// A subscriber's PLI or FIR: a keyframe of the encoding it gets (the
+    /// first when none yet).
+    fn keyframe_requested(&mut self, conn: ConnKey, ssrc: u32, now: Instant) {
+        let Some(key) = self.sent_track(conn, ssrc) else {
             return;
         };
-        for packet in packets {
-            let any = packet.as_any();
-            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                add(&self.stats.keyframe_requests_in, 1);
-                // The encoding this subscriber gets (the first when none yet).
-                let layer = self
-                    .tracks
-                    .get(&key)
-                    .and_then(|t| t.down_tracks.iter().find(|d| d.subscriber == conn))
-                    .and_then(|d| d.layer)
-                    .unwrap_or(0);
-                self.request_keyframe(key, layer, now);
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                add(&self.stats.nacks_in, 1);
-                self.retransmit(conn, key, nack, now, send);
+        add(&self.stats.keyframe_requests_in, 1);
+        let layer = self
+            .tracks
+            .get(&key)
+            .and_then(|t| t.down_tracks.iter().find(|d| d.subscriber == conn))
+            .and_then(|d| d.layer)
+            .unwrap_or(0);
+        self.request_keyframe(key, layer, now);
+    }
+
+    /// The loss a subscriber reports for the streams it receives (the
+    /// operator's `loss_to_client`).
+    fn note_receiver_reports(&mut self, conn: ConnKey, reports: &[ReceptionReport]) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        for report in reports {
+            if let Some(stream) = peer.sent.get_mut(&report.ssrc) {
+                stream.fraction_lost = Some(f64::from(report.fraction_lost) / 256.0);
             }
         }
     }

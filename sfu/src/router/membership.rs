@@ -184,6 +184,7 @@ impl Router {
                 Err(err) => tracing::debug!(%err, "remove_track"),
             }
             sub.subscribed.remove(&dt.sender_track_id);
+            sub.sent.remove(&dt.ssrc);
             sub.negotiator.mark_changed();
             Self::mark_dirty(&mut self.dirty, dt.subscriber);
         }
@@ -283,6 +284,13 @@ impl Router {
             }
         }
         sub.subscribed.insert(sender_track_id.clone(), key);
+        sub.sent.insert(
+            ssrc,
+            SentStream {
+                track: key,
+                fraction_lost: None,
+            },
+        );
         sub.negotiator.mark_changed();
         let dt = DownTrack::new(subscriber, sender_id, sender_track_id, ssrc, track);
         track.down_tracks.push(dt);

@@ -28,7 +28,7 @@ use crate::demux::{classify, stun_local_ufrag, DatagramKind};
 use crate::early_dtls::Arrival;
 use crate::engine;
 use crate::events::{ConnectionState, MediaEvent, ParticipantId};
-use crate::peer::Peer;
+use crate::peer::{Peer, SentStream};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
 use crate::stats::{add, set, ShardStats};
@@ -52,7 +52,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use rtc::statistics::report::RTCStatsReportEntry;
 use rtc::statistics::StatsSelector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -491,9 +490,9 @@ impl Router {
                 RTCMessage::RtpPacket(track_id, packet) => {
                     self.forward(conn, &track_id, packet, now, send)
                 }
-                RTCMessage::RtcpPacket(track_id, packets) => {
-                    self.handle_feedback(conn, &track_id, packets, now, send)
-                }
+                // Handled by the streams each packet names, not by the one
+                // track rtc tagged the whole compound packet with.
+                RTCMessage::RtcpPacket(_, packets) => self.handle_rtcp(conn, packets, now, send),
                 _ => {}
             }
         }

@@ -87,12 +87,12 @@ impl Router {
                 .filter(|p| p.current_round_trip_time > 0.0)
                 .max_by_key(|p| p.bytes_received)
                 .map(|p| p.current_round_trip_time * 1000.0);
-            let loss_to_client = report
-                .iter()
-                .filter_map(|e| match e {
-                    RTCStatsReportEntry::RemoteInboundRtp(r) => Some(r.fraction_lost),
-                    _ => None,
-                })
+            // From the client's receiver reports (`handle_rtcp`): rtc's
+            // statistics do not see the RTCP the fast path reads.
+            let loss_to_client = peer
+                .sent
+                .values()
+                .filter_map(|s| s.fraction_lost)
                 .reduce(f64::max);
             let mut published = Vec::new();
             let mut forwarded = Vec::new();

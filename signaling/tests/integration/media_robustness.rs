@@ -209,10 +209,11 @@ async fn garbage_datagrams_are_dropped_and_media_keeps_flowing() -> Result<()> {
     .await
 }
 
-/// Publisher RTP is checked by the server's own SRTP context (the fast
-/// path). Replayed and forged packets from the participant's real address,
-/// which the server routes to its connection, are dropped and counted; the
-/// subscriber gets every packet once and media goes on.
+/// Publisher RTP and subscriber RTCP are checked by the server's own SRTP
+/// contexts (the fast path). Replayed and forged packets from the
+/// participant's real address, which the server routes to its connection,
+/// are dropped and counted; the subscriber gets every packet once and media
+/// goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_and_forged_rtp_from_the_real_address_is_dropped_and_counted() -> Result<()> {
     with_deadline("forged_rtp", Duration::from_secs(120), async {
@@ -259,10 +260,39 @@ async fn replayed_and_forged_rtp_from_the_real_address_is_dropped_and_counted() 
             ensure!(twice.is_empty(), "{kind:?}: bob's wire had {twice:?} twice");
         }
         ensure!(b.media_errors().is_empty(), "{:?}", b.media_errors());
+        let after_rtp = scrape(addr).await?;
+        ensure!(
+            after_rtp.counter("srtp_rejected") - before.counter("srtp_rejected") <= 2 * FORGED,
+            "genuine packets were refused too"
+        );
+        // The same for the subscriber's SRTCP (reports and feedback), which
+        // the server reads without rtc's pipeline too.
+        ensure!(
+            after_rtp.counter("rtcp_in_direct") > 0,
+            "bob's RTCP should take the fast path"
+        );
+        const FORGED_RTCP: u64 = 20;
+        bob_wire.forge_next_rtcp(FORGED_RTCP as usize);
+        b.wait_media("the RTCP forgeries sent", Duration::from_secs(10), |_| {
+            bob_wire.forged() == (FORGED_RTCP, FORGED_RTCP)
+        })
+        .await?;
+        wait_metrics(
+            addr,
+            "every RTCP replay and forgery refused",
+            Duration::from_secs(10),
+            |s| s.counter("srtp_rejected") >= after_rtp.counter("srtp_rejected") + 2 * FORGED_RTCP,
+        )
+        .await?;
+        expect_flowing(&b, &a_id, 50).await?;
         let after = scrape(addr).await?;
         ensure!(
-            after.counter("srtp_rejected") - before.counter("srtp_rejected") <= 2 * FORGED,
-            "genuine packets were refused too"
+            after.counter("srtp_rejected") - after_rtp.counter("srtp_rejected") <= 2 * FORGED_RTCP,
+            "genuine RTCP was refused too"
+        );
+        ensure!(
+            after.counter("rtcp_in_direct") >= after_rtp.counter("rtcp_in_direct") + FORGED_RTCP,
+            "bob's genuine RTCP should still be read"
         );
         Ok(())
     })

@@ -35,6 +35,7 @@ impl Scrape {
             "nacks_in" => "noom_nacks_received_total",
             "rtp_in" => "noom_rtp_packets_received_total",
             "rtp_in_direct" => "noom_rtp_packets_read_directly_total",
+            "rtcp_in_direct" => "noom_rtcp_datagrams_read_directly_total",
             "srtp_rejected" => "noom_srtp_rejected_total",
             other => panic!("no metric mapped for {other}"),
         };
