@@ -81,14 +81,10 @@ impl Router {
         let Some(&key) = peer.inbound.get(&header.ssrc) else {
             return false;
         };
-        let plain = match srtp.decrypt_rtp_with_header(data, &header) {
-            Ok(plain) => plain,
-            Err(err) => {
-                Self::inbound_refused(peer, &self.stats, &err);
-                return true;
-            }
+        let checked = srtp.decrypt_rtp_with_header(data, &header);
+        let Some(plain) = Self::inbound_checked(peer, &self.stats, checked) else {
+            return true;
         };
-        peer.inbound_failures = 0;
         match rtp::Packet::unmarshal(&mut &plain[..]) {
             Ok(packet) => {
                 add(&self.stats.rtp_in_direct, 1);
@@ -122,14 +118,10 @@ impl Router {
         let Some(srtp) = peer.inbound_srtp.as_mut() else {
             return false;
         };
-        let plain = match srtp.decrypt_rtcp(data) {
-            Ok(plain) => plain,
-            Err(err) => {
-                Self::inbound_refused(peer, &self.stats, &err);
-                return true;
-            }
+        let checked = srtp.decrypt_rtcp(data);
+        let Some(plain) = Self::inbound_checked(peer, &self.stats, checked) else {
+            return true;
         };
-        peer.inbound_failures = 0;
         match rtcp::packet::unmarshal(&mut &plain[..]) {
             Ok(packets) => {
                 add(&self.stats.rtcp_in_direct, 1);
@@ -143,10 +135,22 @@ impl Router {
         true
     }
 
-    /// A datagram our SRTP context refused (authentication or replay) is
-    /// dropped and counted; keys that keep failing send the connection's
-    /// media back to rtc's pipeline, in case they were wrong after all.
-    fn inbound_refused(peer: &mut Peer, stats: &ShardStats, err: &RtcError) {
+    /// The outcome of our SRTP check of a client datagram. One it refused
+    /// (authentication or replay) is dropped and counted; keys that keep
+    /// failing send the connection's RTP and RTCP back to rtc's pipeline,
+    /// in case they were wrong after all.
+    fn inbound_checked(
+        peer: &mut Peer,
+        stats: &ShardStats,
+        checked: Result<BytesMut, RtcError>,
+    ) -> Option<BytesMut> {
+        let err = match checked {
+            Ok(plain) => {
+                peer.inbound_failures = 0;
+                return Some(plain);
+            }
+            Err(err) => err,
+        };
         add(&stats.dropped_datagrams, 1);
         add(&stats.srtp_rejected, 1);
         if !matches!(
@@ -161,6 +165,7 @@ impl Router {
             }
         }
         tracing::trace!(%err, "SRTP refused");
+        None
     }
 
     /// Every stream the fast path sends gets its sender report, written

@@ -232,20 +232,8 @@ async fn replayed_and_forged_rtp_from_the_real_address_is_dropped_and_counted() 
             before.counter("rtp_in_direct"),
             before.counter("rtp_in")
         );
-        let tap = a.socket_tap().context("alice has no socket tap")?;
         const FORGED: u64 = 100;
-        tap.forge_next(FORGED as usize);
-        a.wait_media("the forgeries sent", Duration::from_secs(10), |_| {
-            tap.forged() == (FORGED, FORGED)
-        })
-        .await?;
-        wait_metrics(
-            addr,
-            "every replay and forgery refused",
-            Duration::from_secs(10),
-            |s| s.counter("srtp_rejected") >= before.counter("srtp_rejected") + 2 * FORGED,
-        )
-        .await?;
+        forge_and_expect_refused(addr, &a, Forge::Rtp(FORGED), &before).await?;
         expect_flowing(&b, &a_id, 50).await?;
         expect_flowing(&a, &b_id, 50).await?;
         // On bob's wire, before his own SRTP replay check: nothing twice.
@@ -272,18 +260,7 @@ async fn replayed_and_forged_rtp_from_the_real_address_is_dropped_and_counted() 
             "bob's RTCP should take the fast path"
         );
         const FORGED_RTCP: u64 = 20;
-        bob_wire.forge_next_rtcp(FORGED_RTCP as usize);
-        b.wait_media("the RTCP forgeries sent", Duration::from_secs(10), |_| {
-            bob_wire.forged() == (FORGED_RTCP, FORGED_RTCP)
-        })
-        .await?;
-        wait_metrics(
-            addr,
-            "every RTCP replay and forgery refused",
-            Duration::from_secs(10),
-            |s| s.counter("srtp_rejected") >= after_rtp.counter("srtp_rejected") + 2 * FORGED_RTCP,
-        )
-        .await?;
+        forge_and_expect_refused(addr, &b, Forge::Rtcp(FORGED_RTCP), &after_rtp).await?;
         expect_flowing(&b, &a_id, 50).await?;
         let after = scrape(addr).await?;
         ensure!(
@@ -297,6 +274,49 @@ async fn replayed_and_forged_rtp_from_the_real_address_is_dropped_and_counted() 
         Ok(())
     })
     .await
+}
+
+/// What `forge_and_expect_refused` follows with a replay and a forgery:
+/// the next n outgoing RTP packets, or SRTCP datagrams.
+enum Forge {
+    Rtp(u64),
+    Rtcp(u64),
+}
+
+/// Has `client`'s socket follow its next datagrams with a replay and a
+/// forgery each (see `SocketTap::forge_next`), then waits until the server
+/// has counted every one of them refused since `before`.
+async fn forge_and_expect_refused(
+    addr: std::net::SocketAddr,
+    client: &TestClient,
+    forge: Forge,
+    before: &Scrape,
+) -> Result<()> {
+    let tap = client.socket_tap().context("no socket tap")?;
+    let (replays, forgeries) = tap.forged();
+    let n = match forge {
+        Forge::Rtp(count) => {
+            tap.forge_next(count as usize);
+            count
+        }
+        Forge::Rtcp(count) => {
+            tap.forge_next_rtcp(count as usize);
+            count
+        }
+    };
+    client
+        .wait_media("the forgeries sent", Duration::from_secs(10), |_| {
+            tap.forged() == (replays + n, forgeries + n)
+        })
+        .await?;
+    wait_metrics(
+        addr,
+        "every replay and forgery refused",
+        Duration::from_secs(10),
+        |s| s.counter("srtp_rejected") >= before.counter("srtp_rejected") + 2 * n,
+    )
+    .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
