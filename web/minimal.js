@@ -34,8 +34,9 @@
 //                                 button runs it with a user gesture
 //   noom.restartMedia()           restart_media: a new RTCPeerConnection,
 //                                 same local tracks
-//   noom.frames[participant]      [epoch ms, presentedFrames, width, height]
-//                                 per remote video frame (requestVideoFrameCallback)
+//   noom.frames[participant]      [epoch ms, presentedFrames, width, height,
+//                                 receive epoch ms, rtpTimestamp] per remote
+//                                 video frame (requestVideoFrameCallback)
 //   noom.joinSentAt, noom.firstFrameAt[participant], noom.ontracks, noom.timeline
 //
 // Their times are epoch milliseconds with sub-millisecond precision
@@ -117,7 +118,7 @@ if (hooks) {
     joinedAt: null,
     connectedAt: null, // first `connected` of the current peer connection
     ontracks: [], // {at, kind, trackId, streamId}
-    frames: {}, // participant id -> [[epochMs, presentedFrames, width, height], ...]
+    frames: {}, // participant id -> [[epochMs, presentedFrames, width, height, receivedMs, rtpTimestamp], ...]
     firstFrameAt: {}, // participant id -> epoch ms
     replies: {}, // req -> reply message
     timeline: [], // [epoch ms, event] for the current and earlier connections
@@ -200,7 +201,10 @@ function watchFrames(id, video) {
   const onFrame = (now, meta) => {
     const at = performance.timeOrigin + now;
     const list = (noom.frames[id] ||= []);
-    if (list.length < MAX_FRAMES) list.push([at, meta.presentedFrames, meta.width, meta.height]);
+    // receiveTime: when the frame's last packet arrived (WebRTC sources),
+    // which tells a late frame from a late presentation.
+    const received = meta.receiveTime === undefined ? null : performance.timeOrigin + meta.receiveTime;
+    if (list.length < MAX_FRAMES) list.push([at, meta.presentedFrames, meta.width, meta.height, received, meta.rtpTimestamp ?? null]);
     if (noom.firstFrameAt[id] === undefined) noom.firstFrameAt[id] = at;
     video.requestVideoFrameCallback(onFrame);
   };

@@ -64,6 +64,20 @@ export const viewAfter = (page, pid, at, describe) =>
     return v.statsAt > at ? v : false;
   }, { timeout: 5_000, interval: 20, what: 'inbound stats taken after the server stopped the video', describe });
 
+// The subscriber's receive-side counters for `pid`'s video (for reports):
+// what it asked to be resent or refreshed, lost, dropped and froze on.
+export const inboundCounters = (page, pid) =>
+  page.evaluate(async (id) => {
+    const n = window.noom;
+    const ssrcs = new Set((await n.stats()).filter((s) => s.participant === id && s.kind === 'video').map((s) => s.ssrc));
+    const out = {};
+    (await n.pc.getStats()).forEach((s) => {
+      if (s.type !== 'inbound-rtp' || !ssrcs.has(s.ssrc)) return;
+      for (const k of ['packetsReceived', 'packetsLost', 'nackCount', 'pliCount', 'firCount', 'framesDropped', 'freezeCount', 'keyFramesDecoded', 'jitterBufferDelay', 'jitterBufferEmittedCount']) out[k] = s[k];
+    });
+    return out;
+  }, pid);
+
 // Presented frames of `pid` after `from` (epoch ms): [[at, width], ...].
 export const framesAfter = (page, pid, from) =>
   page.evaluate(([id, a]) => (window.noom.frames[id] || []).filter((f) => f[0] > a).map((f) => [f[0], f[2]]), [pid, from]);
@@ -121,6 +135,7 @@ export const sendLayout = (page, pid, width, height) =>
 // replaces that gap limit (ms), for a path known not to meet it yet.
 export async function switchLayer(t, { page, pid, width, height, steady, what, describe, bound }) {
   const before = await view(page, pid);
+  const countersBefore = await inboundCounters(page, pid);
   const sent = await sendLayout(page, pid, width, height);
   const reply = await waitFor(() => page.evaluate((r) => window.noom.replies[r], sent.req), { timeout: 10_000, what: `the reply to ${sent.req}`, describe });
   assert.equal(reply.type, 'ok', `${what}: layout answered ok`);
@@ -133,7 +148,15 @@ export async function switchLayer(t, { page, pid, width, height, steady, what, d
   // A second of frames after the switch, to see the whole gap.
   await waitFor(async () => (await view(page, pid)).lastAt > first[0] + 1000, { timeout: 15_000, what: `${what}: frames after the switch`, describe });
   const { gap, end } = await switchGap(page, pid, sent.at, first[0]);
+  if (end && gap > steady.gap) {
+    // Around the longest gap: [presented ms, presentedFrames, width, received ms, rtp ts] relative to its end.
+    const around = await page.evaluate(([id, e]) => (window.noom.frames[id] || []).filter((f) => Math.abs(f[0] - e) < 400).map((f) => [Math.round(f[0] - e), f[1], f[2], f[4] === null ? null : Math.round(f[4] - e), f[5]]), [pid, end[0]]);
+    t.diagnostic(`${what}: frames around the gap ${JSON.stringify(around)}`);
+  }
   const after = await view(page, pid);
+  const countersAfter = await inboundCounters(page, pid);
+  const delta = Object.fromEntries(Object.entries(countersAfter).map(([k, v]) => [k, Math.round((v - (countersBefore[k] ?? 0)) * 1000) / 1000]));
+  t.diagnostic(`${what}: subscriber counters over the switch ${JSON.stringify(delta)}`);
   const ms = Math.round(first[0] - sent.at);
   const where = end ? `, ending ${Math.round(end[0] - first[0])} ms from it (${end[1]} wide)` : '';
   t.diagnostic(`${what}: layout -> first ${width}-wide frame ${ms} ms; longest frame gap ${gap} ms${where}`);

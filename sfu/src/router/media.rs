@@ -74,6 +74,18 @@ impl Router {
             );
             return;
         };
+        if track.is_video() && packet.header.marker {
+            // One line per incoming picture (its last packet): tells a
+            // frame the publisher never sent from one not forwarded.
+            tracing::trace!(
+                target: "noom_sfu::incoming_pictures",
+                track = key,
+                layer,
+                seq = packet.header.sequence_number,
+                ts = packet.header.timestamp,
+                "picture from the publisher"
+            );
+        }
         if track.is_video() && track.codec.is_keyframe_start(&packet.payload) {
             tracing::debug!(
                 track = key,
