@@ -57,6 +57,7 @@ mod shard;
 mod simulcast_layer;
 mod simulcast_offer;
 mod snapshot;
+mod source_pauses;
 mod srtp_gcm;
 mod srtp_key_tap;
 mod srtp_session;
@@ -97,7 +98,9 @@ pub use rtp_munger::{seq_newer, RtpMunger};
 pub use rtp_rewriter::RtpRewriter;
 pub use settings::MediaSettings;
 pub use shard::ShardHandle;
-pub use snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
+pub use snapshot::{
+    ForwardedSnapshot, PeerSnapshot, ShardSnapshot, SourcePauseSnapshot, TrackSnapshot,
+};
 pub use stats::{ShardStats, ShardStatsSnapshot, BWE_BANDS_BPS};
 pub use video_codec::VideoCodec;
 pub use vp8::is_keyframe_start;

@@ -101,6 +101,7 @@ impl<T> Pacer<T> {
         self.rate_bps = (estimate_bps as f64 * PACING_FACTOR).max(MIN_PACING_BPS);
         if congested {
             if !self.is_pacing(now) {
+                tracing::debug!(rate_bps = self.rate_bps, "pacing on (congestion)");
                 // Starts from an empty bucket, not from what idled up.
                 self.budget = 0.0;
                 self.refilled_at = Some(now);

@@ -11,6 +11,7 @@ use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::layer_selector::LayerInfo;
 use crate::packet_cache::PacketCache;
 use crate::simulcast_offer::rid_rank;
+use crate::source_pauses::SourcePauses;
 use crate::video_codec::VideoCodec;
 use crate::vp8_descriptor::Vp8Descriptor;
 use rtc::rtp;
@@ -60,6 +61,8 @@ pub struct Layer {
     pub resume: crate::media_resume::ResumeDetector,
     /// When the latest keyframe's first packet arrived.
     pub keyframe_started: Option<Instant>,
+    /// The publisher's recent pauses in this encoding (for operators).
+    pub source_pauses: SourcePauses,
 }
 
 impl Layer {
@@ -81,6 +84,7 @@ impl Layer {
             temporal: [(0, 0); 4],
             resume: Default::default(),
             keyframe_started: None,
+            source_pauses: SourcePauses::default(),
         }
     }
 
@@ -90,6 +94,7 @@ impl Layer {
         // on an encoding it has stopped) do not make an encoding flowing.
         if !packet.payload.is_empty() {
             self.last_packet = Some(now);
+            self.source_pauses.on_packet(packet.header.timestamp, now);
         }
         self.packets += 1;
         self.cache.insert(packet);

@@ -6,6 +6,7 @@ use crate::bwe::BweStats;
 use crate::events::{ConnectionState, ParticipantId};
 use crate::stats::ShardStatsSnapshot;
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardSnapshot {
@@ -56,6 +57,19 @@ pub struct TrackSnapshot {
     pub packets_lost: i64,
     /// The simulcast rids received (empty: one encoding).
     pub layers: Vec<String>,
+    /// The publisher's recent pauses between pictures (video), each
+    /// encoding's newest ones, oldest first: a freeze that starts at the
+    /// source (see `source_pauses.rs`).
+    pub source_pauses: Vec<SourcePauseSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcePauseSnapshot {
+    /// The encoding's rid (empty without simulcast).
+    pub rid: String,
+    /// When the picture that ended the pause arrived.
+    pub ended_at: SystemTime,
+    pub length: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

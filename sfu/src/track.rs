@@ -612,6 +612,18 @@ impl DownTrack {
                 vp8_out = ?crate::vp8_descriptor::Vp8Descriptor::parse(&rewritten.payload),
                 "video packet to a subscriber"
             );
+            if rewritten.header.marker {
+                tracing::trace!(
+                    target: "noom_sfu::forwarded_pictures",
+                    ssrc = self.ssrc,
+                    layer = ?self.layer,
+                    seq,
+                    ts,
+                    in_ts = packet.header.timestamp,
+                    vp8 = ?crate::vp8_descriptor::Vp8Descriptor::parse(&rewritten.payload),
+                    "picture to a subscriber"
+                );
+            }
             let since = *self.layer_since.get_or_insert(seq);
             if seq_newer(seq, since) || seq == since {
                 self.last_marker = packet.header.marker;

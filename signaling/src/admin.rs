@@ -145,6 +145,11 @@ pub async fn node_overview_json(state: &AppState) -> Value {
                         "bits_per_second": t.bits_per_second,
                         "packets_lost": t.packets_lost,
                         "layers": t.layers,
+                        "source_pauses": t.source_pauses.iter().map(|p| json!({
+                            "rid": p.rid,
+                            "ended_at_ms": p.ended_at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                            "ms": p.length.as_millis() as u64,
+                        })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "forwarded": peer.forwarded.iter().map(|f| json!({
                         "publisher": f.publisher, "kind": f.kind, "ssrc": f.ssrc, "packets": f.packets,

@@ -83,6 +83,7 @@ impl Router {
                 layer,
                 seq = packet.header.sequence_number,
                 ts = packet.header.timestamp,
+                vp8 = ?crate::vp8_descriptor::Vp8Descriptor::parse(&packet.payload),
                 "picture from the publisher"
             );
         }

@@ -1,7 +1,10 @@
 //! The operator's view of the shard, built on request.
 
 use super::*;
+use crate::simulcast_layer::Layer;
+use crate::snapshot::SourcePauseSnapshot;
 use crate::stats::BWE_BANDS_BPS;
+use std::time::SystemTime;
 
 impl Router {
     /// Sets the shard's estimate gauges (bounded: bands, not a series per
@@ -74,6 +77,7 @@ impl Router {
                 ],
             )
             .to_vec();
+        let wall = SystemTime::now();
         let mut peers = Vec::with_capacity(self.peers.len());
         let participant_of: HashMap<ConnKey, ParticipantId> = self
             .peers
@@ -117,6 +121,7 @@ impl Router {
                         packets_per_second: rates[0],
                         bits_per_second: rates[1] * 8.0,
                         packets_lost: track.lost as i64,
+                        source_pauses: source_pauses(&track.layers, now, wall),
                     });
                 }
                 for dt in track.down_tracks.iter().filter(|d| d.subscriber == conn) {
@@ -163,4 +168,19 @@ impl Router {
             peers,
         }
     }
+}
+
+/// Each encoding's recent pauses, told in wall-clock time (`now` is
+/// `wall`).
+fn source_pauses(layers: &[Layer], now: Instant, wall: SystemTime) -> Vec<SourcePauseSnapshot> {
+    layers
+        .iter()
+        .flat_map(|layer| {
+            layer.source_pauses.recent().map(|p| SourcePauseSnapshot {
+                rid: layer.rid.clone(),
+                ended_at: wall - now.saturating_duration_since(p.ended),
+                length: p.length,
+            })
+        })
+        .collect()
 }
