@@ -22,6 +22,7 @@ pub mod bwe;
 mod client_hello_repeats;
 mod command;
 mod data_frame;
+mod decodable_pictures;
 mod demux;
 mod dtls_setup;
 mod early_dtls;

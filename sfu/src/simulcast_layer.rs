@@ -6,6 +6,7 @@
 //! is asked on its own), the sender report that maps its RTP time to the
 //! wall clock, and the size of its pictures.
 
+use crate::decodable_pictures::DecodablePictures;
 use crate::keyframe_cache::KeyframeCache;
 use crate::keyframe_request::KeyframeRequestThrottle;
 use crate::layer_selector::LayerInfo;
@@ -63,6 +64,8 @@ pub struct Layer {
     pub keyframe_started: Option<Instant>,
     /// The publisher's recent pauses in this encoding (for operators).
     pub source_pauses: SourcePauses,
+    /// Which pictures a receiver decodes (a held one ends no pause).
+    pub decodable: DecodablePictures,
 }
 
 impl Layer {
@@ -85,6 +88,7 @@ impl Layer {
             resume: Default::default(),
             keyframe_started: None,
             source_pauses: SourcePauses::default(),
+            decodable: DecodablePictures::default(),
         }
     }
 
@@ -92,13 +96,16 @@ impl Layer {
     pub fn observe_video(&mut self, packet: &rtp::Packet, cache_keyframes: bool, now: Instant) {
         // Padding-only packets (bandwidth probes, which Chromium also sends
         // on an encoding it has stopped) do not make an encoding flowing.
+        let vp8 = Vp8Descriptor::parse(&packet.payload).filter(|_| self.codec.is_vp8());
         if !packet.payload.is_empty() {
             self.last_packet = Some(now);
-            self.source_pauses.on_packet(packet.header.timestamp, now);
+            // A picture a receiver holds back ends no pause.
+            if self.decodable.on_packet(vp8.as_ref()) {
+                self.source_pauses.on_packet(packet.header.timestamp, now);
+            }
         }
         self.packets += 1;
         self.cache.insert(packet);
-        let vp8 = Vp8Descriptor::parse(&packet.payload).filter(|_| self.codec.is_vp8());
         if let Some(tid) = vp8.and_then(|d| d.temporal_id) {
             let (bytes, packets) = &mut self.temporal[usize::from(tid)];
             *bytes += packet.payload.len() as u64;

@@ -1,5 +1,7 @@
 //! Pauses in what a publisher sends: the longest waits between the
-//! pictures of one encoding as they arrived at the server.
+//! pictures of one encoding a receiver can decode, as they arrived at the
+//! server (`Layer::observe_video` leaves out the pictures a receiver holds
+//! back, see `decodable_pictures.rs`).
 //!
 //! A subscriber's freeze is the server's only if the publisher kept
 //! sending. Chromium's VP8 encoder skips one to three frames after a

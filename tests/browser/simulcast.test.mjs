@@ -25,47 +25,45 @@ import { framesAfter, maxGap, outbound, sendLayout, steadyFrames, switchGap, swi
 const TOKEN = 'simulcast-admin-t0ken';
 const PUBLISHER_ARGS = ['--use-fake-device-for-media-stream=device-count=3'];
 
-// The server's video forwarding to `subscriber` from `publisher` (admin API).
-async function forwarded(server, subscriber, publisher) {
+// A participant's media as the admin API reports it (null when absent).
+async function mediaOf(server, participant) {
   const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(res.status, 200, 'admin overview');
   const overview = await res.json();
   for (const room of overview.rooms) {
-    for (const p of room.participants) {
-      if (p.id !== subscriber || !p.media) continue;
-      return p.media.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') || null;
-    }
+    const p = room.participants.find((p) => p.id === participant && p.media);
+    if (p) return p.media;
   }
   return null;
+}
+
+// The server's video forwarding to `subscriber` from `publisher` (admin API).
+async function forwarded(server, subscriber, publisher) {
+  const media = await mediaOf(server, subscriber);
+  return media?.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') || null;
 }
 
 // The encodings of the simulcast test's publisher by width (asserted).
 const RID_OF_WIDTH = { 320: 'q', 640: 'h', 1280: 'f' };
 
-// The publisher's longest pause between pictures (admin API
-// `source_pauses`, as they reached the server) in the encodings `widths`
-// wide that could have caused a subscriber's gap from `from` to `to`
-// (epoch ms): pictures reach the screen 30-100 ms after the server, so the
-// pauses starting between `from` - 250 ms and `to` (one that began
-// earlier, an encoding the publisher had stopped, did not make the
-// subscriber's gap: the server waits for it to flow). Chromium's
-// encoder skips frames after a keyframe on a busy machine, and every
-// layer switch asks for one (sfu/src/source_pauses.rs).
+// The publisher's longest pause between pictures a receiver can decode
+// (admin API `source_pauses`, as they reached the server) in the
+// encodings `widths` wide that could have caused a subscriber's gap from
+// `from` to `to` (epoch ms): pictures reach the screen 30-100 ms after the
+// server, so the pauses starting between `from` - 250 ms and `to` (one
+// that began earlier, an encoding the publisher had stopped, did not make
+// the subscriber's gap: the server waits for it to flow). Chromium's
+// encoder skips frames after a keyframe on a busy machine, among them the
+// layer-sync picture later ones need, and every layer switch asks for a
+// keyframe (sfu/src/source_pauses.rs, sfu/src/decodable_pictures.rs).
 async function sourcePause(server, publisher, widths, from, to) {
   const rids = new Set(widths.map((w) => RID_OF_WIDTH[w]).filter(Boolean));
-  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
-  assert.equal(res.status, 200, 'admin overview');
-  const overview = await res.json();
+  const media = await mediaOf(server, publisher);
   let pause = 0;
-  for (const room of overview.rooms) {
-    for (const p of room.participants) {
-      if (p.id !== publisher || !p.media) continue;
-      for (const track of p.media.published.filter((t) => t.kind === 'video')) {
-        for (const s of track.source_pauses) {
-          const started = s.ended_at_ms - s.ms;
-          if (rids.has(s.rid) && started > from - 250 && started < to) pause = Math.max(pause, s.ms);
-        }
-      }
+  for (const track of media?.published.filter((t) => t.kind === 'video') || []) {
+    for (const s of track.source_pauses) {
+      const started = s.ended_at_ms - s.ms;
+      if (rids.has(s.rid) && started > from - 250 && started < to) pause = Math.max(pause, s.ms);
     }
   }
   return pause;
