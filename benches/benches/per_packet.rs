@@ -10,13 +10,13 @@ use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
 use noom_client::simulcast_publish::{vp8_payload, SimulcastLayer, Vp8Picture, LAYERS};
-use noom_sfu::forward_bench::ForwardBench;
+use noom_sfu::forward_bench::{ForwardBench, PUBLISHER_TRANSPORT_CC_ID};
 use noom_sfu::{classify, stun_local_ufrag, KeyframeCache, PacketCache, RtpMunger, RtpRewriter};
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn video_packet(seq: u16) -> rtp::Packet {
     let mut header = rtp::Header {
@@ -399,6 +399,73 @@ fn simulcast_forwarding(c: &mut Criterion) {
     group.finish();
 }
 
+/// One video's publisher datagrams read and forwarded to 2 and to 10
+/// subscribers (`noom_sfu::forward_bench::ForwardBench::receive`: SRTP
+/// check and decrypt, parse, the forwarding steps above, the publisher's
+/// feedback generators), each packet with a transport-wide sequence number
+/// as browsers send them; the throughput counts publisher datagrams, so
+/// time per element is the cost of one datagram in. The 1280x720 encoding
+/// of the camera above, two seconds per iteration.
+fn receive_and_forward(c: &mut Criterion) {
+    let mut group = c.benchmark_group("receive 1 video (per publisher datagram)");
+    for subscribers in [2usize, 10] {
+        let mut bench = ForwardBench::new(&[("", 0xA002)], subscribers);
+        bench.set_transport_cc(Some(3));
+        // A/B of the SRTP: rtc-srtp's contexts against ours, both ways or
+        // for the publisher's datagrams only.
+        if std::env::var_os("NOOM_BENCH_RTC_SRTP").is_some() {
+            bench.use_rtc_srtp();
+        } else if std::env::var_os("NOOM_BENCH_RTC_SRTP_IN").is_some() {
+            bench.read_with_rtc_srtp();
+        }
+        let mut camera = Camera::new(&[2]);
+        let mut publisher = ForwardBench::publisher();
+        let mut transport_seq = 0u16;
+        let mut sealed = move || -> Vec<Vec<u8>> {
+            camera
+                .batch()
+                .into_iter()
+                .map(|mut packet| {
+                    transport_seq = transport_seq.wrapping_add(1);
+                    packet
+                        .header
+                        .set_extension(
+                            PUBLISHER_TRANSPORT_CC_ID,
+                            Bytes::copy_from_slice(&transport_seq.to_be_bytes()),
+                        )
+                        .expect("extension");
+                    publisher.seal(&packet)
+                })
+                .collect()
+        };
+        let mut n = 0u64;
+        let run = |bench: &mut ForwardBench, batch: &[Vec<u8>], n: u64| {
+            // Time advances a batch's two seconds per iteration.
+            let now = Instant::now() + Duration::from_secs(2 * n);
+            batch.iter().map(|d| bench.receive(d, now)).sum::<u64>()
+        };
+        for _ in 0..2 {
+            n += 1;
+            run(&mut bench, &sealed(), n);
+        }
+        let first = sealed();
+        group.throughput(Throughput::Elements(first.len() as u64));
+        n += 1;
+        assert!(run(&mut bench, &first, n) > 0, "nothing forwarded");
+        group.bench_function(format!("to {subscribers}"), |b| {
+            b.iter_batched(
+                &mut sealed,
+                |batch| {
+                    n += 1;
+                    black_box(run(&mut bench, &batch, n))
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     demux,
@@ -407,6 +474,7 @@ criterion_group!(
     fan_out,
     fan_out_protected,
     caches,
-    simulcast_forwarding
+    simulcast_forwarding,
+    receive_and_forward
 );
 criterion_main!(benches);

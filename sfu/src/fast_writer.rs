@@ -22,13 +22,12 @@
 
 use crate::bwe::{RetransmitBudget, SendSideBwe};
 use crate::pacer::{Pacer, CONGESTION_LOSS};
-use crate::srtp_session::{Outbound, SrtpSession};
+use crate::srtp_session::{InboundSrtp, Outbound, SrtpSession};
 use bytes::Bytes;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp;
 use rtc::rtp::header::{Extension, EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE};
 use rtc::shared::marshal::{Marshal, MarshalSize};
-use rtc::srtp::context::Context;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -78,8 +77,8 @@ const MAX_SPARE: usize = 64;
 
 impl FastWriter {
     /// Takes the outbound half of `session`; the inbound half is returned
-    /// for whoever reads the client's SRTP (today rtc does).
-    pub fn new(session: SrtpSession) -> (Self, Context) {
+    /// for whoever reads the client's SRTP.
+    pub fn new(session: SrtpSession) -> (Self, InboundSrtp) {
         let writer = FastWriter {
             srtp: session.local,
             plaintext: Vec::with_capacity(1500),
@@ -90,7 +89,11 @@ impl FastWriter {
             spare: Vec::new(),
             paced_counted: 0,
         };
-        (writer, session.remote)
+        let inbound = InboundSrtp {
+            rtp: session.remote_rtp,
+            context: session.remote,
+        };
+        (writer, inbound)
     }
 
     /// Takes the subscriber's transport-wide feedback into the estimate,

@@ -6,9 +6,11 @@
 //! view of the encodings, then `DownTrack::forward` for every subscriber on
 //! the fast path: pick the encoding, switch at a keyframe, map sequence
 //! number and timestamp, rewrite the VP8 descriptor, marshal and SRTP
-//! protect. The datagrams go nowhere. Not measured here: publisher
-//! feedback (NACK and transport-wide congestion generators), statistics
-//! and the system calls.
+//! protect. The datagrams go nowhere. `receive` takes the steps before
+//! it as well (`Router::read_rtp_directly`): check and decrypt the
+//! publisher's SRTP datagram, parse it, and after forwarding hand it to
+//! the publisher's feedback generators (NACK, transport-wide congestion,
+//! receiver reports). Not measured here: statistics and the system calls.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -19,15 +21,35 @@ use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::fast_writer::FastWriter;
+use crate::publisher_feedback::PublisherFeedback;
 use crate::rtp_rewriter::RtpRewriter;
-use crate::srtp_session::{Outbound, SrtpSession};
+use crate::srtp_session::{InboundSrtp, Outbound, SrtpSession};
 use crate::track::{DownTrack, PublishedTrack, RtpWriter};
+use rtc::shared::marshal::Marshal;
 
 /// One VP8 track, its subscribers and their fast-path writers.
 pub struct ForwardBench {
     track: PublishedTrack,
     writers: Vec<FastWriter>,
+    /// What reads them, as on a publisher's connection.
+    inbound: InboundSrtp,
+    feedback: PublisherFeedback,
 }
+
+/// Seals a publisher's packets into the datagrams `ForwardBench::receive`
+/// reads.
+pub struct PublisherSide(Context);
+
+impl PublisherSide {
+    pub fn seal(&mut self, packet: &rtp::Packet) -> Vec<u8> {
+        let plain = packet.marshal().expect("marshal");
+        self.0.encrypt_rtp(&plain).expect("seal").to_vec()
+    }
+}
+
+/// The transport-wide sequence number's extension id in the publisher's
+/// packets (`receive`).
+pub const PUBLISHER_TRANSPORT_CC_ID: u8 = 5;
 
 fn srtp_context(profile: ProtectionProfile) -> Context {
     let provider = rtc::crypto::default_provider().expect("crypto provider");
@@ -43,6 +65,13 @@ fn srtp_sealer() -> crate::srtp_gcm::GcmSealer {
     crate::srtp_gcm::GcmSealer::new(provider.crypto(), &[7u8; 16], &[9u8; 12]).expect("sealer")
 }
 
+/// The in-place opener of the same keys (a publisher connection's choice
+/// for this profile).
+fn srtp_opener() -> crate::srtp_gcm_open::GcmOpener {
+    let provider = rtc::crypto::default_provider().expect("crypto provider");
+    crate::srtp_gcm_open::GcmOpener::new(provider.crypto(), &[7u8; 16], &[9u8; 12]).expect("opener")
+}
+
 /// A subscriber's fast writer with AES-128-GCM keys (as webrtc-rs and the
 /// browsers negotiate), sealing in place or through rtc's context.
 fn writer(in_place: bool) -> FastWriter {
@@ -55,6 +84,7 @@ fn writer(in_place: bool) -> FastWriter {
             Outbound::Rtc(srtp_context(profile))
         },
         remote: srtp_context(profile),
+        remote_rtp: None,
     });
     writer
 }
@@ -98,7 +128,46 @@ impl ForwardBench {
             track.down_tracks.push(down);
             writers.push(writer(true));
         }
-        ForwardBench { track, writers }
+        let mut feedback = PublisherFeedback::default();
+        for (_, ssrc) in encodings {
+            feedback.bind(
+                *ssrc,
+                "video/VP8",
+                90_000,
+                &[("nack".to_owned(), String::new())],
+                &[(
+                    rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+                    PUBLISHER_TRANSPORT_CC_ID,
+                )],
+            );
+        }
+        let profile = ProtectionProfile::AeadAes128Gcm;
+        ForwardBench {
+            track,
+            writers,
+            inbound: InboundSrtp {
+                rtp: Some(srtp_opener()),
+                context: srtp_context(profile),
+            },
+            feedback,
+        }
+    }
+
+    /// The publisher's side of the keys `receive` reads with.
+    pub fn publisher() -> PublisherSide {
+        PublisherSide(srtp_context(ProtectionProfile::AeadAes128Gcm))
+    }
+
+    /// One publisher datagram as the router reads it on the fast path:
+    /// checked, decrypted, parsed, forwarded, then fed to the publisher's
+    /// feedback generators. The datagrams it made.
+    pub fn receive(&mut self, datagram: &[u8], now: Instant) -> u64 {
+        let Ok(packet) = self.inbound.open_rtp(datagram) else {
+            return 0;
+        };
+        let sent = self.forward(&packet, now);
+        self.feedback.on_rtp(packet, now);
+        sent
     }
 
     /// Protects with rtc-srtp's context instead of the in-place sealer
@@ -107,6 +176,13 @@ impl ForwardBench {
         for w in &mut self.writers {
             *w = writer(false);
         }
+        self.read_with_rtc_srtp();
+    }
+
+    /// Reads the publisher's datagrams with rtc-srtp's context instead of
+    /// the in-place opener (`srtp_gcm_open.rs`).
+    pub fn read_with_rtc_srtp(&mut self) {
+        self.inbound.rtp = None;
     }
 
     /// Numbers every forwarded packet with a transport-wide sequence number

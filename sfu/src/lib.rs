@@ -60,6 +60,7 @@ mod simulcast_offer;
 mod snapshot;
 mod source_pauses;
 mod srtp_gcm;
+mod srtp_gcm_open;
 mod srtp_key_tap;
 mod srtp_session;
 mod start_bitrate;

@@ -9,6 +9,7 @@ use crate::fast_writer::{FastWriter, SendDatagram};
 use crate::negotiator::Negotiator;
 use crate::publisher_feedback::PublisherFeedback;
 use crate::srtp_key_tap::TappedKeys;
+use crate::srtp_session::InboundSrtp;
 use crate::track::{RtpWriter, TrackKey};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -20,7 +21,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
-use rtc::srtp::context::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -83,7 +83,7 @@ pub struct Peer {
     pub media_route: Option<(usize, SocketAddr)>,
     /// Checks the client's SRTP once the keys are known, so its RTP is read
     /// without rtc's pipeline (see `Router::read_rtp_directly`).
-    pub inbound_srtp: Option<Context>,
+    pub inbound_srtp: Option<InboundSrtp>,
     /// Consecutive packets that failed authentication with `inbound_srtp`
     /// (replays excluded): too many and the connection's RTP goes back to
     /// rtc, in case the recovered keys were wrong after all.

@@ -48,6 +48,40 @@ impl RtpRewriter {
             .collect()
     }
 
+    /// The header `source` gets on this subscriber's leg, as `rewrite`
+    /// makes it, built in `extensions` (a list the caller reuses, cleared
+    /// here): no allocation per packet once the list has room.
+    pub fn rewritten_header(
+        &self,
+        source: &rtp::Header,
+        mut extensions: Vec<rtp::header::Extension>,
+    ) -> rtp::Header {
+        extensions.clear();
+        for ext in &source.extensions {
+            if let Some(&(_, to)) = self.extension_ids.iter().find(|(from, _)| *from == ext.id) {
+                extensions.push(rtp::header::Extension {
+                    id: to,
+                    payload: ext.payload.clone(),
+                });
+            }
+        }
+        let kept = !extensions.is_empty();
+        rtp::Header {
+            version: source.version,
+            padding: source.padding,
+            extension: source.extension && kept,
+            marker: source.marker,
+            payload_type: self.payload_type,
+            sequence_number: source.sequence_number,
+            timestamp: source.timestamp,
+            ssrc: self.ssrc,
+            csrc: source.csrc.clone(),
+            extension_profile: if kept { source.extension_profile } else { 0 },
+            extensions,
+            extensions_padding: 0,
+        }
+    }
+
     /// Rewrites `packet` in place for this subscriber.
     pub fn rewrite(&self, packet: &mut rtp::Packet) {
         let header = &mut packet.header;
@@ -151,5 +185,32 @@ mod tests {
         assert!(!p.header.extension);
         assert_eq!(p.header.extensions_padding, 0);
         assert!(p.header.extensions.is_empty());
+    }
+
+    /// The header built afresh is the one `rewrite` makes, with or without
+    /// extensions left, whatever the reused list held before.
+    #[test]
+    fn a_header_built_afresh_equals_the_rewritten_one() {
+        let rewriter = RtpRewriter {
+            ssrc: 2222,
+            payload_type: 109,
+            extension_ids: vec![(1, 9), (5, 6)],
+            transport_cc_id: None,
+        };
+        let mut scratch = vec![rtp::header::Extension {
+            id: 14,
+            payload: Bytes::from_static(&[1]),
+        }];
+        for ids in [&[1u8, 2, 4][..], &[2, 3], &[5, 1], &[]] {
+            let mut p = packet_with_extensions(ids);
+            p.header.extensions_padding = 3;
+            p.header.extension = !ids.is_empty();
+            p.header.marker = ids.len() == 2;
+            p.header.csrc = vec![77];
+            let fresh = rewriter.rewritten_header(&p.header, std::mem::take(&mut scratch));
+            rewriter.rewrite(&mut p);
+            assert_eq!(fresh, p.header, "extensions {ids:?}");
+            scratch = fresh.extensions;
+        }
     }
 }

@@ -22,7 +22,7 @@ pub const TAG_LEN: usize = 16;
 /// RFC 3711 4.3 labels for the SRTP session key and salt.
 const LABEL_ENCRYPTION: u8 = 0x00;
 const LABEL_SALT: u8 = 0x02;
-const SALT_LEN: usize = 12;
+pub const SALT_LEN: usize = 12;
 const KEY_LEN: usize = 16;
 
 /// Seals outgoing RTP in place with one direction's keys.
@@ -41,24 +41,7 @@ impl GcmSealer {
         master_key: &[u8],
         master_salt: &[u8],
     ) -> Result<Self, String> {
-        if master_key.len() != KEY_LEN || master_salt.len() != SALT_LEN {
-            return Err("not an AES-128-GCM master key and salt".into());
-        }
-        let derive = |label: u8| -> Result<[u8; 16], String> {
-            let mut block = [0u8; 16];
-            block[..SALT_LEN].copy_from_slice(master_salt);
-            block[7] ^= label;
-            crypto
-                .block_encrypt(BlockCipherAlgorithm::Aes128, master_key, &mut block)
-                .map_err(|e| e.to_string())?;
-            Ok(block)
-        };
-        let key = derive(LABEL_ENCRYPTION)?;
-        let mut salt = [0u8; SALT_LEN];
-        salt.copy_from_slice(&derive(LABEL_SALT)?[..SALT_LEN]);
-        let cipher = crypto
-            .new_aead(AeadAlgorithm::Aes128Gcm, &key)
-            .map_err(|e| e.to_string())?;
+        let (cipher, salt) = session_cipher(crypto, master_key, master_salt)?;
         Ok(GcmSealer {
             cipher,
             salt,
@@ -80,13 +63,7 @@ impl GcmSealer {
             return Err("header longer than the packet".into());
         }
         let roc = self.streams.entry(ssrc).or_default().roc_for(seq);
-        let mut nonce = [0u8; SALT_LEN];
-        nonce[2..6].copy_from_slice(&ssrc.to_be_bytes());
-        nonce[6..10].copy_from_slice(&roc.to_be_bytes());
-        nonce[10..12].copy_from_slice(&seq.to_be_bytes());
-        for (n, s) in nonce.iter_mut().zip(&self.salt) {
-            *n ^= s;
-        }
+        let nonce = nonce(&self.salt, ssrc, roc, seq);
         let mut tag = [0u8; TAG_LEN];
         let (aad, payload) = packet.split_at_mut(header_len);
         self.cipher
@@ -95,6 +72,48 @@ impl GcmSealer {
         packet.extend_from_slice(&tag);
         Ok(())
     }
+}
+
+/// One direction's AES-128-GCM session cipher and salt, derived from its
+/// master key and salt (RFC 3711 4.3.3 with a key derivation rate of 0, as
+/// DTLS-SRTP uses), through rtc's crypto provider.
+pub fn session_cipher(
+    crypto: &dyn RTCCrypto,
+    master_key: &[u8],
+    master_salt: &[u8],
+) -> Result<(Box<dyn AeadCipher>, [u8; SALT_LEN]), String> {
+    if master_key.len() != KEY_LEN || master_salt.len() != SALT_LEN {
+        return Err("not an AES-128-GCM master key and salt".into());
+    }
+    let derive = |label: u8| -> Result<[u8; 16], String> {
+        let mut block = [0u8; 16];
+        block[..SALT_LEN].copy_from_slice(master_salt);
+        block[7] ^= label;
+        crypto
+            .block_encrypt(BlockCipherAlgorithm::Aes128, master_key, &mut block)
+            .map_err(|e| e.to_string())?;
+        Ok(block)
+    };
+    let key = derive(LABEL_ENCRYPTION)?;
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&derive(LABEL_SALT)?[..SALT_LEN]);
+    let cipher = crypto
+        .new_aead(AeadAlgorithm::Aes128Gcm, &key)
+        .map_err(|e| e.to_string())?;
+    Ok((cipher, salt))
+}
+
+/// The IV of one packet (RFC 7714 8.1): the session salt XOR SSRC,
+/// rollover counter and sequence number.
+pub fn nonce(salt: &[u8; SALT_LEN], ssrc: u32, roc: u32, seq: u16) -> [u8; SALT_LEN] {
+    let mut nonce = [0u8; SALT_LEN];
+    nonce[2..6].copy_from_slice(&ssrc.to_be_bytes());
+    nonce[6..10].copy_from_slice(&roc.to_be_bytes());
+    nonce[10..12].copy_from_slice(&seq.to_be_bytes());
+    for (n, s) in nonce.iter_mut().zip(salt) {
+        *n ^= s;
+    }
+    nonce
 }
 
 /// One stream's rollover counter as its sender keeps it (RFC 3711 3.3.1):

@@ -12,11 +12,12 @@
 //! derivation shows up here as a refusal, never as media nobody can decrypt.
 
 use crate::srtp_gcm::GcmSealer;
+use crate::srtp_gcm_open::{GcmOpener, OpenError};
 use crate::srtp_key_tap::{BlockRecord, KeyTap};
 use bytes::BytesMut;
 use rtc::crypto::{BlockCipherAlgorithm, RTCCrypto};
 use rtc::rtp;
-use rtc::shared::marshal::MarshalSize;
+use rtc::shared::marshal::{MarshalSize, Unmarshal};
 use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -34,6 +35,53 @@ pub struct SrtpSession {
     pub local: Outbound,
     /// Checks what the client sends (replay window as rtc's).
     pub remote: Context,
+    /// Checks and opens the client's RTP in place, for AES-128-GCM
+    /// (`srtp_gcm_open.rs`); RTCP, and RTP of the other profiles, go
+    /// through `remote`.
+    pub remote_rtp: Option<GcmOpener>,
+}
+
+/// The inbound half of a session: what reads a client's SRTP on the fast
+/// path.
+pub struct InboundSrtp {
+    pub rtp: Option<GcmOpener>,
+    pub context: Context,
+}
+
+impl InboundSrtp {
+    /// Checks and decrypts an RTP datagram and parses it; the payload and
+    /// header extensions are slices of one buffer, not copies.
+    pub fn open_rtp(&mut self, datagram: &[u8]) -> Result<rtp::Packet, OpenError> {
+        let plain = match self.rtp.as_mut() {
+            Some(opener) => {
+                let mut buf = BytesMut::from(datagram);
+                opener.open(&mut buf)?;
+                buf
+            }
+            None => {
+                let header =
+                    rtp::Header::unmarshal(&mut &datagram[..]).map_err(|_| OpenError::Refused)?;
+                self.context
+                    .decrypt_rtp_with_header(datagram, &header)
+                    .map_err(rtc_refusal)?
+            }
+        };
+        rtp::Packet::unmarshal(&mut plain.freeze()).map_err(|_| OpenError::Unparsable)
+    }
+
+    /// Checks and decrypts an SRTCP datagram.
+    pub fn open_rtcp(&mut self, datagram: &[u8]) -> Result<BytesMut, OpenError> {
+        self.context.decrypt_rtcp(datagram).map_err(rtc_refusal)
+    }
+}
+
+/// rtc-srtp's refusals, told apart as ours are.
+fn rtc_refusal(err: rtc::shared::error::Error) -> OpenError {
+    use rtc::shared::error::Error;
+    match err {
+        Error::SrtpSsrcDuplicated(..) | Error::SrtcpSsrcDuplicated(..) => OpenError::Replay,
+        _ => OpenError::Refused,
+    }
 }
 
 /// What protects the server's outgoing RTP: our in-place AES-128-GCM
@@ -122,10 +170,17 @@ impl SrtpSession {
             }
             _ => Outbound::Rtc(build(local.key, &local_salt, false)?),
         };
+        let remote_rtp = match profile {
+            ProtectionProfile::AeadAes128Gcm => {
+                Some(GcmOpener::new(crypto, remote.key, &remote_salt)?)
+            }
+            _ => None,
+        };
         Ok(SrtpSession {
             profile,
             local: outbound,
             remote: build(remote.key, &remote_salt, true)?,
+            remote_rtp,
         })
     }
 }

@@ -274,6 +274,8 @@ pub struct DownTrack {
     /// feedback from the subscriber arrives tagged with it.
     pub sender_track_id: String,
     pub ssrc: u32,
+    /// The extension list forwarded headers are built in, reused.
+    extension_scratch: Vec<rtp::header::Extension>,
     /// `None` until the subscriber's answer negotiated this m-section, and
     /// while it did not accept the track's codec.
     pub rewriter: Option<RtpRewriter>,
@@ -593,13 +595,15 @@ impl DownTrack {
         let Some((seq, ts, payload)) = rewrite_packet(&mut self.munger, vp8, packet, now) else {
             return false;
         };
+        // The header built afresh in a reused extension list: a clone of
+        // the publisher's would allocate its extensions per subscriber.
+        let extensions = std::mem::take(&mut self.extension_scratch);
         let mut rewritten = rtp::Packet {
-            header: packet.header.clone(),
+            header: rewriter.rewritten_header(&packet.header, extensions),
             payload,
         };
         rewritten.header.sequence_number = seq;
         rewritten.header.timestamp = ts;
-        rewriter.rewrite(&mut rewritten);
         if video.is_some() {
             tracing::trace!(
                 ssrc = self.ssrc,
@@ -629,7 +633,8 @@ impl DownTrack {
                 self.last_marker = packet.header.marker;
             }
         }
-        let sent = self.write(out, rewritten, now);
+        let sent = self.write(out, &mut rewritten, now);
+        self.extension_scratch = std::mem::take(&mut rewritten.header.extensions);
         self.packets_sent += sent as u64;
         sent
     }
@@ -733,7 +738,7 @@ impl DownTrack {
         if self.layer.is_some() && codec.is_vp8() {
             rewritten.payload = self.vp8.rewrite(&cached.payload);
         }
-        if self.write(out, rewritten, now) {
+        if self.write(out, &mut rewritten, now) {
             Retransmission::Sent
         } else {
             Retransmission::Unavailable
@@ -743,13 +748,13 @@ impl DownTrack {
     fn write(
         &mut self,
         out: &mut RtpWriter<'_, '_>,
-        mut packet: rtp::Packet,
+        packet: &mut rtp::Packet,
         now: Instant,
     ) -> bool {
         let transport_cc_id = self.rewriter.as_ref().and_then(|r| r.transport_cc_id);
         match out {
             RtpWriter::Rtc(pc) => match pc.rtp_sender(self.sender_id) {
-                Some(mut sender) => match sender.write_rtp(now, packet) {
+                Some(mut sender) => match sender.write_rtp(now, packet.clone()) {
                     Ok(()) => true,
                     Err(err) => {
                         tracing::trace!(%err, "write_rtp");
@@ -762,7 +767,7 @@ impl DownTrack {
                 writer,
                 route,
                 send,
-            } => match writer.write_rtp(&mut packet, transport_cc_id, *route, *send, now) {
+            } => match writer.write_rtp(packet, transport_cc_id, *route, *send, now) {
                 Ok(len) => {
                     self.bytes_sent += len as u64;
                     self.sender_reports
@@ -789,6 +794,7 @@ impl DownTrack {
             sender_id,
             sender_track_id,
             ssrc,
+            extension_scratch: Vec::new(),
             rewriter: None,
             refused_codec: None,
             munger: RtpMunger::new(track.clock_rate),

@@ -4,10 +4,9 @@
 use super::*;
 use crate::fast_writer::FastWriter;
 use crate::sender_report::SENDER_REPORT_INTERVAL;
+use crate::srtp_gcm_open::{self, OpenError};
 use crate::srtp_session::SrtpSession;
 use rtc::crypto::default_provider;
-use rtc::shared::error::Error as RtcError;
-use rtc::shared::marshal::Unmarshal;
 
 /// Consecutive authentication failures after which a connection's RTP goes
 /// back to rtc's pipeline (see `Peer::inbound_failures`). A client never
@@ -75,25 +74,14 @@ impl Router {
         let Some(srtp) = peer.inbound_srtp.as_mut() else {
             return false;
         };
-        let Ok(header) = rtp::Header::unmarshal(&mut &data[..]) else {
+        let Some(&key) = srtp_gcm_open::rtp_ssrc(data).and_then(|ssrc| peer.inbound.get(&ssrc))
+        else {
             return false;
         };
-        let Some(&key) = peer.inbound.get(&header.ssrc) else {
-            return false;
-        };
-        let checked = srtp.decrypt_rtp_with_header(data, &header);
-        let Some(plain) = Self::inbound_checked(peer, &self.stats, checked) else {
-            return true;
-        };
-        match rtp::Packet::unmarshal(&mut &plain[..]) {
-            Ok(packet) => {
-                add(&self.stats.rtp_in_direct, 1);
-                self.forward_track(conn, key, packet, now, send)
-            }
-            Err(err) => {
-                add(&self.stats.dropped_datagrams, 1);
-                tracing::trace!(%err, "RTP refused");
-            }
+        let opened = srtp.open_rtp(data);
+        if let Some(packet) = Self::inbound_checked(peer, &self.stats, opened) {
+            add(&self.stats.rtp_in_direct, 1);
+            self.forward_track(conn, key, packet, now, send);
         }
         true
     }
@@ -118,8 +106,8 @@ impl Router {
         let Some(srtp) = peer.inbound_srtp.as_mut() else {
             return false;
         };
-        let checked = srtp.decrypt_rtcp(data);
-        let Some(plain) = Self::inbound_checked(peer, &self.stats, checked) else {
+        let opened = srtp.open_rtcp(data);
+        let Some(plain) = Self::inbound_checked(peer, &self.stats, opened) else {
             return true;
         };
         match rtcp::packet::unmarshal(&mut &plain[..]) {
@@ -139,12 +127,12 @@ impl Router {
     /// (authentication or replay) is dropped and counted; keys that keep
     /// failing send the connection's RTP and RTCP back to rtc's pipeline,
     /// in case they were wrong after all.
-    fn inbound_checked(
+    fn inbound_checked<T>(
         peer: &mut Peer,
         stats: &ShardStats,
-        checked: Result<BytesMut, RtcError>,
-    ) -> Option<BytesMut> {
-        let err = match checked {
+        opened: Result<T, OpenError>,
+    ) -> Option<T> {
+        let err = match opened {
             Ok(plain) => {
                 peer.inbound_failures = 0;
                 return Some(plain);
@@ -152,19 +140,21 @@ impl Router {
             Err(err) => err,
         };
         add(&stats.dropped_datagrams, 1);
-        add(&stats.srtp_rejected, 1);
-        if !matches!(
-            err,
-            RtcError::SrtpSsrcDuplicated(..) | RtcError::SrtcpSsrcDuplicated(..)
-        ) {
-            peer.inbound_failures += 1;
-            if peer.inbound_failures >= INBOUND_FAILURE_LIMIT {
-                tracing::warn!(participant = %peer.participant, "SRTP keeps failing with the recovered keys: RTP and RTCP back to rtc's pipeline");
-                peer.inbound_srtp = None;
-                add(&stats.fast_path_refused, 1);
+        match err {
+            // Authentic: not a sign of wrong keys, and no SRTP refusal.
+            OpenError::Unparsable => peer.inbound_failures = 0,
+            OpenError::Replay => add(&stats.srtp_rejected, 1),
+            OpenError::Refused => {
+                add(&stats.srtp_rejected, 1);
+                peer.inbound_failures += 1;
+                if peer.inbound_failures >= INBOUND_FAILURE_LIMIT {
+                    tracing::warn!(participant = %peer.participant, "SRTP keeps failing with the recovered keys: RTP and RTCP back to rtc's pipeline");
+                    peer.inbound_srtp = None;
+                    add(&stats.fast_path_refused, 1);
+                }
             }
         }
-        tracing::trace!(%err, "SRTP refused");
+        tracing::trace!(?err, "SRTP refused");
         None
     }
 

@@ -28,7 +28,8 @@ impl Router {
         self.forward_track(conn, key, packet, now, send);
     }
 
-    /// The per-packet path: one publisher packet to every subscriber.
+    /// The per-packet path: one publisher packet to every subscriber, then
+    /// to the publisher's feedback generators, which take it (no copy).
     pub(super) fn forward_track(
         &mut self,
         conn: ConnKey,
@@ -43,27 +44,40 @@ impl Router {
             add(&self.stats.dropped_datagrams, 1);
             return;
         }
-        self.observe_audio_level(conn, key, &packet, now);
+        if !self.tracks.contains_key(&key) {
+            return;
+        }
+        self.forward_to_down_tracks(conn, key, &packet, now, send);
+        if let Some(publisher) = self.peers.get_mut(&conn) {
+            // The publisher's bandwidth estimate reads these arrival times.
+            let arrival = self.datagram_arrival.unwrap_or(now);
+            publisher.feedback.on_rtp(packet, arrival);
+            if publisher.send_feedback(now) {
+                Self::mark_dirty(&mut self.dirty, conn);
+            }
+            publisher.refresh_feedback_timeout();
+        }
+    }
+
+    fn forward_to_down_tracks(
+        &mut self,
+        conn: ConnKey,
+        key: TrackKey,
+        packet: &rtp::Packet,
+        now: Instant,
+        send: Send<'_>,
+    ) {
+        self.observe_audio_level(conn, key, packet, now);
         let Router {
             peers,
             tracks,
             dirty,
             stats,
-            datagram_arrival,
             ..
         } = self;
         let Some(track) = tracks.get_mut(&key) else {
             return;
         };
-        if let Some(publisher) = peers.get_mut(&conn) {
-            // The publisher's bandwidth estimate reads these arrival times.
-            let arrival = datagram_arrival.unwrap_or(now);
-            publisher.feedback.on_rtp(packet.clone(), arrival);
-            if publisher.send_feedback(now) {
-                Self::mark_dirty(dirty, conn);
-            }
-            publisher.refresh_feedback_timeout();
-        }
         add(&stats.rtp_in, 1);
         // Which encoding (simulcast: one track, several SSRCs).
         let Some(layer) = track.layer_of(packet.header.ssrc) else {
@@ -107,7 +121,7 @@ impl Router {
                 "late packet from the publisher (a repair)"
             );
         }
-        let missing = track.observe(layer, &packet, self.keyframe_cache, now);
+        let missing = track.observe(layer, packet, self.keyframe_cache, now);
         if missing > 0 {
             add(&stats.rtp_lost, missing);
             track.lost += missing;
@@ -136,7 +150,7 @@ impl Router {
             }
             let bytes_before = dt.bytes_sent;
             let mut out = sub.rtp_writer(&mut *send);
-            let forwarded = dt.forward(&mut out, &packet, &view, now);
+            let forwarded = dt.forward(&mut out, packet, &view, now);
             if out.is_fast() {
                 add(&stats.datagrams_out, forwarded.sent);
                 add(&stats.bytes_out, dt.bytes_sent - bytes_before);
