@@ -11,7 +11,7 @@
 //! monotonic `now`.
 
 use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage,
 };
 use nix::sys::time::TimeSpec;
 use std::io::{self, IoSliceMut};
@@ -28,43 +28,97 @@ pub fn enable<S: AsFd>(socket: &S) -> io::Result<()> {
     setsockopt(socket, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)
 }
 
-/// One datagram: its length, sender and kernel receive time (wall clock),
-/// if the kernel gave one.
-pub fn recv_from<S: AsRawFd>(
-    socket: &S,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
-    let mut cmsg = nix::cmsg_space!(TimeSpec);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let stamp = msg.cmsgs().ok().and_then(|mut c| {
-        c.find_map(|m| match m {
-            ControlMessageOwned::ScmTimestampns(ts) => {
-                let nanos = u64::try_from(ts.tv_sec()).ok()? * 1_000_000_000
-                    + u64::try_from(ts.tv_nsec()).ok()?;
-                Some(UNIX_EPOCH + Duration::from_nanos(nanos))
-            }
-            _ => None,
+/// Datagrams read per system call (`RecvBatch`).
+pub const RECV_BATCH: usize = 16;
+
+/// Reads a socket's waiting datagrams up to `RECV_BATCH` at a time with
+/// `recvmmsg`, each with its kernel receive time.
+///
+/// Why: a shard woken for one datagram read it, then read again only to
+/// learn that nothing more was waiting (1,341 of 3,418 reads in 10 s at a
+/// fan-out of 2, 2026-12-03). A batch that comes back short says the same
+/// without that second call: the socket was empty, and a datagram arriving
+/// later wakes the edge-triggered poll again (Linux signals every arrival).
+/// Under load, one call reads what several did.
+pub struct RecvBatch {
+    buffers: Vec<u8>,
+    headers: MultiHeaders<SockaddrStorage>,
+    received: Vec<(usize, SocketAddr, Option<SystemTime>)>,
+    max_datagram: usize,
+}
+
+impl RecvBatch {
+    /// Room for `RECV_BATCH` datagrams of up to `max_datagram` bytes.
+    pub fn new(max_datagram: usize) -> Self {
+        RecvBatch {
+            buffers: vec![0u8; max_datagram * RECV_BATCH],
+            headers: MultiHeaders::preallocate(RECV_BATCH, Some(nix::cmsg_space!(TimeSpec))),
+            received: Vec::with_capacity(RECV_BATCH),
+            max_datagram,
+        }
+    }
+
+    /// Reads what is waiting, without blocking: how many datagrams (fewer
+    /// than `RECV_BATCH`: the socket is empty now). `WouldBlock` when none
+    /// was.
+    pub fn recv<S: AsRawFd>(&mut self, socket: &S) -> io::Result<usize> {
+        self.received.clear();
+        // An array (no drop glue): recvmmsg borrows it for as long as it
+        // lives.
+        let mut buffers = self.buffers.chunks_exact_mut(self.max_datagram);
+        let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(buffers.next().expect("RECV_BATCH buffers"))]);
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for msg in results {
+            let stamp = msg
+                .cmsgs()
+                .ok()
+                .and_then(|mut c| c.find_map(|m| kernel_stamp(&m)));
+            // A datagram without a sender (never on UDP) keeps its slot
+            // with an unspecified address; the router drops it.
+            let from = msg
+                .address
+                .and_then(|a| socket_addr(&a))
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.received.push((msg.bytes, from, stamp));
+        }
+        Ok(self.received.len())
+    }
+
+    /// Datagram `i` of the last `recv`: its bytes, sender and kernel
+    /// receive time.
+    pub fn get(&self, i: usize) -> (&[u8], SocketAddr, Option<SystemTime>) {
+        let (len, from, stamp) = self.received[i];
+        let start = i * self.max_datagram;
+        (&self.buffers[start..start + len], from, stamp)
+    }
+}
+
+fn kernel_stamp(message: &ControlMessageOwned) -> Option<SystemTime> {
+    match message {
+        ControlMessageOwned::ScmTimestampns(ts) => {
+            let nanos = u64::try_from(ts.tv_sec()).ok()? * 1_000_000_000
+                + u64::try_from(ts.tv_nsec()).ok()?;
+            Some(UNIX_EPOCH + Duration::from_nanos(nanos))
+        }
+        _ => None,
+    }
+}
+
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+        .or_else(|| {
+            a.as_sockaddr_in6()
+                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
         })
-    });
-    let from = msg
-        .address
-        .and_then(|a: SockaddrStorage| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                })
-        })
-        .ok_or_else(|| io::Error::other("datagram without a sender address"))?;
-    Ok((msg.bytes, from, stamp))
 }
 
 /// The arrival time on the monotonic clock: `now` (read at `wall_now`)
@@ -86,7 +140,8 @@ mod tests {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         enable(&socket).unwrap();
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut buf = [0u8; 64];
+        socket.set_nonblocking(true).unwrap();
+        let mut batch = RecvBatch::new(64);
         // Linux turns arrival stamping on for the whole host a little after
         // the first socket asks (a deferred static key); until then it
         // stamps at read time. So datagrams go until one is stamped at
@@ -97,9 +152,10 @@ mod tests {
                 .unwrap();
             // The datagram waits in the socket before it is read.
             std::thread::sleep(Duration::from_millis(50));
-            let (n, from, stamp) = recv_from(&socket, &mut buf).unwrap();
+            assert_eq!(batch.recv(&socket).unwrap(), 1);
+            let (datagram, from, stamp) = batch.get(0);
             assert_eq!(
-                (&buf[..n], from),
+                (datagram, from),
                 (&b"hello"[..], sender.local_addr().unwrap())
             );
             let now = Instant::now();
@@ -110,6 +166,43 @@ mod tests {
             }
         }
         panic!("no datagram was dated back to its arrival");
+    }
+
+    /// What waits is read in batches of `RECV_BATCH`, each datagram whole
+    /// and in order; the last batch comes back short, then nothing.
+    #[test]
+    fn waiting_datagrams_are_read_in_batches() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let total = RECV_BATCH + 3;
+        for i in 0..total {
+            let datagram = vec![i as u8; 10 + i];
+            sender
+                .send_to(&datagram, socket.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut batch = RecvBatch::new(64);
+        let mut seen = Vec::new();
+        loop {
+            let count = match batch.recv(&socket) {
+                Ok(count) => count,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(err) => panic!("{err}"),
+            };
+            for i in 0..count {
+                let (datagram, from, _) = batch.get(i);
+                assert_eq!(from, sender.local_addr().unwrap());
+                seen.push(datagram.to_vec());
+            }
+            if count < RECV_BATCH {
+                break;
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..total).map(|i| vec![i as u8; 10 + i]).collect();
+        assert_eq!(seen, expected);
+        let nothing = batch.recv(&socket).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

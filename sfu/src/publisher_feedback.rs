@@ -13,7 +13,7 @@
 
 use rtc::interceptor::{
     AttributedPacket, Interceptor, NackGeneratorBuilder, Packet, RTCPFeedback, RTPHeaderExtension,
-    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
+    ReceiverReportBuilder, StreamInfo, TaggedPacket, TwccReceiverBuilder,
 };
 use rtc::rtcp;
 use rtc::rtp;
@@ -22,20 +22,26 @@ use rtc::shared::TransportContext;
 use std::time::Instant;
 
 /// One publisher connection's feedback generators.
+///
+/// Each is fed directly, not through rtc's `Registry` chain: the chain
+/// moved every packet through a fourth, no-op stage and a queue allocated
+/// per packet, about a third of what the generators cost (perf, rooms of
+/// 4, 2026-12-03); none of the three changes or holds what it reads, and
+/// none reads what another writes.
 pub struct PublisherFeedback {
-    chain: Box<dyn Interceptor>,
+    generators: [Box<dyn Interceptor>; 3],
     /// Bound streams, to unbind them by SSRC.
     streams: Vec<StreamInfo>,
 }
 
 impl Default for PublisherFeedback {
     fn default() -> Self {
-        let registry = Registry::new()
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
         PublisherFeedback {
-            chain: Box::new(registry.build()),
+            generators: [
+                Box::new(NackGeneratorBuilder::new().build()),
+                Box::new(TwccReceiverBuilder::new().build()),
+                Box::new(ReceiverReportBuilder::new().build()),
+            ],
             streams: Vec::new(),
         }
     }
@@ -75,14 +81,18 @@ impl PublisherFeedback {
                 .collect(),
             ..Default::default()
         };
-        self.chain.bind_remote_stream(&info);
+        for generator in &mut self.generators {
+            generator.bind_remote_stream(&info);
+        }
         self.streams.push(info);
     }
 
     pub fn unbind(&mut self, ssrc: u32) {
         if let Some(i) = self.streams.iter().position(|s| s.ssrc == ssrc) {
             let info = self.streams.swap_remove(i);
-            self.chain.unbind_remote_stream(&info);
+            for generator in &mut self.generators {
+                generator.unbind_remote_stream(&info);
+            }
         }
     }
 
@@ -97,35 +107,48 @@ impl PublisherFeedback {
     }
 
     fn read(&mut self, packet: Packet, now: Instant) {
-        let message = TaggedPacket {
+        let mut message = TaggedPacket {
             now,
             transport: TransportContext::default(),
             message: AttributedPacket::new(packet),
         };
-        if let Err(err) = self.chain.handle_read(message) {
-            tracing::debug!(%err, "publisher feedback");
+        for generator in &mut self.generators {
+            if let Err(err) = generator.handle_read(message) {
+                tracing::debug!(%err, "publisher feedback");
+            }
+            // Each hands the packet back as it was; the router has it.
+            match generator.poll_read() {
+                Some(back) => message = back,
+                None => return,
+            }
+            while generator.poll_read().is_some() {}
         }
-        // The chain hands every packet back up; the router already has it.
-        while self.chain.poll_read().is_some() {}
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Err(err) = self.chain.handle_timeout(now) {
-            tracing::debug!(%err, "publisher feedback timeout");
+        for generator in &mut self.generators {
+            if let Err(err) = generator.handle_timeout(now) {
+                tracing::debug!(%err, "publisher feedback timeout");
+            }
         }
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.chain.poll_timeout()
+        self.generators
+            .iter_mut()
+            .filter_map(|g| g.poll_timeout())
+            .min()
     }
 
     /// RTCP the generators want sent to the publisher, one message per
     /// generator output (kept apart as rtc sent them).
     pub fn poll_rtcp(&mut self) -> Vec<Vec<Box<dyn rtcp::Packet>>> {
         let mut out = Vec::new();
-        while let Some(message) = self.chain.poll_write() {
-            if let Packet::Rtcp(packets) = message.message.packet {
-                out.push(packets);
+        for generator in &mut self.generators {
+            while let Some(message) = generator.poll_write() {
+                if let Packet::Rtcp(packets) = message.message.packet {
+                    out.push(packets);
+                }
             }
         }
         out

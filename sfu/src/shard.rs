@@ -200,7 +200,7 @@ struct Shard {
 impl Shard {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut received = arrival_time::RecvBatch::new(MAX_DATAGRAM);
         let mut batch = SendBatch::default();
         loop {
             let now = Instant::now();
@@ -251,22 +251,29 @@ impl Shard {
                 }
                 let index = token.0;
                 loop {
-                    match arrival_time::recv_from(&sockets[index].socket, &mut buf) {
-                        Ok((n, from, stamp)) => {
-                            let now = Instant::now();
-                            let arrival = arrival_time::arrival(stamp, SystemTime::now(), now);
-                            router.set_datagram_arrival(Some(arrival));
-                            out.sending(|send| {
-                                router.handle_datagram(index, from, &buf[..n], now, send);
-                                router.flush(now, send);
-                            });
-                            router.set_datagram_arrival(None);
+                    match received.recv(&sockets[index].socket) {
+                        Ok(count) => {
+                            for i in 0..count {
+                                let (datagram, from, stamp) = received.get(i);
+                                let now = Instant::now();
+                                let arrival = arrival_time::arrival(stamp, SystemTime::now(), now);
+                                router.set_datagram_arrival(Some(arrival));
+                                out.sending(|send| {
+                                    router.handle_datagram(index, from, datagram, now, send);
+                                    router.flush(now, send);
+                                });
+                                router.set_datagram_arrival(None);
+                            }
+                            // Short: the socket is empty (see `RecvBatch`).
+                            if count < arrival_time::RECV_BATCH {
+                                break;
+                            }
                         }
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                         Err(err) => {
                             // ICMP errors surface here on Linux; they are per
                             // remote, never fatal for the shard.
-                            tracing::trace!(%err, "recv_from");
+                            tracing::trace!(%err, "recvmmsg");
                         }
                     }
                 }
