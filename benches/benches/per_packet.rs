@@ -10,7 +10,7 @@ use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
 use noom_client::simulcast_publish::{vp8_payload, SimulcastLayer, Vp8Picture, LAYERS};
-use noom_sfu::forward_bench::{ForwardBench, PUBLISHER_TRANSPORT_CC_ID};
+use noom_sfu::forward_bench::ForwardBench;
 use noom_sfu::{classify, stun_local_ufrag, KeyframeCache, PacketCache, RtpMunger, RtpRewriter};
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -420,22 +420,11 @@ fn receive_and_forward(c: &mut Criterion) {
         }
         let mut camera = Camera::new(&[2]);
         let mut publisher = ForwardBench::publisher();
-        let mut transport_seq = 0u16;
         let mut sealed = move || -> Vec<Vec<u8>> {
             camera
                 .batch()
                 .into_iter()
-                .map(|mut packet| {
-                    transport_seq = transport_seq.wrapping_add(1);
-                    packet
-                        .header
-                        .set_extension(
-                            PUBLISHER_TRANSPORT_CC_ID,
-                            Bytes::copy_from_slice(&transport_seq.to_be_bytes()),
-                        )
-                        .expect("extension");
-                    publisher.seal(&packet)
-                })
+                .map(|packet| publisher.seal(packet))
                 .collect()
         };
         let mut n = 0u64;

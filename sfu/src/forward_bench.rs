@@ -37,13 +37,25 @@ pub struct ForwardBench {
 }
 
 /// Seals a publisher's packets into the datagrams `ForwardBench::receive`
-/// reads.
-pub struct PublisherSide(Context);
+/// reads, numbering each with a transport-wide sequence number (extension
+/// `PUBLISHER_TRANSPORT_CC_ID`) as browsers do.
+pub struct PublisherSide {
+    context: Context,
+    transport_seq: u16,
+}
 
 impl PublisherSide {
-    pub fn seal(&mut self, packet: &rtp::Packet) -> Vec<u8> {
+    pub fn seal(&mut self, mut packet: rtp::Packet) -> Vec<u8> {
+        self.transport_seq = self.transport_seq.wrapping_add(1);
+        packet
+            .header
+            .set_extension(
+                PUBLISHER_TRANSPORT_CC_ID,
+                bytes::Bytes::copy_from_slice(&self.transport_seq.to_be_bytes()),
+            )
+            .expect("extension");
         let plain = packet.marshal().expect("marshal");
-        self.0.encrypt_rtp(&plain).expect("seal").to_vec()
+        self.context.encrypt_rtp(&plain).expect("seal").to_vec()
     }
 }
 
@@ -155,7 +167,10 @@ impl ForwardBench {
 
     /// The publisher's side of the keys `receive` reads with.
     pub fn publisher() -> PublisherSide {
-        PublisherSide(srtp_context(ProtectionProfile::AeadAes128Gcm))
+        PublisherSide {
+            context: srtp_context(ProtectionProfile::AeadAes128Gcm),
+            transport_seq: 0,
+        }
     }
 
     /// One publisher datagram as the router reads it on the fast path:

@@ -95,12 +95,33 @@ fn frame(seq: &mut u16, picture: u16, key: bool, packets: usize) -> Vec<rtp::Pac
         .collect()
 }
 
+/// Runs the first 300 frames through `step` (the warm-up: caches,
+/// histories and buffers reach their steady size), then the other 300
+/// counted: the datagrams they made and the allocations.
+fn counted<T>(frames: &[Vec<T>], mut step: impl FnMut(&T, Instant) -> u64) -> (u64, u64) {
+    let start = Instant::now();
+    let mut run = |frames: &[Vec<T>], from: usize| -> u64 {
+        let mut sent = 0;
+        for (i, frame) in frames.iter().enumerate() {
+            let now = start + Duration::from_millis(33 * (from + i) as u64);
+            for item in frame {
+                sent += step(item, now);
+            }
+        }
+        sent
+    };
+    let warm = run(&frames[..300], 0);
+    assert!(warm > 0, "the warm-up forwarded nothing");
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let sent = run(&frames[300..], 300);
+    (sent, ALLOCATIONS.load(Ordering::Relaxed) - before)
+}
+
 #[test]
 fn forwarding_allocates_at_most_a_bounded_amount_per_packet() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut bench = ForwardBench::new(&[("", SSRC)], SUBSCRIBERS);
     bench.set_transport_cc(Some(3));
-    let start = Instant::now();
     let mut seq = 1000u16;
     let mut picture = 0u16;
     let mut frames = Vec::new();
@@ -109,22 +130,7 @@ fn forwarding_allocates_at_most_a_bounded_amount_per_packet() {
         picture = (picture + 1) & 0x7FFF;
         frames.push(frame(&mut seq, picture, n.is_multiple_of(300), 4));
     }
-    let mut run = |frames: &[Vec<rtp::Packet>], from: usize| -> u64 {
-        let mut sent = 0;
-        for (i, frame) in frames.iter().enumerate() {
-            let now = start + Duration::from_millis(33 * (from + i) as u64);
-            for packet in frame {
-                sent += bench.forward(packet, now);
-            }
-        }
-        sent
-    };
-    // Warm up: caches, histories and buffers reach their steady size.
-    let warm = run(&frames[..300], 0);
-    assert!(warm > 0, "the warm-up forwarded nothing");
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let sent = run(&frames[300..], 300);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let (sent, allocations) = counted(&frames, |packet, now| bench.forward(packet, now));
     assert_eq!(
         sent,
         300 * 4 * SUBSCRIBERS as u64,
@@ -151,45 +157,19 @@ fn receiving_allocates_a_bounded_amount_per_publisher_datagram() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut bench = ForwardBench::new(&[("", SSRC)], SUBSCRIBERS);
     bench.set_transport_cc(Some(3));
-    let start = Instant::now();
     let mut seq = 1000u16;
     let mut picture = 0u16;
-    let mut transport_seq = 0u16;
     let mut publisher = ForwardBench::publisher();
     let mut datagrams: Vec<Vec<Vec<u8>>> = Vec::new();
     for n in 0..600u32 {
         picture = (picture + 1) & 0x7FFF;
         let sealed = frame(&mut seq, picture, n.is_multiple_of(300), 4)
             .into_iter()
-            .map(|mut packet| {
-                transport_seq = transport_seq.wrapping_add(1);
-                packet
-                    .header
-                    .set_extension(
-                        noom_sfu::forward_bench::PUBLISHER_TRANSPORT_CC_ID,
-                        bytes::Bytes::copy_from_slice(&transport_seq.to_be_bytes()),
-                    )
-                    .expect("extension");
-                publisher.seal(&packet)
-            })
+            .map(|packet| publisher.seal(packet))
             .collect();
         datagrams.push(sealed);
     }
-    let mut run = |frames: &[Vec<Vec<u8>>], from: usize| -> u64 {
-        let mut sent = 0;
-        for (i, frame) in frames.iter().enumerate() {
-            let now = start + Duration::from_millis(33 * (from + i) as u64);
-            for datagram in frame {
-                sent += bench.receive(datagram, now);
-            }
-        }
-        sent
-    };
-    let warm = run(&datagrams[..300], 0);
-    assert!(warm > 0, "the warm-up forwarded nothing");
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let sent = run(&datagrams[300..], 300);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let (sent, allocations) = counted(&datagrams, |datagram, now| bench.receive(datagram, now));
     assert_eq!(
         sent,
         300 * 4 * SUBSCRIBERS as u64,
@@ -198,7 +178,7 @@ fn receiving_allocates_a_bounded_amount_per_publisher_datagram() {
     let datagrams_in: usize = datagrams[300..].iter().map(Vec::len).sum();
     let per_datagram = allocations as f64 / datagrams_in as f64;
     println!("{allocations} allocations for {datagrams_in} publisher datagrams and {sent} forwarded: {per_datagram:.3} per publisher datagram");
-    // Five per publisher datagram (2026-12-03); one per subscriber would
+    // Four per publisher datagram (2026-12-03); one per subscriber would
     // add ten. Before headers were built in a reused list, every forwarded
     // copy cloned the publisher's extension list: 15 per datagram here.
     assert!(
