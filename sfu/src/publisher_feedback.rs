@@ -4,44 +4,50 @@
 //!
 //! These were interceptors inside rtc's read pipeline. Publisher packets now
 //! reach the router without that pipeline once the connection's SRTP keys
-//! are known (`Router::read_rtp_directly`), so the same public rtc
-//! interceptors run here instead, standalone, fed with every publisher
-//! packet whichever way it came (the first packets of a stream still pass
-//! through rtc, which binds the stream), and with the publisher's sender
-//! reports (receiver reports quote them for round-trip time). Their RTCP
-//! goes out through rtc, on its SRTCP context.
+//! are known (`Router::read_rtp_directly`), so the generators run here
+//! instead, fed with every publisher packet whichever way it came (the
+//! first packets of a stream still pass through rtc, which binds the
+//! stream). NACKs and receiver reports are ours ([`NackRequests`],
+//! [`ReceiverReports`], which say why); transport-wide feedback is rtc's
+//! public interceptor, standalone. Receiver reports also read the
+//! publisher's sender reports (they quote them for round-trip time). The
+//! RTCP goes out through rtc, on its SRTCP context.
 
 use rtc::interceptor::{
-    AttributedPacket, Interceptor, NackGeneratorBuilder, Packet, RTCPFeedback, RTPHeaderExtension,
-    ReceiverReportBuilder, StreamInfo, TaggedPacket, TwccReceiverBuilder,
+    AttributedPacket, Interceptor, Packet, RTPHeaderExtension, StreamInfo, TaggedPacket,
+    TwccReceiverBuilder,
 };
 use rtc::rtcp;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
 use std::time::Instant;
 
+use crate::nack_requests::NackRequests;
+use crate::receiver_reports::ReceiverReports;
+
 /// One publisher connection's feedback generators.
-///
-/// Each is fed directly, not through rtc's `Registry` chain: the chain
-/// moved every packet through a fourth, no-op stage and a queue allocated
-/// per packet, about a third of what the generators cost (perf, rooms of
-/// 4, 2026-12-03); none of the three changes or holds what it reads, and
-/// none reads what another writes.
 pub struct PublisherFeedback {
-    generators: [Box<dyn Interceptor>; 3],
-    /// Bound streams, to unbind them by SSRC.
+    nacks: NackRequests,
+    /// rtc's transport-wide congestion feedback, fed directly rather than
+    /// through rtc's `Registry` chain (a no-op stage and a queue allocated
+    /// per packet).
+    twcc: Box<dyn Interceptor>,
+    reports: ReceiverReports,
+    /// Our generators' RTCP made at the last timeout, until polled.
+    due: Vec<Vec<Box<dyn rtcp::Packet>>>,
+    /// Streams bound in `twcc`, to unbind them by SSRC.
     streams: Vec<StreamInfo>,
 }
 
 impl Default for PublisherFeedback {
     fn default() -> Self {
         PublisherFeedback {
-            generators: [
-                Box::new(NackGeneratorBuilder::new().build()),
-                Box::new(TwccReceiverBuilder::new().build()),
-                Box::new(ReceiverReportBuilder::new().build()),
-            ],
+            nacks: NackRequests::default(),
+            twcc: Box::new(TwccReceiverBuilder::new().build()),
+            reports: ReceiverReports::default(),
+            due: Vec::new(),
             streams: Vec::new(),
         }
     }
@@ -61,17 +67,17 @@ impl PublisherFeedback {
         extensions: &[(String, u8)],
     ) {
         self.unbind(ssrc);
+        if feedback
+            .iter()
+            .any(|(typ, parameter)| typ == "nack" && parameter.is_empty())
+        {
+            self.nacks.bind(ssrc);
+        }
+        self.reports.bind(ssrc, clock_rate);
         let info = StreamInfo {
             ssrc,
             mime_type: mime_type.to_owned(),
             clock_rate,
-            rtcp_feedback: feedback
-                .iter()
-                .map(|(typ, parameter)| RTCPFeedback {
-                    typ: typ.clone(),
-                    parameter: parameter.clone(),
-                })
-                .collect(),
             rtp_header_extensions: extensions
                 .iter()
                 .map(|(uri, id)| RTPHeaderExtension {
@@ -81,74 +87,78 @@ impl PublisherFeedback {
                 .collect(),
             ..Default::default()
         };
-        for generator in &mut self.generators {
-            generator.bind_remote_stream(&info);
-        }
+        self.twcc.bind_remote_stream(&info);
         self.streams.push(info);
     }
 
     pub fn unbind(&mut self, ssrc: u32) {
+        self.nacks.unbind(ssrc);
+        self.reports.unbind(ssrc);
         if let Some(i) = self.streams.iter().position(|s| s.ssrc == ssrc) {
             let info = self.streams.swap_remove(i);
-            for generator in &mut self.generators {
-                generator.unbind_remote_stream(&info);
-            }
+            self.twcc.unbind_remote_stream(&info);
         }
     }
 
     /// A packet from the publisher arrived.
     pub fn on_rtp(&mut self, packet: rtp::Packet, now: Instant) {
-        self.read(Packet::Rtp(packet), now);
-    }
-
-    /// RTCP from the publisher (its sender reports).
-    pub fn on_rtcp(&mut self, packets: Vec<Box<dyn rtcp::Packet>>, now: Instant) {
-        self.read(Packet::Rtcp(packets), now);
-    }
-
-    fn read(&mut self, packet: Packet, now: Instant) {
-        let mut message = TaggedPacket {
+        let header = &packet.header;
+        self.nacks.on_rtp(header.ssrc, header.sequence_number, now);
+        self.reports
+            .on_rtp(header.ssrc, header.sequence_number, header.timestamp, now);
+        let message = TaggedPacket {
             now,
             transport: TransportContext::default(),
-            message: AttributedPacket::new(packet),
+            message: AttributedPacket::new(Packet::Rtp(packet)),
         };
-        for generator in &mut self.generators {
-            if let Err(err) = generator.handle_read(message) {
-                tracing::debug!(%err, "publisher feedback");
-            }
-            // Each hands the packet back as it was; the router has it.
-            match generator.poll_read() {
-                Some(back) => message = back,
-                None => return,
-            }
-            while generator.poll_read().is_some() {}
+        if let Err(err) = self.twcc.handle_read(message) {
+            tracing::debug!(%err, "publisher feedback");
+        }
+        // It hands the packet back as it was; the router has it.
+        while self.twcc.poll_read().is_some() {}
+    }
+
+    /// RTCP from the publisher: its sender reports count (the generators
+    /// read no other RTCP).
+    pub fn on_rtcp(&mut self, packets: &[Box<dyn rtcp::Packet>], now: Instant) {
+        for report in packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+        {
+            self.reports.on_sender_report(report, now);
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for generator in &mut self.generators {
-            if let Err(err) = generator.handle_timeout(now) {
-                tracing::debug!(%err, "publisher feedback timeout");
-            }
+        if let Err(err) = self.twcc.handle_timeout(now) {
+            tracing::debug!(%err, "publisher feedback timeout");
+        }
+        for nack in self.nacks.handle_timeout(now) {
+            self.due.push(vec![Box::new(nack)]);
+        }
+        for report in self.reports.handle_timeout(now) {
+            self.due.push(vec![Box::new(report)]);
         }
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.generators
-            .iter_mut()
-            .filter_map(|g| g.poll_timeout())
-            .min()
+        [
+            self.nacks.poll_timeout(),
+            self.twcc.poll_timeout(),
+            self.reports.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// RTCP the generators want sent to the publisher, one message per
     /// generator output (kept apart as rtc sent them).
     pub fn poll_rtcp(&mut self) -> Vec<Vec<Box<dyn rtcp::Packet>>> {
-        let mut out = Vec::new();
-        for generator in &mut self.generators {
-            while let Some(message) = generator.poll_write() {
-                if let Packet::Rtcp(packets) = message.message.packet {
-                    out.push(packets);
-                }
+        let mut out = std::mem::take(&mut self.due);
+        while let Some(message) = self.twcc.poll_write() {
+            if let Packet::Rtcp(packets) = message.message.packet {
+                out.push(packets);
             }
         }
         out

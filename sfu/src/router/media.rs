@@ -44,10 +44,9 @@ impl Router {
             add(&self.stats.dropped_datagrams, 1);
             return;
         }
-        if !self.tracks.contains_key(&key) {
+        if !self.forward_to_down_tracks(conn, key, &packet, now, send) {
             return;
         }
-        self.forward_to_down_tracks(conn, key, &packet, now, send);
         if let Some(publisher) = self.peers.get_mut(&conn) {
             // The publisher's bandwidth estimate reads these arrival times.
             let arrival = self.datagram_arrival.unwrap_or(now);
@@ -59,6 +58,8 @@ impl Router {
         }
     }
 
+    /// Forwards `packet` to the track's subscribers; false when `key` is no
+    /// (longer a) published track, and the packet was not looked at.
     fn forward_to_down_tracks(
         &mut self,
         conn: ConnKey,
@@ -66,7 +67,7 @@ impl Router {
         packet: &rtp::Packet,
         now: Instant,
         send: Send<'_>,
-    ) {
+    ) -> bool {
         self.observe_audio_level(conn, key, packet, now);
         let Router {
             peers,
@@ -76,7 +77,7 @@ impl Router {
             ..
         } = self;
         let Some(track) = tracks.get_mut(&key) else {
-            return;
+            return false;
         };
         add(&stats.rtp_in, 1);
         // Which encoding (simulcast: one track, several SSRCs).
@@ -86,7 +87,7 @@ impl Router {
                 ssrc = packet.header.ssrc,
                 "packet of an unknown encoding"
             );
-            return;
+            return true;
         };
         if track.is_video() && packet.header.marker {
             // One line per incoming picture (its last packet): tells a
@@ -170,6 +171,7 @@ impl Router {
                 self.request_keyframe(key, layer, now);
             }
         }
+        true
     }
 
     pub(super) fn request_keyframe(&mut self, key: TrackKey, layer: usize, now: Instant) {
@@ -276,7 +278,7 @@ impl Router {
             // by the receiver reports its feedback sends back.
             self.note_sender_reports(conn, &packets);
             if let Some(peer) = self.peers.get_mut(&conn) {
-                peer.feedback.on_rtcp(packets, now);
+                peer.feedback.on_rtcp(&packets, now);
             }
         }
     }
