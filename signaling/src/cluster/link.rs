@@ -182,7 +182,10 @@ pub struct Link {
     /// Set by a command that failed for a connection reason, cleared by one
     /// that succeeded: lets the supervisor skip probing a busy connection.
     commands_failing: AtomicBool,
-    commands_used: AtomicBool,
+    /// When a command last completed, in ms after `created`
+    /// ([`NEVER_USED`] before the first).
+    last_command_ms: AtomicU64,
+    created: std::time::Instant,
     pub counters: LinkCounters,
 }
 
@@ -303,7 +306,8 @@ impl Link {
             pubsub,
             status,
             commands_failing: AtomicBool::new(false),
-            commands_used: AtomicBool::new(false),
+            last_command_ms: AtomicU64::new(NEVER_USED),
+            created: std::time::Instant::now(),
             counters: LinkCounters::default(),
         });
         tokio::spawn(supervise(Arc::downgrade(&link), overflow, wake));
@@ -408,7 +412,8 @@ impl Link {
             Ok(_) => false,
             Err(err) => is_connection_failure(err),
         };
-        self.commands_used.store(true, Ordering::Relaxed);
+        self.last_command_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.commands_failing.store(failing, Ordering::Relaxed);
         if failing {
             self.set_state(LinkState::Down);
@@ -456,6 +461,9 @@ fn is_connection_failure(err: &LinkError) -> bool {
     }
 }
 
+/// `Link::last_command_ms` before any command completed.
+const NEVER_USED: u64 = u64::MAX;
+
 /// How the pub/sub push handler wakes the supervisor.
 #[derive(Default)]
 struct Wake {
@@ -469,6 +477,7 @@ async fn supervise(link: Weak<Link>, overflow: Arc<AtomicU64>, wake: Arc<Wake>) 
         Some(link) => link.settings.probe_interval,
         None => return,
     };
+    let recent_ms = (interval * 3 / 2).as_millis() as u64;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -484,9 +493,15 @@ async fn supervise(link: Weak<Link>, overflow: Arc<AtomicU64>, wake: Arc<Wake>) 
             .inbox_overflow
             .store(overflow.load(Ordering::Relaxed), Ordering::Relaxed);
         let pubsub_ok = link.ping(&link.pubsub, "PING (pub/sub)").await;
-        // Commands that ran since the last tick already told us how the
-        // command connection is; probe it only when idle or failing.
-        let used = link.commands_used.swap(false, Ordering::Relaxed);
+        // Commands that completed within the last one and a half ticks
+        // already told us how the command connection is; probe it only when
+        // idle or failing. (A flag reset at each tick was not enough: with
+        // heartbeats as often as ticks, one landing just either side of a
+        // tick left the interval before it "idle" and cost a PING, three
+        // extra in 5 s in a test that counts them.)
+        let last = link.last_command_ms.load(Ordering::Relaxed);
+        let now_ms = link.created.elapsed().as_millis() as u64;
+        let used = last != NEVER_USED && now_ms.saturating_sub(last) < recent_ms;
         let commands_ok = if used && !link.commands_failing.load(Ordering::Relaxed) {
             true
         } else {
