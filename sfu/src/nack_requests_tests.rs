@@ -12,6 +12,9 @@ use rtc::rtp;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::*;
 
 /// Sequence numbers asked for, by media SSRC.
@@ -93,24 +96,12 @@ impl Pair {
     }
 }
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
 #[test]
 fn asks_for_what_rtc_asked_for_through_loss_reordering_a_jump_and_a_wrap() {
     let (a, b) = (0xaaaa, 0xbbbb);
     let mut pair = Pair::new(&[a, b]);
     let start = Instant::now();
-    let mut random = Lcg(11);
+    let mut random = StdRng::seed_from_u64(11);
     let mut held: Vec<u16> = Vec::new();
     let mut checks = 0;
     let mut asked = 0;
@@ -121,12 +112,12 @@ fn asks_for_what_rtc_asked_for_through_loss_reordering_a_jump_and_a_wrap() {
         let now = start + Duration::from_millis(u64::from(i) * 5);
         let jump = if i >= 400 { 700 } else { 0 };
         let seq = 65_400u16.wrapping_add(i as u16).wrapping_add(jump);
-        if random.next(100) < 30 {
+        if random.random_range(0..100) < 30 {
             if let Some(late) = held.pop() {
                 pair.rtp(a, late, now);
             }
         }
-        match random.next(100) {
+        match random.random_range(0..100) {
             0..=7 => {}
             8..=11 => held.insert(0, seq),
             _ => pair.rtp(a, seq, now),

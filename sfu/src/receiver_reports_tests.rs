@@ -14,6 +14,9 @@ use rtc::rtp;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::*;
 
 /// Both generators, fed alike.
@@ -104,38 +107,25 @@ impl Pair {
     }
 }
 
-/// A small deterministic generator for arrival jitter and loss.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
 #[test]
 fn writes_what_rtc_wrote_through_loss_reordering_and_a_wrap() {
     let (video, audio) = (0x1111_1111, 0x2222_2222);
     let mut pair = Pair::new(&[(video, 90_000), (audio, 48_000)]);
     let start = Instant::now();
-    let mut random = Lcg(7);
+    let mut random = StdRng::seed_from_u64(7);
     let mut reports = 0;
     let mut late: Vec<(u16, u32)> = Vec::new();
     // Video starts near the wrap; 6 s of 100 packets a second, 5 % lost,
     // 2 % held back and sent after the next one, arrivals jittered by
     // up to 8 ms; audio 50 a second, no loss; a sender report every 2 s.
     for i in 0..600u32 {
-        let now = start + Duration::from_millis(u64::from(i) * 10 + random.next(8));
+        let now = start + Duration::from_millis(u64::from(i) * 10 + random.random_range(0..8));
         let seq = 65_300u16.wrapping_add(i as u16);
         let timestamp = 1_000 + i * 900;
         if let Some((seq, timestamp)) = late.pop() {
             pair.rtp(video, seq, timestamp, now);
         }
-        match random.next(100) {
+        match random.random_range(0..100) {
             0..=4 => {}
             5..=6 => late.push((seq, timestamp)),
             _ => pair.rtp(video, seq, timestamp, now),
