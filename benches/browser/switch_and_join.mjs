@@ -62,6 +62,13 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 const r1 = (x) => Math.round(x * 10) / 10;
+// The largest, or null when nothing was measured (--switches 0).
+const worst = (xs) => (xs.length ? Math.max(...xs) : null);
+// Nearest-rank percentile (p in 0..100).
+const percentile = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
+};
 const log = (...a) => console.error('[bench]', ...a);
 
 // Frames the subscriber presented from `pid`, [epochMs, presentedFrames, w, h].
@@ -149,11 +156,20 @@ async function runVariant(cache) {
               joinToJoined: n.joinedAt - n.joinSentAt,
               joinToConnected: n.connectedAt === null ? null : n.connectedAt - n.joinSentAt,
               joinToVideoTrack: ontrack ? ontrack.at - n.joinSentAt : null,
+              // Where the join's time goes: the first time each step of the
+              // page's timeline happened, in ms after the join was sent.
+              phases: Object.fromEntries(
+                ['pc created', 'offer 1', 'answer 1', 'ice checking', 'ice connected', 'connection connected']
+                  .map((e) => [e, n.timeline.find(([t, what]) => t >= n.joinSentAt && what === e)])
+                  .filter(([, hit]) => hit)
+                  .map(([e, [t]]) => [e, t - n.joinSentAt]),
+              ),
             };
           }, pubId),
         { timeout: 30_000, interval: 50, what: `subscriber join ${i + 1}: first frame` },
       );
-      const rounded = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v === null ? null : r1(v)]));
+      const round = (v) => (v === null ? null : typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, r1(x)])) : r1(v));
+      const rounded = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, round(v)]));
       if (i < 0) result.warmup = rounded;
       else result.joins.push(rounded);
       log(`${cache ? 'cache' : 'no cache'} join ${i < 0 ? 'warm-up' : i + 1}: ${JSON.stringify(rounded)}`);
@@ -218,12 +234,12 @@ async function runVariant(cache) {
   const c = result.joins.filter((x) => x.joinToConnected !== null).map((x) => x.joinToFirstFrame - x.joinToConnected);
   const k = result.joins.filter((x) => x.joinToConnected !== null).map((x) => x.joinToConnected);
   result.summary = {
-    joinToFirstFrameMs: { median: r1(median(j)), worst: r1(Math.max(...j)) },
+    joinToFirstFrameMs: { median: r1(median(j)), p90: r1(percentile(j, 90)), worst: r1(Math.max(...j)) },
     navigationToFirstFrameMs: { median: r1(median(n)), worst: r1(Math.max(...n)) },
     joinToConnectedMs: { median: r1(median(k)), worst: r1(Math.max(...k)) },
     connectedToFirstFrameMs: { median: r1(median(c)), worst: r1(Math.max(...c)) },
-    cameraSwitchMaxGapMs: { worst: Math.max(...result.switches.map((s) => s.gapMs)), each: result.switches.map((s) => s.gapMs), steadyBaselineWorst: Math.max(...result.switches.map((s) => s.baselineGapMs)) },
-    restartMaxGapMs: { worst: Math.max(...result.restarts.map((s) => s.gapMs)), each: result.restarts.map((s) => s.gapMs) },
+    cameraSwitchMaxGapMs: { worst: worst(result.switches.map((s) => s.gapMs)), each: result.switches.map((s) => s.gapMs), steadyBaselineWorst: worst(result.switches.map((s) => s.baselineGapMs)) },
+    restartMaxGapMs: { worst: worst(result.restarts.map((s) => s.gapMs)), each: result.restarts.map((s) => s.gapMs) },
   };
   return result;
 }
@@ -238,7 +254,7 @@ console.log('\nsummary:');
 for (const r of out.runs) {
   const s = r.summary;
   console.log(
-    `keyframe cache ${r.keyframeCache ? 'on ' : 'off'}: join->first frame median ${s.joinToFirstFrameMs.median} ms, worst ${s.joinToFirstFrameMs.worst} ms ` +
+    `keyframe cache ${r.keyframeCache ? 'on ' : 'off'}: join->first frame median ${s.joinToFirstFrameMs.median} ms, p90 ${s.joinToFirstFrameMs.p90} ms, worst ${s.joinToFirstFrameMs.worst} ms ` +
       `(navigation->first frame median ${s.navigationToFirstFrameMs.median}, worst ${s.navigationToFirstFrameMs.worst}; ` +
       `join->connected median ${s.joinToConnectedMs.median}, worst ${s.joinToConnectedMs.worst}; connected->first frame median ${s.connectedToFirstFrameMs.median}, worst ${s.connectedToFirstFrameMs.worst}); ` +
       `camera switch longest gap ${s.cameraSwitchMaxGapMs.worst} ms (each ${s.cameraSwitchMaxGapMs.each.join(', ')}; steady baseline ${s.cameraSwitchMaxGapMs.steadyBaselineWorst}); ` +
