@@ -50,11 +50,14 @@ mod rate;
 mod receiver_reports;
 mod remote_codecs;
 pub(crate) mod router;
+#[cfg(test)]
+mod rtc_interceptor_testing;
 mod rtcp_tap;
 mod rtp_munger;
 mod rtp_rewriter;
 pub mod send_batch;
 mod sender_report;
+mod seq_bitmap;
 mod settings;
 mod shard;
 mod simulcast_layer;

@@ -15,6 +15,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, TransportLayerNack,
 };
 
+use crate::seq_bitmap::SeqBitmap;
 use crate::FastMap;
 
 /// How often missing packets are asked for (rtc's default).
@@ -22,7 +23,8 @@ pub const NACK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Sequence numbers a stream's log covers (rtc's default): older missing
 /// packets are not asked for.
-const LOG_SIZE: u16 = 512;
+type Log = SeqBitmap<8>;
+const LOG_SIZE: u16 = Log::SIZE as u16;
 const HALF: u16 = 1 << 15;
 
 /// The NACK state of every bound stream of one publisher whose codec
@@ -92,9 +94,9 @@ impl NackRequests {
 }
 
 /// Which of a stream's last [`LOG_SIZE`] sequence numbers arrived.
+#[derive(Default)]
 struct ReceiveLog {
-    /// One bit per sequence number modulo the size.
-    received: Box<[u64; LOG_SIZE as usize / 64]>,
+    received: Log,
     started: bool,
     /// The highest sequence number seen.
     end: u16,
@@ -102,39 +104,13 @@ struct ReceiveLog {
     last_consecutive: u16,
 }
 
-impl Default for ReceiveLog {
-    fn default() -> Self {
-        ReceiveLog {
-            received: Box::new([0; LOG_SIZE as usize / 64]),
-            started: false,
-            end: 0,
-            last_consecutive: 0,
-        }
-    }
-}
-
 impl ReceiveLog {
-    fn mark(&mut self, seq: u16, received: bool) {
-        let bit = usize::from(seq & (LOG_SIZE - 1));
-        let word = &mut self.received[bit / 64];
-        if received {
-            *word |= 1 << (bit % 64);
-        } else {
-            *word &= !(1 << (bit % 64));
-        }
-    }
-
-    fn was_received(&self, seq: u16) -> bool {
-        let bit = usize::from(seq & (LOG_SIZE - 1));
-        self.received[bit / 64] & (1 << (bit % 64)) != 0
-    }
-
     fn add(&mut self, seq: u16) {
         if !self.started {
             self.started = true;
             self.end = seq;
             self.last_consecutive = seq;
-            self.mark(seq, true);
+            self.received.set(seq, true);
             return;
         }
         let ahead = seq.wrapping_sub(self.end);
@@ -145,7 +121,7 @@ impl ReceiveLog {
             // Newer than any: what was skipped is missing until it arrives.
             let mut skipped = self.end.wrapping_add(1);
             while skipped != seq {
-                self.mark(skipped, false);
+                self.received.set(skipped, false);
                 skipped = skipped.wrapping_add(1);
             }
             self.end = seq;
@@ -160,12 +136,12 @@ impl ReceiveLog {
             self.last_consecutive = seq;
             self.advance_last_consecutive();
         }
-        self.mark(seq, true);
+        self.received.set(seq, true);
     }
 
     fn advance_last_consecutive(&mut self) {
         let mut next = self.last_consecutive.wrapping_add(1);
-        while next != self.end.wrapping_add(1) && self.was_received(next) {
+        while next != self.end.wrapping_add(1) && self.received.get(next) {
             next = next.wrapping_add(1);
         }
         self.last_consecutive = next.wrapping_sub(1);
@@ -180,7 +156,7 @@ impl ReceiveLog {
         let mut missing = Vec::new();
         let mut seq = self.last_consecutive.wrapping_add(1);
         while seq != self.end.wrapping_add(1) {
-            if !self.was_received(seq) {
+            if !self.received.get(seq) {
                 missing.push(seq);
             }
             seq = seq.wrapping_add(1);

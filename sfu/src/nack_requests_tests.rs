@@ -4,18 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{
-    AttributedPacket, Interceptor, NackGeneratorBuilder, Packet, RTCPFeedback, StreamInfo,
-    TaggedPacket,
-};
+use rtc::interceptor::{Interceptor, NackGeneratorBuilder, Packet, RTCPFeedback, StreamInfo};
 use rtc::rtp;
 use rtc::sansio::Protocol;
-use rtc::shared::TransportContext;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::rtc_interceptor_testing::{read, written};
 
 /// Sequence numbers asked for, by media SSRC.
 type Asked = Vec<(u32, Vec<u16>)>;
@@ -58,13 +55,7 @@ impl Pair {
             },
             payload: bytes::Bytes::from_static(b"payload"),
         };
-        let message = TaggedPacket {
-            now,
-            transport: TransportContext::default(),
-            message: AttributedPacket::new(Packet::Rtp(packet)),
-        };
-        self.rtc.handle_read(message).expect("rtc reads it");
-        while self.rtc.poll_read().is_some() {}
+        read(&mut *self.rtc, Packet::Rtp(packet), now);
     }
 
     /// Runs both timers at `now`: the sequence numbers each asks for, by
@@ -76,20 +67,10 @@ impl Pair {
             (n.media_ssrc, seqs)
         };
         let mut ours: Vec<_> = self.ours.handle_timeout(now).iter().map(listed).collect();
-        self.rtc.handle_timeout(now).expect("rtc's timer");
-        let mut theirs = Vec::new();
-        while let Some(message) = self.rtc.poll_write() {
-            let Packet::Rtcp(packets) = message.message.packet else {
-                panic!("rtc wrote RTP");
-            };
-            for packet in packets {
-                let nack = packet
-                    .as_any()
-                    .downcast_ref::<TransportLayerNack>()
-                    .expect("a NACK");
-                theirs.push(listed(nack));
-            }
-        }
+        let mut theirs: Vec<_> = written::<TransportLayerNack>(&mut *self.rtc, now)
+            .iter()
+            .map(listed)
+            .collect();
         ours.sort();
         theirs.sort();
         (ours, theirs)

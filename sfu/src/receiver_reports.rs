@@ -19,14 +19,14 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 
+use crate::seq_bitmap::SeqBitmap;
 use crate::FastMap;
 
 /// How often each stream is reported on (rtc's default).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Sequence numbers remembered as received or not: 8,192 (rtc's size).
-const RECEIVED_WORDS: usize = 128;
-const RECEIVED_MASK: usize = RECEIVED_WORDS * 64 - 1;
+type Received = SeqBitmap<128>;
 
 /// Receiver-report state of every bound stream of one publisher.
 #[derive(Default)]
@@ -40,9 +40,8 @@ struct ReceivedStream {
     /// The SSRC the reports come from (random per stream, as rtc's).
     reporter_ssrc: u32,
     clock_rate: f64,
-    /// One bit per sequence number modulo 8,192: received since it was
-    /// last the highest's successor.
-    received: Box<[u64; RECEIVED_WORDS]>,
+    /// Received since it was last skipped by a newer packet.
+    received: Received,
     cycles: u16,
     highest: u16,
     highest_at_last_report: u16,
@@ -60,7 +59,7 @@ impl ReceivedStream {
         ReceivedStream {
             reporter_ssrc: rand::random(),
             clock_rate: f64::from(clock_rate),
-            received: Box::new([0; RECEIVED_WORDS]),
+            received: Received::default(),
             cycles: 0,
             highest: 0,
             highest_at_last_report: 0,
@@ -73,23 +72,8 @@ impl ReceivedStream {
         }
     }
 
-    fn mark(&mut self, seq: u16, received: bool) {
-        let bit = usize::from(seq) & RECEIVED_MASK;
-        let word = &mut self.received[bit / 64];
-        if received {
-            *word |= 1 << (bit % 64);
-        } else {
-            *word &= !(1 << (bit % 64));
-        }
-    }
-
-    fn was_received(&self, seq: u16) -> bool {
-        let bit = usize::from(seq) & RECEIVED_MASK;
-        self.received[bit / 64] & (1 << (bit % 64)) != 0
-    }
-
     fn on_packet(&mut self, seq: u16, timestamp: u32, arrival: Instant) {
-        self.mark(seq, true);
+        self.received.set(seq, true);
         match self.last_arrival {
             None => {
                 self.highest = seq;
@@ -104,7 +88,7 @@ impl ReceivedStream {
                     // What was skipped is missing until it arrives.
                     let mut missing = self.highest.wrapping_add(1);
                     while missing != seq {
-                        self.mark(missing, false);
+                        self.received.set(missing, false);
                         missing = missing.wrapping_add(1);
                     }
                     self.highest = seq;
@@ -125,7 +109,7 @@ impl ReceivedStream {
         let mut lost = 0u32;
         let mut seq = self.highest_at_last_report.wrapping_add(1);
         while seq != self.highest {
-            lost += u32::from(!self.was_received(seq));
+            lost += u32::from(!self.received.get(seq));
             seq = seq.wrapping_add(1);
         }
         // Both counts are 24 bits on the wire.

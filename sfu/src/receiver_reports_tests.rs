@@ -4,20 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{
-    AttributedPacket, Interceptor, Packet, ReceiverReportBuilder, StreamInfo, TaggedPacket,
-};
+use rtc::interceptor::{Interceptor, Packet, ReceiverReportBuilder, StreamInfo};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::sansio::Protocol;
-use rtc::shared::TransportContext;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::rtc_interceptor_testing::{read, written};
 
 /// Both generators, fed alike.
 struct Pair {
@@ -42,16 +40,6 @@ impl Pair {
         pair
     }
 
-    fn read(&mut self, packet: Packet, now: Instant) {
-        let message = TaggedPacket {
-            now,
-            transport: TransportContext::default(),
-            message: AttributedPacket::new(packet),
-        };
-        self.rtc.handle_read(message).expect("rtc reads it");
-        while self.rtc.poll_read().is_some() {}
-    }
-
     fn rtp(&mut self, ssrc: u32, seq: u16, timestamp: u32, now: Instant) {
         self.ours.on_rtp(ssrc, seq, timestamp, now);
         let packet = rtp::Packet {
@@ -65,7 +53,7 @@ impl Pair {
             },
             payload: bytes::Bytes::from_static(b"payload"),
         };
-        self.read(Packet::Rtp(packet), now);
+        read(&mut *self.rtc, Packet::Rtp(packet), now);
     }
 
     fn sender_report(&mut self, ssrc: u32, ntp_time: u64, now: Instant) {
@@ -75,7 +63,7 @@ impl Pair {
             ..Default::default()
         };
         self.ours.on_sender_report(&report, now);
-        self.read(Packet::Rtcp(vec![Box::new(report)]), now);
+        read(&mut *self.rtc, Packet::Rtcp(vec![Box::new(report)]), now);
     }
 
     /// Runs both timers at `now`; both reports' blocks, by media SSRC.
@@ -87,20 +75,10 @@ impl Pair {
             .into_iter()
             .flat_map(|r| r.reports)
             .collect();
-        self.rtc.handle_timeout(now).expect("rtc's timer");
-        let mut theirs = Vec::new();
-        while let Some(message) = self.rtc.poll_write() {
-            let Packet::Rtcp(packets) = message.message.packet else {
-                panic!("rtc wrote RTP");
-            };
-            for packet in packets {
-                let report = packet
-                    .as_any()
-                    .downcast_ref::<ReceiverReport>()
-                    .expect("a receiver report");
-                theirs.extend(report.reports.iter().cloned());
-            }
-        }
+        let mut theirs: Vec<ReceptionReport> = written::<ReceiverReport>(&mut *self.rtc, now)
+            .into_iter()
+            .flat_map(|r| r.reports)
+            .collect();
         ours.sort_by_key(|r| r.ssrc);
         theirs.sort_by_key(|r| r.ssrc);
         (ours, theirs)
