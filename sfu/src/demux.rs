@@ -29,6 +29,17 @@ pub fn classify(datagram: &[u8]) -> DatagramKind {
     }
 }
 
+/// The DTLS record content type of application data (RFC 6347): SCTP.
+const DTLS_APPLICATION_DATA: u8 = 23;
+
+/// A datagram the client could only have sent once its side of the DTLS
+/// handshake was done: SRTP or SRTCP, or DTLS application data (its SCTP).
+/// Not authenticated here: a forged one only lets media start as early as
+/// it would without the check.
+pub fn sent_with_client_keys(kind: DatagramKind, datagram: &[u8]) -> bool {
+    kind == DatagramKind::Rtp || datagram.first() == Some(&DTLS_APPLICATION_DATA)
+}
+
 const STUN_HEADER_LEN: usize = 20;
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const ATTR_USERNAME: u16 = 0x0006;
@@ -60,6 +71,25 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_protected_datagrams_show_the_client_has_its_keys() {
+        let cases: [(&[u8], bool); 6] = [
+            (&[0x00, 0x01], false),     // STUN binding request
+            (&[22, 0xfe, 0xfd], false), // DTLS handshake (a repeated Finished)
+            (&[20, 0xfe, 0xfd], false), // ChangeCipherSpec
+            (&[21, 0xfe, 0xfd], false), // alert
+            (&[23, 0xfe, 0xfd], true),  // application data: SCTP
+            (&[0x80, 96], true),        // SRTP
+        ];
+        for (datagram, expected) in cases {
+            assert_eq!(
+                sent_with_client_keys(classify(datagram), datagram),
+                expected,
+                "{datagram:?}"
+            );
+        }
+    }
 
     fn stun_with_username(username: &str) -> Vec<u8> {
         let mut attrs = Vec::new();

@@ -69,8 +69,11 @@ pub struct Peer {
     /// DTLS datagrams that came before ICE selected a pair, for the
     /// connection to read once it has (see `EarlyDtls`).
     pub early_dtls: EarlyDtls,
-    /// The DTLS/ICE connection is up (forwarded media can reach the client).
+    /// The DTLS/ICE connection is up on our side.
     pub connected: bool,
+    /// The client has sent SRTP, SRTCP or DTLS application data, so its
+    /// side of the handshake is done too (see `media_flows`).
+    pub client_keys_ready: bool,
     /// The SRTP master keys rtc derived (see `srtp_key_tap`).
     pub srtp_keys: TappedKeys,
     /// Forwarded media goes out here once the keys are known; `None` keeps
@@ -127,6 +130,20 @@ fn random_token(len: usize) -> String {
 }
 
 impl Peer {
+    /// May forwarded media go to this client? Both sides must hold the SRTP
+    /// keys. As the DTLS server we finish when the client's Finished
+    /// arrives, before the client has read ours: packets sent at once can
+    /// reach a client that cannot decrypt them yet, and a client that reads
+    /// a burst of datagrams before it applies the handshake's outcome
+    /// (webrtc-rs' driver) or that lost our Finished drops them. Losing the
+    /// cached keyframe that way left a new subscriber black until the
+    /// publisher's next keyframe. Every client sends something protected as
+    /// soon as it is done (its SCTP INIT for the room's data channel, its
+    /// media, its RTCP), so this waits about one round trip at most.
+    pub fn media_flows(&self) -> bool {
+        self.connected && self.client_keys_ready
+    }
+
     pub fn new(
         participant: ParticipantId,
         room: String,
@@ -218,6 +235,7 @@ impl Peer {
             client_hellos: ClientHelloRepeats::default(),
             early_dtls: EarlyDtls::default(),
             connected: false,
+            client_keys_ready: false,
             srtp_keys,
             fast_writer: None,
             media_route: None,

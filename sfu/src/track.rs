@@ -260,9 +260,18 @@ pub struct TrackView<'a> {
     pub clock_rate: u32,
 }
 
-impl TrackView<'_> {
+impl<'a> TrackView<'a> {
     fn current(&self) -> &Layer {
         &self.layers[self.layer]
+    }
+
+    /// The same track viewed at encoding `layer`.
+    pub fn at_layer(&self, layer: usize) -> TrackView<'a> {
+        TrackView {
+            layer,
+            infos: self.infos.clone(),
+            ..*self
+        }
     }
 }
 
@@ -453,16 +462,9 @@ impl DownTrack {
         let keyframe_start = track.codec.is_keyframe_start(&packet.payload);
         if !self.primed {
             self.primed = true;
-            let cached = track.current().keyframe_cache.packets();
             // Not when this very packet starts a keyframe: it is fresher.
-            if !cached.is_empty() && !keyframe_start {
-                self.layer_since = None;
-                for p in cached {
-                    result.sent += self.send(out, p, Some(track.codec), now) as u64;
-                }
-                // Live deltas depend on frames the subscriber never got.
-                self.munger.switch_source();
-                self.vp8.switch_source();
+            if !keyframe_start {
+                result.sent += self.send_cached_keyframe(out, track, now);
             }
         }
         if let (Some(from), true) = (self.layer, track.keyframes_cached) {
@@ -481,6 +483,58 @@ impl DownTrack {
         result.sent += self.send(out, packet, Some(track.codec), now) as u64;
         result.sent += self.send_withheld_after(out, packet.header.sequence_number, track, now);
         result
+    }
+
+    /// The subscriber's connection has just become able to take media:
+    /// its first picture is the cached keyframe of the encoding it is to
+    /// get (`track` is viewed at that encoding), sent now rather than when
+    /// the encoding's next packet arrives (up to a frame interval later).
+    /// Nothing if the down track has sent anything already.
+    pub fn prime(
+        &mut self,
+        out: &mut RtpWriter<'_, '_>,
+        track: &TrackView<'_>,
+        now: Instant,
+    ) -> Forwarded {
+        let mut result = Forwarded::default();
+        let ready = self.rewriter.is_some()
+            && !self.primed
+            && self.layer.is_none()
+            && self.epoch == track.epoch
+            && track.is_video
+            && track.keyframes_cached
+            && self.selector.target(&track.infos) == Some(track.layer);
+        if !ready || track.current().keyframe_cache.packets().is_empty() {
+            return result;
+        }
+        self.primed = true;
+        result.sent = self.send_cached_keyframe(out, track, now);
+        // Live pictures resume at the encoding's next keyframe.
+        result.want_keyframe = Some(track.layer);
+        result
+    }
+
+    /// Sends the current encoding's cached keyframe, if any, to a
+    /// subscriber that has had nothing of it; the live deltas that follow
+    /// depend on frames it never got, so they wait for a keyframe.
+    fn send_cached_keyframe(
+        &mut self,
+        out: &mut RtpWriter<'_, '_>,
+        track: &TrackView<'_>,
+        now: Instant,
+    ) -> u64 {
+        let cached = track.current().keyframe_cache.packets();
+        if cached.is_empty() {
+            return 0;
+        }
+        self.layer_since = None;
+        let mut sent = 0;
+        for p in cached {
+            sent += self.send(out, p, Some(track.codec), now) as u64;
+        }
+        self.munger.switch_source();
+        self.vp8.switch_source();
+        sent
     }
 
     /// A switch between encodings (`from` is forwarded now, `packet` is of

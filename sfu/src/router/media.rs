@@ -145,8 +145,8 @@ impl Router {
             let Some(sub) = peers.get_mut(&dt.subscriber) else {
                 continue;
             };
-            if !sub.connected {
-                // No SRTP keys yet: webrtc-rs would drop the packet anyway.
+            if !sub.media_flows() {
+                // No SRTP keys on one side yet: the packet would be dropped.
                 continue;
             }
             let bytes_before = dt.bytes_sent;
@@ -172,6 +172,54 @@ impl Router {
             }
         }
         true
+    }
+
+    /// The subscriber's connection can take media now (see
+    /// `Peer::media_flows`): each of its videos starts with its encoding's
+    /// cached keyframe at once, and a fresh keyframe is asked for.
+    pub(super) fn prime_subscriber(&mut self, conn: ConnKey, now: Instant, send: Send<'_>) {
+        if !self.keyframe_cache {
+            return;
+        }
+        let Router {
+            peers,
+            tracks,
+            dirty,
+            stats,
+            ..
+        } = self;
+        let Some(sub) = peers.get_mut(&conn).filter(|p| p.media_flows()) else {
+            return;
+        };
+        let keys: Vec<TrackKey> = sub.subscribed.values().copied().collect();
+        let mut wanted = Vec::new();
+        for key in keys {
+            let Some(track) = tracks.get_mut(&key).filter(|t| t.is_video()) else {
+                continue;
+            };
+            let (view, down_tracks) = track.split(0, true, now);
+            for dt in down_tracks.iter_mut().filter(|d| d.subscriber == conn) {
+                let Some(target) = dt.selector.target(&view.infos) else {
+                    continue;
+                };
+                let bytes_before = dt.bytes_sent;
+                let mut out = sub.rtp_writer(&mut *send);
+                let primed = dt.prime(&mut out, &view.at_layer(target), now);
+                if out.is_fast() {
+                    add(&stats.datagrams_out, primed.sent);
+                    add(&stats.bytes_out, dt.bytes_sent - bytes_before);
+                } else if primed.sent > 0 {
+                    Self::mark_dirty(dirty, conn);
+                }
+                add(&stats.rtp_forwarded, primed.sent);
+                if let Some(layer) = primed.want_keyframe {
+                    wanted.push((key, layer));
+                }
+            }
+        }
+        for (key, layer) in wanted {
+            self.request_keyframe(key, layer, now);
+        }
     }
 
     pub(super) fn request_keyframe(&mut self, key: TrackKey, layer: usize, now: Instant) {

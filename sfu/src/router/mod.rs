@@ -24,7 +24,7 @@ mod speakers;
 mod temporal_steps;
 
 use crate::command::{Command, NegotiationError};
-use crate::demux::{classify, stun_local_ufrag, DatagramKind};
+use crate::demux::{classify, sent_with_client_keys, stun_local_ufrag, DatagramKind};
 use crate::early_dtls::Arrival;
 use crate::engine;
 use crate::events::{ConnectionState, MediaEvent, ParticipantId};
@@ -275,6 +275,14 @@ impl Router {
         };
         let Some(peer) = self.peers.get_mut(&conn) else {
             add(&self.stats.dropped_datagrams, 1);
+            return;
+        };
+        if !peer.client_keys_ready && sent_with_client_keys(kind, data) {
+            peer.client_keys_ready = true;
+            tracing::debug!(participant = %peer.participant, "the client's keys are in use");
+            self.prime_subscriber(conn, now, &mut *send);
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
         if kind == DatagramKind::Dtls && !peer.client_hellos.admit(data) {
