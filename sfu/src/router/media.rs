@@ -152,19 +152,14 @@ impl Router {
             let bytes_before = dt.bytes_sent;
             let mut out = sub.rtp_writer(&mut *send);
             let forwarded = dt.forward(&mut out, packet, &view, now);
-            if out.is_fast() {
-                add(&stats.datagrams_out, forwarded.sent);
-                add(&stats.bytes_out, dt.bytes_sent - bytes_before);
-            } else if forwarded.sent > 0 {
-                Self::mark_dirty(dirty, dt.subscriber);
-            }
+            let fast = out.is_fast();
+            Self::count_sent(stats, dirty, dt, fast, forwarded.sent, bytes_before);
             if let Some(wanted) = forwarded.want_keyframe.filter(|&l| l < 32) {
                 want_keyframes |= 1 << wanted;
             }
             if forwarded.switched {
                 add(&stats.layer_switches, 1);
             }
-            add(&stats.rtp_forwarded, forwarded.sent);
         }
         for layer in 0..32 {
             if want_keyframes & (1 << layer) != 0 {
@@ -205,13 +200,8 @@ impl Router {
                 let bytes_before = dt.bytes_sent;
                 let mut out = sub.rtp_writer(&mut *send);
                 let primed = dt.prime(&mut out, &view.at_layer(target), now);
-                if out.is_fast() {
-                    add(&stats.datagrams_out, primed.sent);
-                    add(&stats.bytes_out, dt.bytes_sent - bytes_before);
-                } else if primed.sent > 0 {
-                    Self::mark_dirty(dirty, conn);
-                }
-                add(&stats.rtp_forwarded, primed.sent);
+                let fast = out.is_fast();
+                Self::count_sent(stats, dirty, dt, fast, primed.sent, bytes_before);
                 if let Some(layer) = primed.want_keyframe {
                     wanted.push((key, layer));
                 }
@@ -220,6 +210,26 @@ impl Router {
         for (key, layer) in wanted {
             self.request_keyframe(key, layer, now);
         }
+    }
+
+    /// Counts what a down track just sent (`bytes_before`: its byte count
+    /// before). Packets the fast path sent are out already; packets given
+    /// to rtc's sender wait for a drive of the subscriber's connection.
+    fn count_sent(
+        stats: &ShardStats,
+        dirty: &mut Vec<ConnKey>,
+        dt: &DownTrack,
+        fast: bool,
+        sent: u64,
+        bytes_before: u64,
+    ) {
+        if fast {
+            add(&stats.datagrams_out, sent);
+            add(&stats.bytes_out, dt.bytes_sent - bytes_before);
+        } else if sent > 0 {
+            Self::mark_dirty(dirty, dt.subscriber);
+        }
+        add(&stats.rtp_forwarded, sent);
     }
 
     pub(super) fn request_keyframe(&mut self, key: TrackKey, layer: usize, now: Instant) {
