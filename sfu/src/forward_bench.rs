@@ -20,11 +20,12 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
+use crate::down_track::{DownTrack, RtpWriter};
 use crate::fast_writer::FastWriter;
 use crate::publisher_feedback::PublisherFeedback;
 use crate::rtp_rewriter::RtpRewriter;
 use crate::srtp_session::{InboundSrtp, Outbound, SrtpSession};
-use crate::track::{DownTrack, PublishedTrack, RtpWriter};
+use crate::track::PublishedTrack;
 use rtc::shared::marshal::Marshal;
 
 /// One VP8 track, its subscribers and their fast-path writers.
@@ -241,7 +242,12 @@ impl ForwardBench {
 
     /// Subscriber `i` NACKs its packet `out_seq`.
     #[cfg(test)]
-    fn retransmit(&mut self, i: usize, out_seq: u16, now: Instant) -> crate::track::Retransmission {
+    fn retransmit(
+        &mut self,
+        i: usize,
+        out_seq: u16,
+        now: Instant,
+    ) -> crate::down_track::Retransmission {
         let route = (0, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
         let mut send = |_: usize, _: SocketAddr, _: &[u8]| {};
         let mut out = RtpWriter::Fast {
@@ -358,7 +364,7 @@ mod tests {
 
     #[test]
     fn nacks_of_an_encoding_left_behind_leave_the_repair_budget_to_the_new_one() {
-        use crate::track::Retransmission;
+        use crate::down_track::Retransmission;
         let (q, h) = (1, 2);
         let mut bench = ForwardBench::new(&[("q", q), ("h", h)], 1);
         let now = Instant::now();

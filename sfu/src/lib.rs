@@ -24,6 +24,7 @@ mod command;
 mod data_frame;
 mod decodable_pictures;
 mod demux;
+mod down_track;
 mod dtls_setup;
 mod early_dtls;
 mod encoding_demand;

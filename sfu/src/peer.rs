@@ -2,6 +2,7 @@
 
 use crate::client_hello_repeats::ClientHelloRepeats;
 use crate::command::NegotiationError;
+use crate::down_track::RtpWriter;
 use crate::early_dtls::EarlyDtls;
 use crate::engine;
 use crate::events::{ConnectionState, EventSink, IceCandidate, MediaEvent, ParticipantId};
@@ -10,7 +11,7 @@ use crate::negotiator::Negotiator;
 use crate::publisher_feedback::PublisherFeedback;
 use crate::srtp_key_tap::TappedKeys;
 use crate::srtp_session::InboundSrtp;
-use crate::track::{RtpWriter, TrackKey};
+use crate::track::TrackKey;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;

@@ -2,7 +2,7 @@
 //! tracks, and the subscribers' feedback (keyframe requests, NACKs).
 
 use super::*;
-use crate::track::Retransmission;
+use crate::down_track::Retransmission;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;

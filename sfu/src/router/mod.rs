@@ -25,6 +25,7 @@ mod temporal_steps;
 
 use crate::command::{Command, NegotiationError};
 use crate::demux::{classify, sent_with_client_keys, stun_local_ufrag, DatagramKind};
+use crate::down_track::DownTrack;
 use crate::early_dtls::Arrival;
 use crate::engine;
 use crate::events::{ConnectionState, MediaEvent, ParticipantId};
@@ -32,7 +33,7 @@ use crate::peer::{Peer, SentStream};
 use crate::rtp_rewriter::RtpRewriter;
 use crate::snapshot::{ForwardedSnapshot, PeerSnapshot, ShardSnapshot, TrackSnapshot};
 use crate::stats::{add, set, ShardStats};
-use crate::track::{ConnKey, DownTrack, PublishedTrack, TrackKey};
+use crate::track::{ConnKey, PublishedTrack, TrackKey};
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{
