@@ -281,6 +281,7 @@ impl Router {
         if !peer.client_keys_ready && sent_with_client_keys(kind, data) {
             peer.client_keys_ready = true;
             tracing::debug!(participant = %peer.participant, "the client's keys are in use");
+            // Media starts now if our side is up too (else when it is: `drive`).
             self.prime_subscriber(conn, now, &mut *send);
         }
         let Some(peer) = self.peers.get_mut(&conn) else {
@@ -485,8 +486,14 @@ impl Router {
         while let Some(event) = peer.pc.poll_event() {
             events.push(event);
         }
+        let flowing_before = peer.media_flows();
         for event in events {
             self.handle_peer_event(conn, event, now);
+        }
+        // Our side of DTLS came up after the client's (its first protected
+        // datagram came first): media starts now, as in `handle_datagram`.
+        if !flowing_before && self.peers.get(&conn).is_some_and(|p| p.media_flows()) {
+            self.prime_subscriber(conn, now, &mut *send);
         }
         loop {
             let Some(peer) = self.peers.get_mut(&conn) else {
