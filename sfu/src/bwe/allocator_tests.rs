@@ -317,3 +317,48 @@ fn a_dip_on_a_link_mostly_taken_by_audio_is_no_cut() {
     let a = cut.allocate(56_000, audio, &video, ms(100));
     assert_eq!(targets(&a), vec![Target::Paused]);
 }
+
+/// `shaped_link.test.mjs`, 400 kbit/s: after the cut the middle encoding
+/// sat just under the estimate (which follows what the link delivers)
+/// while a quarter of its packets were lost, for up to 1.8 s. A link
+/// losing that much keeps layers above the lowest whole encoding only
+/// within what it delivered, after half a second; the lowest stays.
+#[test]
+fn a_link_losing_a_quarter_drops_to_the_lowest_encoding_within_half_a_second_but_never_below() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let videos = [camera(1, Some(2), Priority::Normal)];
+    // The same estimates on a sound link and on one losing a quarter of
+    // what it is given (590 kbit/s delivered).
+    let mut sound = StreamAllocator::default();
+    let mut losing = StreamAllocator::default();
+    for alloc in [&mut sound, &mut losing] {
+        alloc.allocate(700_000, AUDIO, &videos, t0);
+        assert_eq!(alloc.tracks[&1].target, Target::Layer(1));
+    }
+    losing.failing_link_bps = Some(590_000);
+    for (at, want) in [(100, 1), (400, 1), (650, 0), (2000, 0)] {
+        // 560 kbit/s for video: the middle layer (500k) fits the estimate.
+        let a = sound.allocate(600_000, AUDIO, &videos, ms(at));
+        assert_eq!(targets(&a), vec![Target::Layer(1)], "sound link at {at} ms");
+        let a = losing.allocate(600_000, AUDIO, &videos, ms(at));
+        assert_eq!(
+            targets(&a),
+            vec![Target::Layer(want)],
+            "losing link at {at} ms"
+        );
+    }
+    // Delivering less than even the lowest layer: that decision stays
+    // the estimate's; this rule pauses nothing.
+    losing.failing_link_bps = Some(100_000);
+    let a = losing.allocate(600_000, AUDIO, &videos, ms(2100));
+    assert_eq!(targets(&a), vec![Target::Layer(0)]);
+    // No climb while it loses, even past the hold and with a large estimate.
+    losing.failing_link_bps = Some(590_000);
+    let a = losing.allocate(3_000_000, AUDIO, &videos, ms(9000));
+    assert_eq!(targets(&a), vec![Target::Layer(0)]);
+    // Sound again: the estimate decides.
+    losing.failing_link_bps = None;
+    let a = losing.allocate(3_000_000, AUDIO, &videos, ms(9100));
+    assert_eq!(targets(&a), vec![Target::Layer(2)]);
+}
