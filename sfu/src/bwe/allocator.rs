@@ -36,8 +36,11 @@
 //!   frozen; a second of tolerance that restarts each time the estimate
 //!   touches the layer's rate left a 400 kbit/s link on the 640-wide
 //!   encoding at 20-33 % loss for 1.3-1.8 s (`shaped_link.test.mjs`).
-//!   Below the lowest whole encoding the estimate alone decides, as before
-//!   (cutting to what a draining link delivered sank the estimate there).
+//!   No climb above that encoding while it loses, and no probe (the prober
+//!   gives up on loss and backs off for seconds). Below that encoding, and
+//!   for each video's lowest arriving layer, the estimate alone decides,
+//!   with its own 1 s tolerance as before (cutting to what a draining link
+//!   delivered sank the estimate there).
 //!
 //! Wiring: per subscriber, on every estimate change and every change of its
 //! tracks (layers appearing, `layout`, speaker), call [`StreamAllocator::
@@ -145,6 +148,9 @@ pub struct StreamAllocator {
     tracks: BTreeMap<TrackId, TrackState>,
     /// Since when the layers granted before exceed the estimate.
     short_since: Option<Instant>,
+    /// Since when the layers granted before exceed what a failing link
+    /// delivers (a timer of its own: the estimate's tolerance stays 1 s).
+    failing_since: Option<Instant>,
 }
 
 impl StreamAllocator {
@@ -168,26 +174,32 @@ impl StreamAllocator {
             })
             .sum();
         let whole = (estimate_bps as f64 - audio_bps as f64).max(0.0);
-        let delivered = self
-            .failing_link_bps
-            .map(|bps| (bps as f64 * UPGRADE_HEADROOM - audio_bps as f64).max(0.0));
-        if granted <= whole && delivered.is_none_or(|d| granted <= d) {
+        if granted <= whole {
             self.short_since = None;
         } else {
             self.short_since.get_or_insert(now);
         }
-        let patience = match delivered {
-            Some(_) => FAILING_DOWNGRADE_AFTER,
-            None => DOWNGRADE_AFTER,
-        };
         let tolerated = self
             .short_since
-            .is_some_and(|t| now.saturating_duration_since(t) < patience)
+            .is_some_and(|t| now.saturating_duration_since(t) < DOWNGRADE_AFTER)
             && granted + audio_bps as f64 <= estimate_bps as f64 * CUT;
+        let delivered = self
+            .failing_link_bps
+            .map(|bps| (bps as f64 * UPGRADE_HEADROOM - audio_bps as f64).max(0.0));
+        match delivered {
+            Some(d) if granted > d => {
+                self.failing_since.get_or_insert(now);
+            }
+            _ => self.failing_since = None,
+        }
+        let failing_tolerated = self
+            .failing_since
+            .is_some_and(|t| now.saturating_duration_since(t) < FAILING_DOWNGRADE_AFTER);
         let budgets = Budgets {
             keep: if tolerated { whole.max(granted) } else { whole },
             climb: budget * UPGRADE_HEADROOM,
-            delivered: delivered.filter(|_| !tolerated),
+            delivered_keep: delivered.filter(|_| !failing_tolerated),
+            delivered_climb: delivered,
         };
         let mut order: Vec<usize> = (0..videos.len()).collect();
         order.sort_by(|&a, &b| {
@@ -217,7 +229,7 @@ impl StreamAllocator {
             };
             let cost = videos[i].layer_bps[lowest] as f64;
             if kept
-                || self.allowed(
+                || self.allowed_lowest(
                     &videos[i],
                     Target::Layer(lowest),
                     used + cost,
@@ -297,12 +309,16 @@ impl StreamAllocator {
         }
         Allocation {
             targets: videos.iter().map(|v| v.track).zip(chosen).collect(),
-            probe_bps: wanted.map(|extra| {
-                // The estimate at which `climb` takes the upgrade.
-                ((used + extra) / UPGRADE_HEADROOM + audio_bps as f64).div_euclid(BUDGET_SHARE)
-                    as u64
-                    + 1
-            }),
+            // A failing link fails every probe (the prober gives up on
+            // loss and backs off for seconds): none until it is sound.
+            probe_bps: wanted
+                .filter(|_| self.failing_link_bps.is_none())
+                .map(|extra| {
+                    // The estimate at which `climb` takes the upgrade.
+                    ((used + extra) / UPGRADE_HEADROOM + audio_bps as f64).div_euclid(BUDGET_SHARE)
+                        as u64
+                        + 1
+                }),
             allocated_bps: used as u64 + audio_bps,
         }
     }
@@ -328,10 +344,30 @@ impl StreamAllocator {
         now: Instant,
     ) -> bool {
         let previous = self.tracks.get(&video.track);
-        let above_floor = target > Target::Layer(video.floor);
-        if above_floor && budgets.delivered.is_some_and(|d| total > d) {
+        let climbing = previous.is_some_and(|p| target > p.target);
+        let delivered = if climbing {
+            budgets.delivered_climb
+        } else {
+            budgets.delivered_keep
+        };
+        if target > Target::Layer(video.floor) && delivered.is_some_and(|d| total > d) {
             return false;
         }
+        self.allowed_lowest(video, target, total, budgets, now)
+    }
+
+    /// [`Self::allowed`] without the failing link's budget: a video's
+    /// lowest arriving layer is the estimate's decision alone (even when it
+    /// lies above `floor`, the encoding below measuring nothing).
+    fn allowed_lowest(
+        &self,
+        video: &VideoDemand,
+        target: Target,
+        total: f64,
+        budgets: &Budgets,
+        now: Instant,
+    ) -> bool {
+        let previous = self.tracks.get(&video.track);
         let climbing = previous.is_some_and(|p| target > p.target);
         if !climbing {
             return total <= budgets.keep;
@@ -349,8 +385,10 @@ struct Budgets {
     keep: f64,
     climb: f64,
     /// On a failing link, what layers above the lowest whole encoding may
-    /// total (see [`StreamAllocator::failing_link_bps`]).
-    delivered: Option<f64>,
+    /// total (see [`StreamAllocator::failing_link_bps`]): to keep them
+    /// (`None` while the shortfall is tolerated), and to climb.
+    delivered_keep: Option<f64>,
+    delivered_climb: Option<f64>,
 }
 
 #[cfg(test)]

@@ -362,3 +362,69 @@ fn a_link_losing_a_quarter_drops_to_the_lowest_encoding_within_half_a_second_but
     let a = losing.allocate(3_000_000, AUDIO, &videos, ms(9100));
     assert_eq!(targets(&a), vec![Target::Layer(2)]);
 }
+
+/// The failing link's budget has its own timer: it neither shortens the
+/// estimate's 1 s tolerance nor leaves a stale timer behind; it refuses a
+/// climb at once (even while a shortfall is tolerated), asks for no probe,
+/// and never takes a video's lowest arriving layer away.
+#[test]
+fn a_losing_link_leaves_the_estimate_rules_alone_refuses_climbs_and_probes() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let whole = |floor| VideoDemand {
+        floor,
+        ..camera(1, Some(2), Priority::Normal)
+    };
+    // Layer 2 granted; the estimate dips below it (a 1 s tolerance) while
+    // the link loses but delivers enough for it: no faster downgrade.
+    let videos = [whole(2)];
+    let mut alloc = StreamAllocator::default();
+    alloc.allocate(2_000_000, AUDIO, &videos, t0);
+    alloc.failing_link_bps = Some(3_000_000);
+    for (at, want) in [(100, 2), (700, 2), (1200, 1)] {
+        let a = alloc.allocate(1_300_000, AUDIO, &videos, ms(at));
+        assert_eq!(targets(&a), vec![Target::Layer(want)], "at {at} ms");
+    }
+    // A link that delivered nothing for 2 s, sound again: the first dip of
+    // the estimate still gets its whole second.
+    let mut alloc = StreamAllocator::default();
+    alloc.allocate(2_000_000, AUDIO, &videos, t0);
+    alloc.failing_link_bps = Some(0);
+    alloc.allocate(2_000_000, AUDIO, &videos, ms(100));
+    alloc.allocate(2_000_000, AUDIO, &videos, ms(2000));
+    alloc.failing_link_bps = None;
+    let a = alloc.allocate(1_300_000, AUDIO, &videos, ms(2100));
+    assert_eq!(
+        targets(&a),
+        vec![Target::Layer(2)],
+        "kept for the estimate's second"
+    );
+    // No climb while losing, not even inside the half second, and no probe.
+    let videos = [camera(1, Some(0), Priority::Normal)];
+    let mut alloc = StreamAllocator::default();
+    alloc.allocate(3_000_000, AUDIO, &videos, t0);
+    alloc.failing_link_bps = Some(500_000);
+    let grown = [camera(1, Some(2), Priority::Normal)];
+    let a = alloc.allocate(3_000_000, AUDIO, &grown, ms(100));
+    assert_eq!(targets(&a), vec![Target::Layer(0)]);
+    assert_eq!(a.probe_bps, None);
+    // Sound: the tile's layer at once (no downgrade held it), and probes
+    // are asked for again when short.
+    alloc.failing_link_bps = None;
+    let a = alloc.allocate(3_000_000, AUDIO, &grown, ms(200));
+    assert_eq!(targets(&a), vec![Target::Layer(2)]);
+    let a = alloc.allocate(1_000_000, AUDIO, &grown, ms(300));
+    assert!(a.probe_bps.is_some());
+    // The lowest encoding measuring nothing: the lowest arriving layer lies
+    // above the floor, and the failing budget does not pause the video.
+    let videos = [VideoDemand {
+        layer_bps: vec![0, 500_000, 1_500_000],
+        ..whole(0)
+    }];
+    let mut alloc = StreamAllocator {
+        failing_link_bps: Some(100_000),
+        ..Default::default()
+    };
+    let a = alloc.allocate(3_000_000, AUDIO, &videos, t0);
+    assert_eq!(targets(&a), vec![Target::Layer(1)]);
+}
