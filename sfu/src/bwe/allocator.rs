@@ -27,20 +27,6 @@
 //!   where it is a third of the rate, comparing the video alone with what
 //!   audio leaves of the estimate made such a dip look like a cut (a
 //!   160 kbit/s link paused its video for 4 s).
-//! - A link losing what it is given ([`StreamAllocator::failing_link_bps`]:
-//!   over 10 % loss) keeps the layers above each video's lowest whole
-//!   encoding only within what it delivered, with the upgrade headroom,
-//!   after half a second. The estimate trails such a link: it follows what
-//!   was delivered, and a layer just under it goes on losing a fifth to a
-//!   third of its packets (and its repairs) for seconds, the picture
-//!   frozen; a second of tolerance that restarts each time the estimate
-//!   touches the layer's rate left a 400 kbit/s link on the 640-wide
-//!   encoding at 20-33 % loss for 1.3-1.8 s (`shaped_link.test.mjs`).
-//!   No climb above that encoding while it loses, and no probe (the prober
-//!   gives up on loss and backs off for seconds). Below that encoding, and
-//!   for each video's lowest arriving layer, the estimate alone decides,
-//!   with its own 1 s tolerance as before (cutting to what a draining link
-//!   delivered sank the estimate there).
 //!
 //! Wiring: per subscriber, on every estimate change and every change of its
 //! tracks (layers appearing, `layout`, speaker), call [`StreamAllocator::
@@ -66,9 +52,6 @@ const UPGRADE_HOLD: Duration = Duration::from_secs(4);
 /// `DOWNGRADE_AFTER`; above it, layers drop at once.
 const CUT: f64 = 1.5;
 const DOWNGRADE_AFTER: Duration = Duration::from_secs(1);
-/// How long a failing link's shortfall is tolerated (see
-/// [`StreamAllocator::failing_link_bps`]).
-const FAILING_DOWNGRADE_AFTER: Duration = Duration::from_millis(500);
 
 /// Who gets bits first (higher first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -139,18 +122,9 @@ pub struct StreamAllocator {
     /// it: it comes back the usual way, once a probe has proven the
     /// estimate.
     pub keep_lowest_layers: bool,
-    /// What the link delivered (bits per second, audio included) while it
-    /// loses much of what it is given; `None` on a sound link. Layers above
-    /// each video's lowest whole encoding are then kept only within this,
-    /// with `UPGRADE_HEADROOM` for repairs and keyframes, after
-    /// `FAILING_DOWNGRADE_AFTER`.
-    pub failing_link_bps: Option<u64>,
     tracks: BTreeMap<TrackId, TrackState>,
     /// Since when the layers granted before exceed the estimate.
     short_since: Option<Instant>,
-    /// Since when the layers granted before exceed what a failing link
-    /// delivers (a timer of its own: the estimate's tolerance stays 1 s).
-    failing_since: Option<Instant>,
 }
 
 impl StreamAllocator {
@@ -183,23 +157,9 @@ impl StreamAllocator {
             .short_since
             .is_some_and(|t| now.saturating_duration_since(t) < DOWNGRADE_AFTER)
             && granted + audio_bps as f64 <= estimate_bps as f64 * CUT;
-        let delivered = self
-            .failing_link_bps
-            .map(|bps| (bps as f64 * UPGRADE_HEADROOM - audio_bps as f64).max(0.0));
-        match delivered {
-            Some(d) if granted > d => {
-                self.failing_since.get_or_insert(now);
-            }
-            _ => self.failing_since = None,
-        }
-        let failing_tolerated = self
-            .failing_since
-            .is_some_and(|t| now.saturating_duration_since(t) < FAILING_DOWNGRADE_AFTER);
         let budgets = Budgets {
             keep: if tolerated { whole.max(granted) } else { whole },
             climb: budget * UPGRADE_HEADROOM,
-            delivered_keep: delivered.filter(|_| !failing_tolerated),
-            delivered_climb: delivered,
         };
         let mut order: Vec<usize> = (0..videos.len()).collect();
         order.sort_by(|&a, &b| {
@@ -229,7 +189,7 @@ impl StreamAllocator {
             };
             let cost = videos[i].layer_bps[lowest] as f64;
             if kept
-                || self.allowed_lowest(
+                || self.allowed(
                     &videos[i],
                     Target::Layer(lowest),
                     used + cost,
@@ -309,16 +269,12 @@ impl StreamAllocator {
         }
         Allocation {
             targets: videos.iter().map(|v| v.track).zip(chosen).collect(),
-            // A failing link fails every probe (the prober gives up on
-            // loss and backs off for seconds): none until it is sound.
-            probe_bps: wanted
-                .filter(|_| self.failing_link_bps.is_none())
-                .map(|extra| {
-                    // The estimate at which `climb` takes the upgrade.
-                    ((used + extra) / UPGRADE_HEADROOM + audio_bps as f64).div_euclid(BUDGET_SHARE)
-                        as u64
-                        + 1
-                }),
+            probe_bps: wanted.map(|extra| {
+                // The estimate at which `climb` takes the upgrade.
+                ((used + extra) / UPGRADE_HEADROOM + audio_bps as f64).div_euclid(BUDGET_SHARE)
+                    as u64
+                    + 1
+            }),
             allocated_bps: used as u64 + audio_bps,
         }
     }
@@ -345,30 +301,6 @@ impl StreamAllocator {
     ) -> bool {
         let previous = self.tracks.get(&video.track);
         let climbing = previous.is_some_and(|p| target > p.target);
-        let delivered = if climbing {
-            budgets.delivered_climb
-        } else {
-            budgets.delivered_keep
-        };
-        if target > Target::Layer(video.floor) && delivered.is_some_and(|d| total > d) {
-            return false;
-        }
-        self.allowed_lowest(video, target, total, budgets, now)
-    }
-
-    /// [`Self::allowed`] without the failing link's budget: a video's
-    /// lowest arriving layer is the estimate's decision alone (even when it
-    /// lies above `floor`, the encoding below measuring nothing).
-    fn allowed_lowest(
-        &self,
-        video: &VideoDemand,
-        target: Target,
-        total: f64,
-        budgets: &Budgets,
-        now: Instant,
-    ) -> bool {
-        let previous = self.tracks.get(&video.track);
-        let climbing = previous.is_some_and(|p| target > p.target);
         if !climbing {
             return total <= budgets.keep;
         }
@@ -384,11 +316,6 @@ impl StreamAllocator {
 struct Budgets {
     keep: f64,
     climb: f64,
-    /// On a failing link, what layers above the lowest whole encoding may
-    /// total (see [`StreamAllocator::failing_link_bps`]): to keep them
-    /// (`None` while the shortfall is tolerated), and to climb.
-    delivered_keep: Option<f64>,
-    delivered_climb: Option<f64>,
 }
 
 #[cfg(test)]

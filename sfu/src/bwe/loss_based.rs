@@ -4,15 +4,6 @@
 //! (rtc's GCC instead cuts 5 % per step from the old estimate, which a
 //! sender that keeps sending drives to the floor). Light loss (under 2 %)
 //! lets the bound rise 8 %/s, and never below what was delivered.
-//!
-//! Each decrease after the first of an episode needs loss of its own: over
-//! 10 % of the packets reported since the previous decrease. The second's
-//! window still holds the loss of an overrun the sender has already left
-//! (a subscriber moved to a lower encoding); decreasing on it every 300 ms
-//! followed the delivered rate down while it fell to what the lower
-//! encoding sends, and the estimate sank from 370 to 113 kbit/s on a
-//! 400 kbit/s link, the video cut to its base temporal layer for 4 s
-//! (`shaped_link.test.mjs`, 2 runs in 8, 2026-12-03).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -37,16 +28,9 @@ pub struct LossBased {
 impl LossBased {
     /// Share of the last second's reported packets that were lost.
     pub fn loss(&self) -> Option<f64> {
-        self.loss_since(None)
-    }
-
-    /// Share lost of the packets reported after `since` (all the window's
-    /// with `None`).
-    fn loss_since(&self, since: Option<Instant>) -> Option<f64> {
         let (lost, total) = self
             .reports
             .iter()
-            .filter(|&&(t, ..)| since.is_none_or(|since| t > since))
             .fold((0, 0), |(l, t), &(_, lost, total)| (l + lost, t + total));
         (total >= MIN_PACKETS).then(|| lost as f64 / total as f64)
     }
@@ -83,10 +67,7 @@ impl LossBased {
             let due = self
                 .last_decrease
                 .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
-            let fresh = self
-                .loss_since(self.last_decrease)
-                .is_some_and(|fresh| fresh > HIGH_LOSS);
-            if due && fresh {
+            if due {
                 // What gets through now, not the lowest ever seen: a
                 // ratchet would drift down with every noisy sample.
                 self.bound = Some(match acked {
@@ -139,30 +120,6 @@ mod tests {
             );
         }
         assert_eq!(loss.bound(), None);
-    }
-
-    #[test]
-    fn a_decrease_needs_loss_reported_since_the_previous_one() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut loss = LossBased::default();
-        // An overrun: a third lost, 390 kbit/s delivered.
-        for i in 0..4 {
-            loss.on_feedback(10, 30, Some(390_000.0), 600_000.0, ms(100 * i));
-        }
-        assert_eq!(loss.bound(), Some(390_000.0));
-        // The sender left it (a lower encoding): nothing lost any more and
-        // less delivered, while the window still averages over 10 %.
-        for i in 4..8 {
-            loss.on_feedback(0, 30, Some(150_000.0), 390_000.0, ms(100 * i));
-            assert!(loss.loss().unwrap() > HIGH_LOSS, "window at {i}");
-        }
-        assert_eq!(loss.bound(), Some(390_000.0), "no decrease on old loss");
-        // Fresh loss again: down to what is delivered.
-        for i in 8..12 {
-            loss.on_feedback(10, 30, Some(200_000.0), 390_000.0, ms(100 * i));
-        }
-        assert_eq!(loss.bound(), Some(200_000.0));
     }
 
     #[test]

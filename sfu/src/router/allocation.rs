@@ -93,11 +93,6 @@ const CONGESTION_LOSS: f64 = 0.02;
 /// estimate pause a video (see `StreamAllocator::keep_lowest_layers`).
 const FAILING_LOSS: f64 = 0.05;
 const FAILING_DELIVERY: f64 = 0.75;
-/// Loss share past which the layers above the lowest whole encoding must
-/// fit what the link delivers (`StreamAllocator::failing_link_bps`): past
-/// it the picture breaks up; GCC's loss-based control cuts its rate there
-/// too.
-const LOSING_LOSS: f64 = 0.10;
 
 #[derive(Default)]
 struct SubscriberAllocation {
@@ -371,10 +366,6 @@ impl Router {
             stats.usage == Usage::Overusing || stats.loss.is_some_and(|l| l > CONGESTION_LOSS);
         state.sent.sample(sent_bytes, now);
         state.allocator.keep_lowest_layers = !state.congestion_seen || !state.link_failing(&stats);
-        state.allocator.failing_link_bps = stats
-            .loss
-            .filter(|&loss| loss > LOSING_LOSS)
-            .and(stats.acknowledged_bps);
         let urgent = state.cap_urgent(&stats);
         let allocation = state
             .allocator
