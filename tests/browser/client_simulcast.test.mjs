@@ -28,10 +28,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, outbound, sendLayout, steadyFrames, switchLayer, view, viewAfter, uplink } from './simulcast_view.mjs';
+import { framesAfter, outbound, publisherPause, sendLayout, steadyFrames, switchLayer, view, viewAfter, uplink } from './simulcast_view.mjs';
 
 const TOKEN = 'client-simulcast-admin-t0ken';
 const RIDS = ['lo', 'mid', 'hi'];
+const RID_OF_WIDTH = { 320: 'lo', 640: 'mid', 1280: 'hi' };
 
 // One participant's entry in the admin overview.
 async function adminEntry(server, participant) {
@@ -149,7 +150,9 @@ test('a camera the client offers itself as three encodings: one tile-sized conti
     // after an upgrade's first frame that 2 of 3 CI runs showed here was the
     // allocator's next tick capping the encoding a grown tile had just
     // climbed to; a `layout` is now allocated at once.)
-    const switchTo = (what, width, height) => switchLayer(t, { page: sub.page, pid: pubId, width, height, steady, what, describe });
+    // As there, the publisher's own pause across a gap counts as steady.
+    const sourcePause = async (widths, from, to) => publisherPause(await adminEntry(server, pubId), RID_OF_WIDTH, widths, from, to);
+    const switchTo = (what, width, height) => switchLayer(t, { page: sub.page, pid: pubId, width, height, steady, what, describe, sourcePause });
     await switchTo('down to 320x180', 320, 180);
     await switchTo('up to 1280x720', 1280, 720);
     await switchTo('to 640x360', 640, 360);

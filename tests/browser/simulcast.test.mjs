@@ -20,7 +20,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { launchPerson, pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, maxGap, outbound, sendLayout, steadyFrames, switchGap, switchLayer, view, viewAfter, uplink } from './simulcast_view.mjs';
+import { framesAfter, maxGap, outbound, publisherPause, sendLayout, steadyFrames, switchGap, switchLayer, view, viewAfter, uplink } from './simulcast_view.mjs';
 
 const TOKEN = 'simulcast-admin-t0ken';
 const PUBLISHER_ARGS = ['--use-fake-device-for-media-stream=device-count=3'];
@@ -46,28 +46,8 @@ async function forwarded(server, subscriber, publisher) {
 // The encodings of the simulcast test's publisher by width (asserted).
 const RID_OF_WIDTH = { 320: 'q', 640: 'h', 1280: 'f' };
 
-// The publisher's longest pause between pictures a receiver can decode
-// (admin API `source_pauses`, as they reached the server) in the
-// encodings `widths` wide that could have caused a subscriber's gap from
-// `from` to `to` (epoch ms): pictures reach the screen 30-100 ms after the
-// server, so the pauses starting between `from` - 250 ms and `to` (one
-// that began earlier, an encoding the publisher had stopped, did not make
-// the subscriber's gap: the server waits for it to flow). Chromium's
-// encoder skips frames after a keyframe on a busy machine, among them the
-// layer-sync picture later ones need, and every layer switch asks for a
-// keyframe (sfu/src/source_pauses.rs, sfu/src/decodable_pictures.rs).
-async function sourcePause(server, publisher, widths, from, to) {
-  const rids = new Set(widths.map((w) => RID_OF_WIDTH[w]).filter(Boolean));
-  const media = await mediaOf(server, publisher);
-  let pause = 0;
-  for (const track of media?.published.filter((t) => t.kind === 'video') || []) {
-    for (const s of track.source_pauses) {
-      const started = s.ended_at_ms - s.ms;
-      if (rids.has(s.rid) && started > from - 250 && started < to) pause = Math.max(pause, s.ms);
-    }
-  }
-  return pause;
-}
+// The publisher's longest pause across a subscriber's gap (simulcast_view.mjs).
+const sourcePause = async (server, publisher, widths, from, to) => publisherPause(await mediaOf(server, publisher), RID_OF_WIDTH, widths, from, to);
 
 test('layout: a hidden video gets no packets, shown again it resumes within 1 s', { timeout: 120_000 }, async (t) => {
   const server = await startServer('layout', { NOOM_ADMIN_TOKEN: TOKEN });
