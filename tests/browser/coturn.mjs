@@ -35,6 +35,13 @@ export async function startCoturn(label, { secret, listenIps = ['127.0.0.1'] } =
     `--realm=${TURN_REALM}`,
     '--no-tls',
     '--no-dtls',
+    // No NAT behavior discovery (RFC 5780): with two listening addresses
+    // coturn would also bind listening-port + 1, a port nobody checked
+    // free. In the ephemeral range, a browser's or the server's socket may
+    // hold it: coturn then retries that bind for ever and never opens its
+    // TCP listener on the second address (CI, turn.test.mjs: errno 98 on
+    // 127.0.0.1:33894 with the listening port 33893).
+    '--no-rfc5780',
     '--allow-loopback-peers',
     '--no-cli',
     `--min-port=${minPort}`,

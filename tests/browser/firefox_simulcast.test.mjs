@@ -18,12 +18,24 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { firefoxUnavailable, inFirefoxNetwork, launchFirefoxAndChromium } from './firefox.mjs';
 import { pageState, randomRoom, startServer, waitFor } from './lib.mjs';
-import { framesAfter, outbound, steadyFrames, switchLayer, view } from './simulcast_view.mjs';
+import { framesAfter, outbound, publisherPause, steadyFrames, switchLayer, view } from './simulcast_view.mjs';
 
 const where = await inFirefoxNetwork(import.meta.url);
 if (where.exitCode !== undefined) process.exit(where.exitCode);
 
 const TOKEN = 'firefox-simulcast-t0ken';
+const RID_OF_WIDTH = { 320: 'q', 640: 'h', 1280: 'f' };
+
+// The publisher's media entry in the admin overview (null when absent).
+async function mediaOf(server, participant) {
+  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200, 'admin overview');
+  for (const room of (await res.json()).rooms) {
+    const p = room.participants.find((p) => p.id === participant && p.media);
+    if (p) return p.media;
+  }
+  return null;
+}
 
 // The server's view (admin API): the publisher's video track's rids, and
 // what it forwards of it to the subscriber.
@@ -116,7 +128,9 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
     const switchTo = async (what, width, height) => {
       const forwarding = async () => (await serverView(server, pubId, subId)).forwarded || false;
       const switchesBefore = (await waitFor(forwarding, { timeout: 10_000, what: 'the server forwarding Firefox video to Chromium', describe })).layer_switches;
-      await switchLayer(t, { page: cr.page, pid: pubId, width, height, steady, what, describe });
+      // As in simulcast.test.mjs, Firefox's own pause across a gap counts as steady.
+      const sourcePause = async (widths, from, to) => publisherPause(await mediaOf(server, pubId), RID_OF_WIDTH, widths, from, to);
+      await switchLayer(t, { page: cr.page, pid: pubId, width, height, steady, what, describe, sourcePause });
       const switched = await waitFor(async () => {
         const f = await forwarding();
         return f && f.layer_switches > switchesBefore ? f : false;
