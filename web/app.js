@@ -573,6 +573,8 @@ async function switchDevice(kind, deviceId) {
   fresh.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
   // No renegotiation: the same sender, SSRC and m-section carry the new source.
   if (app.senders[kind]) await app.senders[kind].replaceTrack(fresh);
+  // Another camera may have another size: its simulcast encodings follow.
+  if (kind === 'video' && app.senders.video) enqueue('sizing the camera encodings', () => sizeSimulcastLayers(app.senders.video));
   if (old) {
     app.localStream.removeTrack(old);
     old.stop();

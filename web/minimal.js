@@ -491,6 +491,8 @@ async function replaceVideo(track, what) {
   const settings = track.getSettings();
   const entry = { what, at, done: clock(), settings: { width: settings.width, height: settings.height, frameRate: settings.frameRate, deviceId: settings.deviceId } };
   noom.switches.push(entry);
+  // As the web client does: the encodings follow the new source's size.
+  await enqueue('sizing encodings', () => sizeSimulcastLayers(noom.videoSender));
   return entry;
 }
 
@@ -511,6 +513,7 @@ async function setResolution(width, height) {
   const s = track.getSettings();
   const entry = { what: `resolution ${width}x${height}`, at, done: clock(), settings: { width: s.width, height: s.height, frameRate: s.frameRate } };
   noom.switches.push(entry);
+  await enqueue('sizing encodings', () => sizeSimulcastLayers(noom.videoSender));
   return entry;
 }
 

@@ -14,21 +14,74 @@ export const CAMERA = asked === 'any'
     : { width: { ideal: 1280 }, height: { ideal: 720 } };
 
 // Encodings cannot be sized in SDP: after answering an offer with
-// simulcast rids, each rid gets its scale and bitrate cap (lowest first,
-// as the server lists them). Nothing to do without simulcast (one
-// encoding, no rid) or once done.
-const SIMULCAST_LAYERS = {
-  q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  f: { scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
+// simulcast rids (lowest first, as the server lists them: q, h, f), each
+// gets its scale and bitrate cap here, from the camera's size. Chromium
+// sends fewer encodings of a smaller picture whatever their scales (its
+// simulcast table: three from 960x540, two from 480x270, one below) and
+// drops the top ones: with fixed scales of 4, 2 and 1 a 640x480 camera
+// reached subscribers at 320x240 at best and a 320x240 one at 80x60
+// (measured, Chromium 148). So the encodings that are sent are sized down
+// from the camera's own size (the top one full size, each lower one half
+// the one above), and those it would not send stay off, in Firefox too,
+// which would otherwise send a copy of a lower one. Run again whenever the
+// camera's size may change (a camera switch, new constraints). Nothing to
+// do without simulcast (one encoding, no rid) or once done.
+const SIMULCAST_RIDS = ['q', 'h', 'f'];
+
+// How many encodings Chromium sends of a camera `width` x `height`.
+export function encodingsForSize(width, height) {
+  if (!width || !height) return SIMULCAST_RIDS.length;
+  const pixels = width * height;
+  if (pixels >= 960 * 540) return 3;
+  if (pixels >= 480 * 270) return 2;
+  return 1;
+}
+
+// The bitrate cap of an encoding `width` wide: what the fixed scales gave a
+// 1280x720 camera's 320-, 640- and 1280-wide encodings.
+const maxBitrateFor = (width) => (width >= 960 ? 2_000_000 : width >= 480 ? 500_000 : 150_000);
+
+// rid -> { scaleResolutionDownBy, maxBitrate } for the encodings sent, and
+// the rids left off, for a camera of this size.
+export function simulcastLayers(width, height) {
+  const count = encodingsForSize(width, height);
+  const layers = {};
+  const off = new Set();
+  SIMULCAST_RIDS.forEach((rid, i) => {
+    if (i >= count) {
+      off.add(rid);
+      return;
+    }
+    const scale = 2 ** (count - 1 - i);
+    layers[rid] = { scaleResolutionDownBy: scale, maxBitrate: maxBitrateFor((width || 1280) / scale) };
+  });
+  return { layers, off };
+}
+
+const cameraSize = (sender) => {
+  const { width, height } = sender.track?.getSettings?.() ?? {};
+  return simulcastLayers(width, height);
 };
+
+// Per sender, the rids turned off here for the camera's size: they come
+// back on when it grows (the server's `encodings` turns off what nobody
+// watches again; it never asks for an encoding it has not seen).
+const offForSize = new WeakMap();
 
 export async function sizeSimulcastLayers(sender) {
   const params = sender.getParameters();
   const encodings = params.encodings || [];
+  if (!encodings.some((e) => SIMULCAST_RIDS.includes(e.rid))) return;
+  const { layers, off } = cameraSize(sender);
+  const wasOff = offForSize.get(sender) ?? new Set();
+  offForSize.set(sender, off);
   let changed = false;
   for (const encoding of encodings) {
-    const want = SIMULCAST_LAYERS[encoding.rid];
+    const want = off.has(encoding.rid)
+      ? { active: false }
+      : wasOff.has(encoding.rid)
+        ? { ...layers[encoding.rid], active: true }
+        : layers[encoding.rid];
     if (!want) continue;
     for (const [key, value] of Object.entries(want)) {
       if (encoding[key] !== value) {
@@ -58,10 +111,12 @@ export async function setEncodingsActive(pc, msg) {
   const sender = transceiver?.sender ?? pc.getSenders().find((s) => s.track && s.track.id === msg.track);
   if (!sender) return;
   const params = sender.getParameters();
+  // An encoding too big for the camera stays off (sizeSimulcastLayers).
+  const { off } = cameraSize(sender);
   let changed = false;
   for (const encoding of params.encodings || []) {
     const active = msg.active[encoding.rid];
-    if (typeof active !== 'boolean' || encoding.active === active) continue;
+    if (typeof active !== 'boolean' || encoding.active === active || (active && off.has(encoding.rid))) continue;
     encoding.active = active;
     changed = true;
   }
