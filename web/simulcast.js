@@ -74,7 +74,6 @@ export async function sizeSimulcastLayers(sender) {
   if (!encodings.some((e) => SIMULCAST_RIDS.includes(e.rid))) return;
   const { layers, off } = cameraSize(sender);
   const wasOff = offForSize.get(sender) ?? new Set();
-  offForSize.set(sender, off);
   let changed = false;
   for (const encoding of encodings) {
     const want = off.has(encoding.rid)
@@ -90,9 +89,10 @@ export async function sizeSimulcastLayers(sender) {
       }
     }
   }
-  if (!changed) return;
   try {
-    await sender.setParameters(params);
+    if (changed) await sender.setParameters(params);
+    // Only once applied: a failed call is retried whole next time.
+    offForSize.set(sender, off);
   } catch (err) {
     console.warn('simulcast encodings not sized', err);
   }
