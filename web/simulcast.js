@@ -29,7 +29,7 @@ export const CAMERA = asked === 'any'
 const SIMULCAST_RIDS = ['q', 'h', 'f'];
 
 // How many encodings Chromium sends of a camera `width` x `height`.
-export function encodingsForSize(width, height) {
+function encodingsForSize(width, height) {
   if (!width || !height) return SIMULCAST_RIDS.length;
   const pixels = width * height;
   if (pixels >= 960 * 540) return 3;
@@ -43,7 +43,7 @@ const maxBitrateFor = (width) => (width >= 960 ? 2_000_000 : width >= 480 ? 500_
 
 // rid -> { scaleResolutionDownBy, maxBitrate } for the encodings sent, and
 // the rids left off, for a camera of this size.
-export function simulcastLayers(width, height) {
+function simulcastLayers(width, height) {
   const count = encodingsForSize(width, height);
   const layers = {};
   const off = new Set();

@@ -26,27 +26,19 @@ if (where.exitCode !== undefined) process.exit(where.exitCode);
 const TOKEN = 'firefox-simulcast-t0ken';
 const RID_OF_WIDTH = { 320: 'q', 640: 'h', 1280: 'f' };
 
-// The publisher's media entry in the admin overview (null when absent).
-async function mediaOf(server, participant) {
-  const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
-  assert.equal(res.status, 200, 'admin overview');
-  for (const room of (await res.json()).rooms) {
-    const p = room.participants.find((p) => p.id === participant && p.media);
-    if (p) return p.media;
-  }
-  return null;
-}
-
-// The server's view (admin API): the publisher's video track's rids, and
-// what it forwards of it to the subscriber.
+// The server's view (admin API): the publisher's media entry and its video
+// track's rids, and what it forwards of it to the subscriber.
 async function serverView(server, publisher, subscriber) {
   const res = await fetch(`${server.url}/api/overview`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(res.status, 200, 'admin overview');
-  const out = { layers: null, forwarded: null };
+  const out = { media: null, layers: null, forwarded: null };
   for (const room of (await res.json()).rooms) {
     for (const p of room.participants) {
       if (!p.media) continue;
-      if (p.id === publisher) out.layers = p.media.published.find((t) => t.kind === 'video')?.layers ?? null;
+      if (p.id === publisher) {
+        out.media = p.media;
+        out.layers = p.media.published.find((t) => t.kind === 'video')?.layers ?? null;
+      }
       if (p.id === subscriber) out.forwarded = p.media.forwarded.find((f) => f.publisher === publisher && f.kind === 'video') ?? null;
     }
   }
@@ -129,7 +121,7 @@ test('Firefox publishes simulcast encodings; a Chromium subscriber switches betw
       const forwarding = async () => (await serverView(server, pubId, subId)).forwarded || false;
       const switchesBefore = (await waitFor(forwarding, { timeout: 10_000, what: 'the server forwarding Firefox video to Chromium', describe })).layer_switches;
       // As in simulcast.test.mjs, Firefox's own pause across a gap counts as steady.
-      const sourcePause = async (widths, from, to) => publisherPause(await mediaOf(server, pubId), RID_OF_WIDTH, widths, from, to);
+      const sourcePause = async (widths, from, to) => publisherPause((await serverView(server, pubId, subId)).media, RID_OF_WIDTH, widths, from, to);
       await switchLayer(t, { page: cr.page, pid: pubId, width, height, steady, what, describe, sourcePause });
       const switched = await waitFor(async () => {
         const f = await forwarding();
